@@ -1,0 +1,105 @@
+"""Input validation shared by the public functions.
+
+Every public function checks its arguments here before any GL or CUDA work and raises a
+``ValueError`` or ``TypeError`` whose message names the argument, what was expected and what
+came. Inner code trusts its callers.
+"""
+from __future__ import annotations
+
+import weakref
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64)
+
+
+def _describe(t: torch.Tensor) -> str:
+    return f"shape {tuple(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}, device {t.device}"
+
+
+def check_tensor(name: str, t, *, dtypes=None, ndims=None, last_dim=None) -> torch.Tensor:
+    """Check that ``t`` is a tensor with one of ``dtypes``, one of ``ndims`` dimensions and a last
+    dimension of ``last_dim`` (an int or a tuple of allowed sizes). Returns ``t`` made contiguous."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if dtypes is not None and t.dtype not in dtypes:
+        allowed = " or ".join(str(d).replace("torch.", "") for d in dtypes)
+        raise TypeError(f"{name} must have dtype {allowed}, got {str(t.dtype).replace('torch.', '')}")
+    if ndims is not None:
+        ndims = (ndims,) if isinstance(ndims, int) else tuple(ndims)
+        if t.ndim not in ndims:
+            want = " or ".join(f"{n}-D" for n in ndims)
+            raise ValueError(f"{name} must be {want}, got {_describe(t)}")
+    if last_dim is not None:
+        last = (last_dim,) if isinstance(last_dim, int) else tuple(last_dim)
+        if t.ndim == 0 or t.shape[-1] not in last:
+            want = " or ".join(str(n) for n in last)
+            raise ValueError(f"{name} must have last dimension {want}, got {_describe(t)}")
+    return t.contiguous()
+
+
+def check_float(name: str, t, **kw) -> torch.Tensor:
+    """``check_tensor`` for float32 (or float64, accepted for gradient checks) tensors."""
+    return check_tensor(name, t, dtypes=FLOAT_DTYPES, **kw)
+
+
+def check_same_device(**tensors) -> torch.device:
+    """Check that all given tensors (``None`` skipped) are on one device; return it."""
+    items = [(k, v) for k, v in tensors.items() if v is not None]
+    dev = items[0][1].device
+    for k, v in items[1:]:
+        if v.device != dev:
+            raise ValueError(
+                f"{k} must be on the same device as {items[0][0]} ({dev}), got {v.device}")
+    return dev
+
+
+def check_same_dtype(**tensors) -> torch.dtype:
+    """Check that all given float tensors (``None`` skipped) share one dtype; return it."""
+    items = [(k, v) for k, v in tensors.items() if v is not None]
+    dt = items[0][1].dtype
+    for k, v in items[1:]:
+        if v.dtype != dt:
+            raise TypeError(
+                f"{k} must have the same dtype as {items[0][0]} ({str(dt).replace('torch.', '')}), "
+                f"got {str(v.dtype).replace('torch.', '')}")
+    return dt
+
+
+def check_choice(name: str, value, choices) -> str:
+    """Check that ``value`` is one of the strings ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+# id(tensor) -> (weak reference, version counter, vertex count) of CUDA index tensors already checked
+_validated_tri_cache: dict = {}
+
+
+def check_triangles(name: str, tri, num_vertices: int) -> torch.Tensor:
+    """Check a triangle index tensor: int32, ``[T, 3]``, every index in ``[0, num_vertices)``.
+
+    On a CUDA tensor the range check needs one scalar read back from the device; its result is
+    cached per tensor object and version counter, so a mesh reused across iterations is read once.
+    (Kernels and shaders still guard every index, so a stale cache can never cause an illegal
+    memory access.)
+    """
+    tri = check_tensor(name, tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
+    if tri.shape[0] == 0:
+        return tri
+    if tri.is_cuda:
+        hit = _validated_tri_cache.get(id(tri))
+        if hit is not None and hit[0]() is tri and hit[1:] == (tri._version, num_vertices):
+            return tri
+    lo, hi = torch.aminmax(tri)
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= num_vertices:
+        raise ValueError(
+            f"{name} indices must lie in [0, {num_vertices}) (the number of vertices), "
+            f"got values in [{lo}, {hi}]")
+    if tri.is_cuda:
+        if len(_validated_tri_cache) > 64:
+            _validated_tri_cache.clear()
+        _validated_tri_cache[id(tri)] = (weakref.ref(tri), tri._version, num_vertices)
+    return tri
