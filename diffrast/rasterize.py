@@ -1,0 +1,198 @@
+"""``rasterize`` and ``DepthPeeler``: triangles to per-pixel (u, v, z/w, triangle_id + 1)."""
+from __future__ import annotations
+
+import torch
+
+from . import triangle_id
+from ._checks import check_same_device, check_tensor, check_triangles
+from .context import RasterizeGLContext
+from .reference import rasterize as _reference
+
+
+def _backward_backend(device: torch.device):
+    """The implementation of the rasterize backward for tensors on ``device``."""
+    return _reference.rasterize_grad
+
+
+def _validate(glctx, pos, tri, resolution, ranges):
+    if not isinstance(glctx, RasterizeGLContext):
+        raise TypeError(f"glctx must be a RasterizeGLContext, got {type(glctx).__name__}")
+    if glctx._pipeline is None:
+        raise RuntimeError("glctx has been released")
+    pos = check_tensor("pos", pos, dtypes=(torch.float32,), ndims=(2, 3), last_dim=4)
+    check_same_device(pos=pos, tri=tri if isinstance(tri, torch.Tensor) else None)
+    tri = check_triangles("tri", tri, pos.shape[-2])
+    if not isinstance(resolution, (tuple, list)) or len(resolution) != 2 \
+            or not all(isinstance(r, int) or (isinstance(r, torch.Tensor) and r.numel() == 1)
+                       for r in resolution):
+        raise TypeError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
+    height, width = (int(r) for r in resolution)
+    max_h, max_w = glctx.max_resolution
+    if not (0 < height <= max_h and 0 < width <= max_w):
+        raise ValueError(
+            f"resolution must be within [1, {max_h}] x [1, {max_w}] (the GL limits), "
+            f"got {height} x {width}")
+    if tri.shape[0] > triangle_id.MAX_TRIANGLES:
+        raise ValueError(f"tri has {tri.shape[0]} triangles; ids are stored as floats and stay "
+                         f"unique only up to {triangle_id.MAX_TRIANGLES}")
+    if pos.device.type == "cuda" and glctx.device != pos.device:
+        raise ValueError(f"pos is on {pos.device} but glctx renders on {glctx.device}; create the "
+                         f"RasterizeGLContext with device={str(pos.device)!r}")
+    if pos.ndim == 3:
+        if ranges is not None:
+            raise ValueError("ranges must be None in instance mode (pos [B, V, 4]); "
+                             "ranges are for range mode (pos [V, 4])")
+        return pos, tri, (height, width), None
+    if ranges is None:
+        raise ValueError("range mode (pos [V, 4]) needs ranges, an int32 CPU tensor [B, 2] of "
+                         "(first triangle, triangle count)")
+    ranges = check_tensor("ranges", ranges, dtypes=(torch.int32,), ndims=2, last_dim=2)
+    if ranges.device.type != "cpu":
+        raise ValueError(f"ranges must be a CPU tensor, got device {ranges.device}")
+    if ranges.shape[0] > 0:
+        start, count = ranges[:, 0].long(), ranges[:, 1].long()
+        if bool((start < 0).any()) or bool((count < 0).any()):
+            raise ValueError("ranges must hold non-negative (first triangle, count) pairs, got "
+                             f"{ranges.tolist()}")
+        end = int((start + count).max())
+        if end > tri.shape[0]:
+            raise ValueError(f"ranges run past the end of tri: a range ends at triangle {end}, "
+                             f"but tri has {tri.shape[0]} triangles")
+    return pos, tri, (height, width), ranges
+
+
+def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
+    """Render all batch items; returns ``(rast, rast_db or None)`` on the device of ``pos``."""
+    height, width = resolution
+    batch = pos.shape[0] if ranges is None else ranges.shape[0]
+    rast = torch.empty(batch, height, width, 4, dtype=torch.float32, device=pos.device)
+    rast_db = torch.empty_like(rast) if glctx.output_db else None
+    if batch == 0:
+        return rast, rast_db
+    chunk = glctx.max_layers
+    if peel and batch > chunk:
+        raise ValueError(f"DepthPeeler supports at most {chunk} images per batch (the GL layer "
+                         f"limit), got {batch}")
+    num_vertices = pos.shape[-2]
+    range_list = ranges.tolist() if ranges is not None else None
+    with glctx.current() as pipe:
+        pipe.ensure_targets(width, height, min(batch, chunk))
+        pipe.upload(pos, tri)
+        for first in range(0, batch, chunk):
+            count = min(chunk, batch - first)
+            depth_index = layer_index % 2
+            if range_list is None:
+                pipe.draw_instances(num_vertices, tri.shape[0], first, count, width, height,
+                                    depth_index, peel)
+            else:
+                pipe.draw_ranges(num_vertices, range_list[first:first + count], width, height,
+                                 depth_index, peel)
+            pipe.read(rast[first:first + count],
+                      None if rast_db is None else rast_db[first:first + count])
+    return rast, rast_db
+
+
+class _Rasterize(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel):
+        rast, rast_db = _render(glctx, pos, tri, resolution, ranges, layer_index, peel)
+        ctx.save_for_backward(pos, tri, rast)
+        ctx.grad_db = grad_db and rast_db is not None
+        if rast_db is None:
+            rast_db = rast.new_empty(*rast.shape[:3], 0)
+        return rast, rast_db
+
+    @staticmethod
+    def backward(ctx, grad_rast, grad_rast_db):
+        pos, tri, rast = ctx.saved_tensors
+        grad_db = grad_rast_db.contiguous() if ctx.grad_db else None
+        grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast.contiguous(), grad_db)
+        return grad, None, None, None, None, None, None, None
+
+
+def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
+    """Rasterize triangles.
+
+    All input tensors must be contiguous (non-contiguous ones are made so) and on the device of
+    ``glctx`` (CUDA), or on the CPU. In instance mode ``pos`` has shape ``[minibatch_size,
+    num_vertices, 4]`` and every image uses the same ``tri``; in range mode ``pos`` has shape
+    ``[num_vertices, 4]`` and ``ranges`` says which triangles each image draws.
+
+    Args:
+        glctx: :class:`RasterizeGLContext` to render with.
+        pos: Vertex positions in clip space, float32 ``[minibatch_size, num_vertices, 4]`` or
+            ``[num_vertices, 4]``.
+        tri: Triangle vertex indices, int32 ``[num_triangles, 3]``, each in
+            ``[0, num_vertices)``.
+        resolution: Output resolution ``(height, width)``; any size within the GL limits.
+        ranges: Range mode only: int32 CPU tensor ``[minibatch_size, 2]`` of
+            ``(first triangle, triangle count)`` per image.
+        grad_db: Propagate gradients of the barycentric derivatives ``rast_db`` into ``pos``.
+            Ignored when the context was created with ``output_db=False``.
+
+    Returns:
+        A tuple ``(rast, rast_db)``. ``rast`` is float32 ``[minibatch_size, height, width, 4]``
+        holding ``(u, v, z/w, triangle_id + 1)`` per pixel, zeros where no triangle is drawn.
+        ``u`` and ``v`` are the perspective-correct barycentric weights of the triangle's first
+        and second vertex at the pixel centre (the third is ``1 - u - v``), ``z/w`` is the
+        normalized depth, and ``triangle_id + 1`` is stored as a float (see
+        :mod:`diffrast.triangle_id`). Rows are bottom-up: row 0 is the bottom of the image
+        (clip-space ``y = -1``). ``rast_db`` is float32 ``[minibatch_size, height, width, 4]`` with
+        ``(du/dX, du/dY, dv/dX, dv/dY)`` in pixel units when the context has ``output_db``,
+        otherwise an empty ``[minibatch_size, height, width, 0]`` tensor. Gradients flow into
+        ``pos`` from ``u``, ``v`` and (with ``grad_db``) ``rast_db``; ``z/w`` carries none.
+    """
+    if glctx is not None and getattr(glctx, "active_peeler", None) is not None:
+        raise RuntimeError("rasterize() cannot be called while a DepthPeeler is active on glctx")
+    pos, tri, resolution, ranges = _validate(glctx, pos, tri, resolution, ranges)
+    return _Rasterize.apply(pos, tri, resolution, ranges, glctx, bool(grad_db), 0, False)
+
+
+class DepthPeeler:
+    """Depth peeling: rasterize the same geometry layer by layer, front to back.
+
+    Use as a context manager; inside it, each :meth:`rasterize_next_layer` call returns the next
+    layer: for every pixel the nearest surface behind the one returned by the previous call.
+    A context can have one active peeler at a time, and :func:`rasterize` cannot be called on it
+    while a peeler is active.
+
+    Args:
+        glctx, pos, tri, resolution, ranges, grad_db: as for :func:`rasterize`.
+    """
+
+    def __init__(self, glctx, pos, tri, resolution, ranges=None, grad_db=True):
+        self._args = _validate(glctx, pos, tri, resolution, ranges)
+        self._glctx = glctx
+        self._grad_db = bool(grad_db)
+        self._layer = None
+
+    def __enter__(self):
+        if self._glctx.active_peeler is not None:
+            raise RuntimeError("another DepthPeeler is already active on this RasterizeGLContext")
+        if self._layer is not None:
+            raise RuntimeError("a DepthPeeler cannot be entered twice")
+        self._glctx.active_peeler = self
+        self._layer = 0
+        return self
+
+    def __exit__(self, *exc):
+        if self._glctx.active_peeler is self:
+            self._glctx.active_peeler = None
+        self._layer = -1
+        return False
+
+    def rasterize_next_layer(self):
+        """Rasterize the next depth layer.
+
+        Returns:
+            ``(rast, rast_db)`` as for :func:`rasterize`. After the last layer, pixels are empty
+            (all zeros).
+        """
+        if self._glctx.active_peeler is not self or self._layer is None or self._layer < 0:
+            raise RuntimeError("rasterize_next_layer() must be called inside the DepthPeeler's "
+                               "with-block")
+        pos, tri, resolution, ranges = self._args
+        out = _Rasterize.apply(pos, tri, resolution, ranges, self._glctx, self._grad_db,
+                               self._layer, self._layer > 0)
+        self._layer += 1
+        return out

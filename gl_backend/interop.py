@@ -1,0 +1,118 @@
+"""CUDA–GL interop through ``cuda-bindings``: torch memory into GL buffers and GL textures into
+torch memory, device to device, on torch's current stream.
+
+Resources are registered once per GL allocation (registration is expensive) and mapped around
+each copy. Mapping orders the copy after the GL work issued before it, and unmapping orders later
+GL work after the copy, so no host synchronisation is needed.
+"""
+from __future__ import annotations
+
+import torch
+
+_cudart = None
+
+
+def _rt():
+    global _cudart
+    if _cudart is None:
+        try:
+            from cuda.bindings import runtime as rt
+        except ImportError:
+            try:
+                from cuda import cudart as rt  # cuda-python before 12.6
+            except ImportError as exc:
+                raise ImportError(
+                    "CUDA tensors need CUDA–GL interop from the package cuda-bindings: "
+                    "install diffrast[cuda13] (or [cuda12]) to match your CUDA driver") from exc
+        _cudart = rt
+    return _cudart
+
+
+def _check(result):
+    err = result[0] if isinstance(result, tuple) else result
+    if int(err) != 0:
+        raise RuntimeError(f"CUDA–GL interop call failed: {err!r}")
+    if isinstance(result, tuple):
+        rest = result[1:]
+        return rest[0] if len(rest) == 1 else rest
+    return None
+
+
+def _stream() -> int:
+    return torch.cuda.current_stream().cuda_stream
+
+
+class _Registered:
+    """A registered GL object; ``release()`` unregisters it (needs the GL context current)."""
+
+    def __init__(self, resource):
+        self.resource = resource
+
+    def release(self) -> None:
+        if self.resource is not None:
+            _check(_rt().cudaGraphicsUnregisterResource(self.resource))
+            self.resource = None
+
+    def map(self, stream):
+        _check(_rt().cudaGraphicsMapResources(1, self.resource, stream))
+
+    def unmap(self, stream):
+        _check(_rt().cudaGraphicsUnmapResources(1, self.resource, stream))
+
+
+class RegisteredBuffer(_Registered):
+    """A GL buffer that torch writes into (registered write-discard)."""
+
+    def __init__(self, gl_buffer: int):
+        rt = _rt()
+        flags = rt.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsWriteDiscard
+        super().__init__(_check(rt.cudaGraphicsGLRegisterBuffer(int(gl_buffer), flags)))
+
+    def write(self, src: torch.Tensor) -> None:
+        """Copy the contiguous CUDA tensor ``src`` to the start of the buffer."""
+        rt = _rt()
+        stream = _stream()
+        self.map(stream)
+        try:
+            ptr, size = _check(rt.cudaGraphicsResourceGetMappedPointer(self.resource))
+            nbytes = src.numel() * src.element_size()
+            if nbytes > size:
+                raise RuntimeError(f"interop buffer of {size} bytes is too small for {nbytes}")
+            _check(rt.cudaMemcpyAsync(ptr, src.data_ptr(), nbytes,
+                                      rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+        finally:
+            self.unmap(stream)
+
+
+class RegisteredLayeredTexture(_Registered):
+    """A ``GL_TEXTURE_2D_ARRAY`` of RGBA32F that torch reads from.
+
+    Registered under the target ``GL_TEXTURE_3D`` so that it maps to one 3D CUDA array and all
+    layers leave in one ``cudaMemcpy3DAsync`` (registered as a 2D array, each layer would map
+    separately).
+    """
+
+    def __init__(self, gl_texture: int):
+        rt = _rt()
+        from OpenGL import GL
+        flags = rt.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsReadOnly
+        super().__init__(_check(rt.cudaGraphicsGLRegisterImage(int(gl_texture), GL.GL_TEXTURE_3D, flags)))
+
+    def read(self, out: torch.Tensor) -> None:
+        """Copy layers ``[0, L)``, rows ``[0, H)``, columns ``[0, W)`` into the contiguous CUDA
+        tensor ``out`` of shape ``[L, H, W, 4]`` (float32)."""
+        rt = _rt()
+        layers, height, width, _ = out.shape
+        stream = _stream()
+        self.map(stream)
+        try:
+            array = _check(rt.cudaGraphicsSubResourceGetMappedArray(self.resource, 0, 0))
+            p = rt.cudaMemcpy3DParms()
+            p.srcArray = array
+            p.srcPos = rt.make_cudaPos(0, 0, 0)
+            p.dstPtr = rt.make_cudaPitchedPtr(out.data_ptr(), width * 16, width, height)
+            p.extent = rt.make_cudaExtent(width, height, layers)
+            p.kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
+            _check(rt.cudaMemcpy3DAsync(p, stream))
+        finally:
+            self.unmap(stream)

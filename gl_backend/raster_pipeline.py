@@ -1,0 +1,219 @@
+"""The GL side of ``rasterize``: buffers, layered render targets, draws and read-back.
+
+One ``RasterPipeline`` lives in each ``RasterizeGLContext``; every method expects that context to
+be current. Each batch item renders into its own layer of ``GL_TEXTURE_2D_ARRAY`` targets (the
+geometry shader sets ``gl_Layer``); batches larger than the layer limit go through in chunks.
+Targets and buffers grow on demand and are never shrunk, so a steady workload allocates nothing.
+"""
+from __future__ import annotations
+
+import ctypes
+
+import numpy as np
+import torch
+from OpenGL import GL
+
+from .program import Program
+
+
+class _GrowingBuffer:
+    """A GL buffer that is reallocated (and re-registered for interop) only when it must grow."""
+
+    def __init__(self, target):
+        self.target = target
+        self.name = GL.glGenBuffers(1)
+        self.capacity = 0
+        self.registered = None
+
+    def upload(self, data: torch.Tensor) -> None:
+        nbytes = max(data.numel() * data.element_size(), 16)
+        if nbytes > self.capacity:
+            if self.registered is not None:
+                self.registered.release()
+                self.registered = None
+            self.capacity = max(nbytes, self.capacity * 3 // 2)
+            GL.glBindBuffer(self.target, self.name)
+            GL.glBufferData(self.target, self.capacity, None, GL.GL_DYNAMIC_DRAW)
+        if data.numel() == 0:
+            return
+        if data.is_cuda:
+            if self.registered is None:
+                from .interop import RegisteredBuffer
+                self.registered = RegisteredBuffer(self.name)
+            self.registered.write(data)
+        else:
+            arr = np.ascontiguousarray(data.numpy())
+            GL.glBindBuffer(self.target, self.name)
+            GL.glBufferSubData(self.target, 0, arr.nbytes, arr)
+
+    def release(self) -> None:
+        if self.registered is not None:
+            self.registered.release()
+            self.registered = None
+        if self.name:
+            GL.glDeleteBuffers(1, [self.name])
+            self.name = 0
+
+
+class RasterPipeline:
+    """Program, buffers and render targets of one rasterizing context.
+
+    Args:
+        output_db: whether to render the barycentric derivatives into a second target.
+    """
+
+    def __init__(self, output_db: bool):
+        self.output_db = output_db
+        self.max_layers = int(GL.glGetIntegerv(GL.GL_MAX_ARRAY_TEXTURE_LAYERS))
+        tex = int(GL.glGetIntegerv(GL.GL_MAX_TEXTURE_SIZE))
+        vp = GL.glGetIntegerv(GL.GL_MAX_VIEWPORT_DIMS)
+        fbw = int(GL.glGetIntegerv(GL.GL_MAX_FRAMEBUFFER_WIDTH))
+        fbh = int(GL.glGetIntegerv(GL.GL_MAX_FRAMEBUFFER_HEIGHT))
+        self.max_width = min(tex, int(vp[0]), fbw)
+        self.max_height = min(tex, int(vp[1]), fbh)
+        self.program = Program(["rasterize.vert", "rasterize.geom", "rasterize.frag"])
+        self.program.set_int("u_prev_depth", 0)
+        self.vao = GL.glGenVertexArrays(1)
+        self.positions = _GrowingBuffer(GL.GL_SHADER_STORAGE_BUFFER)
+        self.indices = _GrowingBuffer(GL.GL_ELEMENT_ARRAY_BUFFER)
+        self.fbo = GL.glGenFramebuffers(1)
+        self.size = (0, 0, 0)  # allocated width, height, layers
+        self.rast_tex = self.db_tex = 0
+        self.depth_tex = [0, 0]
+        self._registered = {}
+        self._indices_source = None
+
+    # -- render targets ------------------------------------------------------------------------
+    def _release_targets(self) -> None:
+        for reg in self._registered.values():
+            reg.release()
+        self._registered.clear()
+        names = [t for t in (self.rast_tex, self.db_tex, *self.depth_tex) if t]
+        if names:
+            GL.glDeleteTextures(len(names), names)
+        self.rast_tex = self.db_tex = 0
+        self.depth_tex = [0, 0]
+
+    @staticmethod
+    def _layered(internal_format, width, height, layers) -> int:
+        tex = GL.glGenTextures(1)
+        GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, tex)
+        GL.glTexStorage3D(GL.GL_TEXTURE_2D_ARRAY, 1, internal_format, width, height, layers)
+        GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MIN_FILTER, GL.GL_NEAREST)
+        GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST)
+        return tex
+
+    def ensure_targets(self, width: int, height: int, layers: int) -> None:
+        """Make the render targets at least ``width`` × ``height`` × ``layers``."""
+        w0, h0, l0 = self.size
+        if width <= w0 and height <= h0 and layers <= l0:
+            return
+        self._release_targets()
+        w, h, n = max(width, w0), max(height, h0), max(layers, l0)
+        self.rast_tex = self._layered(GL.GL_RGBA32F, w, h, n)
+        if self.output_db:
+            self.db_tex = self._layered(GL.GL_RGBA32F, w, h, n)
+        self.depth_tex = [self._layered(GL.GL_DEPTH_COMPONENT32F, w, h, n) for _ in range(2)]
+        self.size = (w, h, n)
+
+    # -- uploads -------------------------------------------------------------------------------
+    def upload(self, pos: torch.Tensor, tri: torch.Tensor) -> None:
+        """Upload clip-space positions (float32, contiguous) and triangle indices (int32)."""
+        self.positions.upload(pos)
+        # Meshes rarely change between calls: skip the index upload for the same, unmodified tensor.
+        source = (id(tri), tri.data_ptr(), tri._version, tuple(tri.shape), tri.device)
+        if source != self._indices_source:
+            GL.glBindVertexArray(self.vao)
+            self.indices.upload(tri)
+            self._indices_source = source
+
+    # -- drawing -------------------------------------------------------------------------------
+    def _begin(self, width, height, depth_index, peel) -> None:
+        GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
+        GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex, 0)
+        if self.output_db:
+            GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT1, self.db_tex, 0)
+            GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
+        else:
+            GL.glDrawBuffers(1, [GL.GL_COLOR_ATTACHMENT0])
+        GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, self.depth_tex[depth_index], 0)
+        GL.glViewport(0, 0, width, height)
+        GL.glDisable(GL.GL_CULL_FACE)
+        GL.glDisable(GL.GL_BLEND)
+        GL.glEnable(GL.GL_DEPTH_TEST)
+        GL.glDepthFunc(GL.GL_LESS)
+        GL.glDepthMask(GL.GL_TRUE)
+        zero = (GL.GLfloat * 4)(0, 0, 0, 0)
+        GL.glClearBufferfv(GL.GL_COLOR, 0, zero)
+        if self.output_db:
+            GL.glClearBufferfv(GL.GL_COLOR, 1, zero)
+        GL.glClearBufferfv(GL.GL_DEPTH, 0, (GL.GLfloat * 1)(1.0))
+        prog = self.program
+        prog.use()
+        prog.set_vec2("u_size", width, height)
+        prog.set_int("u_peel", 1 if peel else 0)
+        GL.glActiveTexture(GL.GL_TEXTURE0)
+        GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self.depth_tex[1 - depth_index] if peel else 0)
+        GL.glBindVertexArray(self.vao)
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.indices.name)
+        GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, 0, self.positions.name)
+
+    def draw_instances(self, num_vertices, num_triangles, first, count, width, height,
+                       depth_index=0, peel=False) -> None:
+        """Instance mode: draw all triangles for batch items ``[first, first + count)`` into
+        layers ``[0, count)``."""
+        self._begin(width, height, depth_index, peel)
+        prog = self.program
+        prog.set_int("u_num_vertices", num_vertices)
+        prog.set_int("u_instance_base", first)
+        prog.set_int("u_instanced", 1)
+        prog.set_int("u_layer", 0)
+        prog.set_int("u_tri_offset", 0)
+        if num_triangles > 0:
+            GL.glDrawElementsInstanced(GL.GL_TRIANGLES, 3 * num_triangles, GL.GL_UNSIGNED_INT, None, count)
+
+    def draw_ranges(self, num_vertices, ranges, width, height, depth_index=0, peel=False) -> None:
+        """Range mode: ``ranges`` is a list of (first triangle, count); entry ``i`` draws into
+        layer ``i``."""
+        self._begin(width, height, depth_index, peel)
+        prog = self.program
+        prog.set_int("u_num_vertices", num_vertices)
+        prog.set_int("u_instance_base", 0)
+        prog.set_int("u_instanced", 0)
+        for layer, (start, count) in enumerate(ranges):
+            if count <= 0:
+                continue
+            prog.set_int("u_layer", layer)
+            prog.set_int("u_tri_offset", start)
+            GL.glDrawElements(GL.GL_TRIANGLES, 3 * count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(12 * start))
+
+    # -- read-back -----------------------------------------------------------------------------
+    def _read(self, tex, out: torch.Tensor) -> None:
+        layers, height, width, _ = out.shape
+        if out.is_cuda:
+            reg = self._registered.get(tex)
+            if reg is None:
+                from .interop import RegisteredLayeredTexture
+                reg = self._registered[tex] = RegisteredLayeredTexture(tex)
+            reg.read(out)
+        else:
+            GL.glGetTextureSubImage(tex, 0, 0, 0, 0, width, height, layers, GL.GL_RGBA, GL.GL_FLOAT,
+                                    out.numel() * 4, ctypes.c_void_p(out.data_ptr()))
+
+    def read(self, rast: torch.Tensor, rast_db: torch.Tensor | None) -> None:
+        """Copy the first ``L`` layers into ``rast`` (and ``rast_db``), each ``[L, H, W, 4]``."""
+        self._read(self.rast_tex, rast)
+        if rast_db is not None:
+            self._read(self.db_tex, rast_db)
+
+    def release(self) -> None:
+        self._release_targets()
+        self.positions.release()
+        self.indices.release()
+        if self.fbo:
+            GL.glDeleteFramebuffers(1, [self.fbo])
+            self.fbo = 0
+        if self.vao:
+            GL.glDeleteVertexArrays(1, [self.vao])
+            self.vao = 0
+        self.program.release()
