@@ -39,7 +39,6 @@ def base_parser(description: str, resolution: int, iterations: int) -> argparse.
     p.add_argument("--resolution", type=int, default=resolution, help="image height and width")
     p.add_argument("--iterations", type=int, default=iterations, help="optimisation steps")
     p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--display", action="store_true", help="show progress in a window")
     return p
 
 

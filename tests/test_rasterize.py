@@ -373,3 +373,22 @@ def test_cuda_equals_mesa_and_makes_no_host_copies():
         torch.cuda.synchronize()
     names = [e.name for e in prof.events()]
     assert not any("DtoH" in n or "Device -> Pageable" in n or "DeviceToHost" in n for n in names), names
+
+
+def test_missing_egl_raises_an_error_that_says_what_to_install(monkeypatch):
+    from diffrast.gl_backend import egl
+    monkeypatch.setattr(egl, "_devices", lambda EGL: (_ for _ in ()).throw(
+        egl.EGLError(f"EGL reports no devices. {egl._INSTALL_HINT}")))
+    with pytest.raises(egl.EGLError, match="apt-get install libegl1 libegl-mesa0"):
+        dr.RasterizeGLContext(device="cpu")
+
+
+def test_released_context_raises_and_contexts_can_be_recreated():
+    pos = torch.tensor([[[-1, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]], dtype=torch.float32)
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    for _ in range(5):
+        glctx = dr.RasterizeGLContext(device="cpu")
+        dr.rasterize(glctx, pos, tri, (8, 8))
+        glctx.release()
+    with pytest.raises(RuntimeError, match="released"):
+        dr.rasterize(glctx, pos, tri, (8, 8))
