@@ -1,0 +1,141 @@
+"""Performance scenarios of DESIGN.md: prints one JSON line per scenario.
+
+A UV sphere of 2 * rows * cols triangles, rotated per batch item and perspective-projected, a
+random RGB float32 texture, UVs from the sphere. Times are medians in milliseconds (CUDA events
+on the GPU, wall clock on the CPU) after warm-up; peak GPU memory in MiB.
+
+    python benchmarks/run.py                       # all scenarios on CUDA
+    python benchmarks/run.py --device cpu --scenarios small_1x512 --reps 3
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+
+import torch
+
+import diffrast as dr
+from diffrast import geometry
+
+SCENARIOS = {
+    "small_1x512": dict(rows=16, cols=32, batch=1, res=512, tex=512),
+    "mid_4x1024": dict(rows=128, cols=256, batch=4, res=1024, tex=2048),
+    "big_8x1024_1M": dict(rows=500, cols=1000, batch=8, res=1024, tex=2048),
+}
+
+
+def timer(device, reps, warmup):
+    def measure(fn):
+        for _ in range(warmup):
+            fn()
+        times = []
+        for _ in range(reps):
+            if device.type == "cuda":
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+        return round(statistics.median(times), 3)
+    return measure
+
+
+def scene(cfg, device, gen):
+    pos, tri, uv = geometry.uv_sphere(cfg["rows"], cfg["cols"])
+    proj = geometry.perspective(45.0) @ geometry.translate(0, 0, -3.0)
+    mvp = torch.stack([proj @ geometry.rotate_y(2 * math.pi * b / cfg["batch"]) @ geometry.rotate_x(0.3)
+                       for b in range(cfg["batch"])])
+    clip = geometry.transform(pos, mvp).contiguous()
+    tex = torch.rand(1, cfg["tex"], cfg["tex"], 3, generator=gen)
+    return clip.to(device), tri.to(device), uv.to(device), tex.to(device)
+
+
+def run_scenario(name, cfg, device, glctx, reps, warmup):
+    gen = torch.Generator().manual_seed(0)
+    clip, tri, uv, tex = scene(cfg, device, gen)
+    res = (cfg["res"], cfg["res"])
+    measure = timer(device, reps, warmup)
+    out = {"scenario": name, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+           "triangles": tri.shape[0]}
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    pos_g = clip.clone().requires_grad_(True)
+    out["rasterize_fwd"] = measure(lambda: dr.rasterize(glctx, clip, tri, res))
+
+    def rast_fwd_bwd():
+        rast, db = dr.rasterize(glctx, pos_g, tri, res)
+        (rast[..., :2].sum() + db.sum()).backward()
+    out["rasterize_fwd_bwd"] = measure(rast_fwd_bwd)
+
+    rast, rast_db = dr.rasterize(glctx, clip, tri, res)
+    uv_g = uv.clone().requires_grad_(True)
+    out["interpolate_da_fwd"] = measure(lambda: dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all"))
+
+    def interp_fwd_bwd():
+        a, da = dr.interpolate(uv_g, rast, tri, rast_db=rast_db, diff_attrs="all")
+        (a.sum() + da.sum()).backward()
+    out["interpolate_da_fwd_bwd"] = measure(interp_fwd_bwd)
+
+    texc, texd = dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all")
+    tex_g = tex.clone().requires_grad_(True)
+    texc_g = texc.clone().requires_grad_(True)
+
+    def tex_linear():
+        dr.texture(tex_g, texc_g, filter_mode="linear").sum().backward()
+    out["texture_linear_fwd_bwd"] = measure(tex_linear)
+    out["texture_mip_fwd"] = measure(lambda: dr.texture(tex, texc, texd, filter_mode="linear-mipmap-linear"))
+
+    def tex_mip():
+        dr.texture(tex_g, texc_g, texd, filter_mode="linear-mipmap-linear").sum().backward()
+    out["texture_mip_fwd_bwd"] = measure(tex_mip)
+
+    color = dr.texture(tex, texc, texd, filter_mode="linear-mipmap-linear")
+    topo = dr.antialias_construct_topology_hash(tri)
+    color_g = color.clone().requires_grad_(True)
+    out["antialias_fwd"] = measure(lambda: dr.antialias(color, rast, clip, tri, topology_hash=topo))
+
+    def aa_fwd_bwd():
+        dr.antialias(color_g, rast, pos_g, tri, topology_hash=topo).sum().backward()
+    out["antialias_fwd_bwd"] = measure(aa_fwd_bwd)
+
+    target = color.detach() * 0.5
+
+    def train_step():
+        r, db = dr.rasterize(glctx, pos_g, tri, res)
+        t, td = dr.interpolate(uv_g, r, tri, rast_db=db, diff_attrs="all")
+        c = dr.texture(tex_g, t, td, filter_mode="linear-mipmap-linear")
+        c = torch.where(r[..., 3:] > 0, c, torch.zeros_like(c))
+        c = dr.antialias(c, r, pos_g, tri, topology_hash=topo)
+        ((c - target) ** 2).mean().backward()
+    out["train_step"] = measure(train_step)
+    if device.type == "cuda":
+        out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    p.add_argument("--reps", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    glctx = dr.RasterizeGLContext(device=device)
+    for name in args.scenarios:
+        print(json.dumps(run_scenario(name, SCENARIOS[name], device, glctx, args.reps, args.warmup)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
