@@ -3,3 +3,9 @@
 ``import diffrast as dr`` runs programs written for ``nvdiffrast.torch``.
 """
 from . import triangle_id
+from .context import RasterizeGLContext
+from .rasterize import DepthPeeler, rasterize
+from .interpolate import interpolate
+from .antialias import antialias, antialias_construct_topology_hash
+from .texture import texture, texture_construct_mip
+from .determinism import is_deterministic, set_deterministic
