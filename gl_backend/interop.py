@@ -116,3 +116,41 @@ class RegisteredLayeredTexture(_Registered):
             _check(rt.cudaMemcpy3DAsync(p, stream))
         finally:
             self.unmap(stream)
+
+
+class RegisteredTexture2D(_Registered):
+    """A ``GL_TEXTURE_2D`` that torch writes into (registered write-discard): the frame texture of
+    ``diffrast.viewer``.
+
+    The texture's level 0 maps to one CUDA array; ``write`` fills it from a CUDA tensor with one
+    ``cudaMemcpy2DToArrayAsync`` on torch's current stream, device to device. Mapping orders the
+    copy after the GL work issued before it and unmapping orders later draws after the copy, so
+    nothing waits on the host. Create it, and call ``write`` and ``release``, with the texture's
+    GL context current and the tensor's CUDA device current.
+
+    Args:
+        gl_texture: name of a ``GL_TEXTURE_2D`` with storage allocated (e.g. ``GL_RGBA8``).
+    """
+
+    def __init__(self, gl_texture: int):
+        rt = _rt()
+        from OpenGL import GL
+        flags = rt.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsWriteDiscard
+        super().__init__(_check(rt.cudaGraphicsGLRegisterImage(int(gl_texture), GL.GL_TEXTURE_2D, flags)))
+
+    def write(self, src: torch.Tensor) -> None:
+        """Copy the contiguous CUDA tensor ``src`` of shape ``[H, W, C]`` into texels ``[0, W)``
+        by ``[0, H)`` of level 0; row ``i`` of ``src`` becomes texture row ``i`` (``t`` grows with
+        ``i``). ``C`` times the element size must equal the texel size of the texture's format
+        (4 bytes for ``GL_RGBA8`` with ``uint8``), and ``W``, ``H`` must not exceed its size."""
+        rt = _rt()
+        height, width = int(src.shape[0]), int(src.shape[1])
+        row_bytes = width * int(src.shape[2]) * src.element_size()
+        stream = _stream()
+        self.map(stream)
+        try:
+            array = _check(rt.cudaGraphicsSubResourceGetMappedArray(self.resource, 0, 0))
+            _check(rt.cudaMemcpy2DToArrayAsync(array, 0, 0, src.data_ptr(), row_bytes, row_bytes, height,
+                                               rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+        finally:
+            self.unmap(stream)
