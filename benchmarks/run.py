@@ -58,12 +58,12 @@ def scene(cfg, device, gen):
     return clip.to(device), tri.to(device), uv.to(device), tex.to(device)
 
 
-def run_scenario(name, cfg, device, glctx, reps, warmup):
+def run_scenario(name, cfg, device, glctx, reps, warmup, context_name):
     gen = torch.Generator().manual_seed(0)
     clip, tri, uv, tex = scene(cfg, device, gen)
     res = (cfg["res"], cfg["res"])
     measure = timer(device, reps, warmup)
-    out = {"scenario": name, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+    out = {"scenario": name, "context": context_name, "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
            "triangles": tri.shape[0]}
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -126,15 +126,21 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    p.add_argument("--contexts", nargs="*", default=["gl", "cuda"],
+                   help="rasterizers: gl (RasterizeGLContext), cuda (RasterizeCudaContext; GPU only)")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
-    glctx = dr.RasterizeGLContext(device=device)
-    for name in args.scenarios:
-        print(json.dumps(run_scenario(name, SCENARIOS[name], device, glctx, args.reps, args.warmup)), flush=True)
+    contexts = {"gl": lambda: dr.RasterizeGLContext(device=device),
+                "cuda": lambda: dr.RasterizeCudaContext(device=device)}
+    for ctx_name in args.contexts if device.type == "cuda" else ["gl"]:
+        glctx = contexts[ctx_name]()
+        for name in args.scenarios:
+            print(json.dumps(run_scenario(name, SCENARIOS[name], device, glctx, args.reps, args.warmup, ctx_name)),
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,15 @@ memory pool: outputs are torch tensors made by the caller.
 from __future__ import annotations
 
 import os
+import re
 import threading
+import warnings
 
 import numpy as np
 import torch
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
-COMPILE_OPTIONS = ("--std=c++17", f"-I{SOURCE_DIR}")
+COMPILE_OPTIONS = ("--std=c++17",)
 
 _modules: dict = {}
 _lock = threading.Lock()
@@ -31,10 +33,26 @@ def available() -> bool:
     return True
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
+
+
 def source(name: str) -> str:
-    """The text of ``cuda_ops/<name>.cu``."""
-    with open(os.path.join(SOURCE_DIR, name + ".cu")) as f:
-        return f.read()
+    """The text of ``cuda_ops/<name>.cu`` with its local ``#include "..."`` headers inlined (each
+    once), so that CuPy's on-disk cache, keyed by the source text, also sees header changes."""
+    seen = set()
+
+    def expand(filename):
+        with open(os.path.join(SOURCE_DIR, filename)) as f:
+            text = f.read().replace("#pragma once", "")
+
+        def inline(match):
+            header = match.group(1)
+            if header in seen:
+                return ""
+            seen.add(header)
+            return expand(header)
+        return _INCLUDE.sub(inline, text)
+    return expand(name + ".cu")
 
 
 def _module(name: str, device_index: int):
@@ -53,6 +71,8 @@ def _module(name: str, device_index: int):
 
 
 def _arg(a):
+    if isinstance(a, np.generic):  # numpy scalars pass as they are (np.int64 for 64-bit params)
+        return a
     if isinstance(a, torch.Tensor):
         return np.uint64(a.data_ptr())
     if isinstance(a, (bool, np.bool_)):
@@ -73,7 +93,7 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
         grid, block: launch dimensions (ints or tuples of up to three ints).
         args: kernel arguments: torch tensors (passed as device pointers; they must be
             contiguous and on ``device``), Python ints (``int``), floats (``float``), bools
-            (``int``).
+            (``int``), numpy scalars as typed (``np.int64(n)`` for a ``long long``).
         device: the CUDA device of the tensors.
         shared_mem: dynamic shared memory in bytes.
     """
@@ -84,10 +104,26 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
     fn = _module(module, index).get_function(kernel)
-    stream = torch.cuda.current_stream(device)
     with cupy.cuda.Device(index):
-        ext = cupy.cuda.ExternalStream(stream.cuda_stream, index)
-        fn(grid, block, tuple(_arg(a) for a in args), stream=ext, shared_mem=shared_mem)
+        fn(grid, block, tuple(_arg(a) for a in args), stream=_cupy_stream(device, index),
+           shared_mem=shared_mem)
+
+
+_streams: dict = {}
+
+
+def _cupy_stream(device, index):
+    """CuPy's view of torch's current stream on ``device`` (cached per stream handle)."""
+    handle = torch.cuda.current_stream(device).cuda_stream
+    stream = _streams.get((index, handle))
+    if stream is None:
+        import cupy
+        if len(_streams) > 256:
+            _streams.clear()
+        with warnings.catch_warnings():  # CuPy 14 prefers Stream.from_external(protocol object)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            stream = _streams[(index, handle)] = cupy.cuda.ExternalStream(handle, index)
+    return stream
 
 
 def blocks(n: int, threads: int) -> int:

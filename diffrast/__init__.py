@@ -4,6 +4,7 @@
 """
 from . import triangle_id
 from .context import RasterizeGLContext
+from .cuda_context import RasterizeCudaContext
 from .rasterize import DepthPeeler, rasterize
 from .interpolate import interpolate
 from .antialias import antialias, antialias_construct_topology_hash

@@ -1,9 +1,9 @@
 """Public ``antialias`` and ``antialias_construct_topology_hash`` (nvdiffrast's API).
 
 The inputs are validated here, then the work goes to the backend for the tensors' device
-(``_backend_for``). Today every device uses the plain-PyTorch reference in
-``diffrast.reference.antialias``; a CUDA kernel backend can be registered for CUDA tensors
-without touching the public functions.
+(``_backend_for``): float32 CUDA tensors run the kernels of ``cuda_ops/antialias.cu`` through
+``diffrast.cuda_backend_antialias``; everything else uses the plain-PyTorch reference in
+``diffrast.reference.antialias``.
 """
 from __future__ import annotations
 
@@ -22,8 +22,13 @@ __all__ = ["antialias", "antialias_construct_topology_hash", "TopologyHash"]
 def _backend_for(device: torch.device):
     """The ``(construct_topology, antialias)`` implementation for tensors on ``device``.
 
-    A CUDA backend plugs in here (e.g. ``if device.type == "cuda": return _cuda_backend``) with
-    the same two callables and the same semantics as the reference."""
+    CUDA tensors: the topology is built on the GPU (:mod:`diffrast.cuda_backend_antialias`, torch
+    ops, a result equal to the reference's) and ``antialias`` runs the CUDA kernels of
+    ``cuda_ops/antialias.cu`` when CuPy is available; there, only float32 inputs take the kernels,
+    float64 ones the reference. CPU tensors use the plain-PyTorch reference."""
+    if device.type == "cuda":
+        from . import cuda_backend_antialias as _cuda
+        return _cuda.construct_topology, (_cuda.antialias if _cuda.available() else _ref.antialias)
     return _ref.construct_topology, _ref.antialias
 
 

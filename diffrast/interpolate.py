@@ -17,9 +17,14 @@ def _backend_for(device: torch.device, dtype: torch.dtype):
     A backend is a callable ``fn(attr, rast, tri, rast_db, diff_attrs) -> (out, out_da)`` taking
     validated, contiguous tensors and a list of attribute indices (possibly empty) and returning
     outputs that are differentiable by autograd (either built from torch ops, or produced by a
-    ``torch.autograd.Function``). For now every device and dtype uses the PyTorch reference; a
-    CUDA kernel backend for float32 CUDA tensors plugs in here.
+    ``torch.autograd.Function``). float32 CUDA tensors use the CUDA kernels
+    (:mod:`diffrast.cuda_backend`) when CuPy is available; everything else (CPU, float64) uses the
+    PyTorch reference.
     """
+    if device.type == "cuda" and dtype == torch.float32:
+        from . import cuda_backend
+        if cuda_backend.available():
+            return cuda_backend.interpolate
     return _reference.interpolate
 
 

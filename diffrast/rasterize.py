@@ -6,18 +6,28 @@ import torch
 from . import triangle_id
 from ._checks import check_same_device, check_tensor, check_triangles
 from .context import RasterizeGLContext
+from .cuda_context import RasterizeCudaContext
 from .reference import rasterize as _reference
 
 
 def _backward_backend(device: torch.device):
-    """The implementation of the rasterize backward for tensors on ``device``."""
+    """The implementation of the rasterize backward for tensors on ``device``: the CUDA kernels
+    (:mod:`diffrast.cuda_backend`) for CUDA tensors when CuPy is available (``pos`` is always
+    float32), otherwise the PyTorch reference."""
+    if device.type == "cuda":
+        from . import cuda_backend
+        if cuda_backend.available():
+            return cuda_backend.rasterize_grad
     return _reference.rasterize_grad
 
 
 def _validate(glctx, pos, tri, resolution, ranges):
-    if not isinstance(glctx, RasterizeGLContext):
-        raise TypeError(f"glctx must be a RasterizeGLContext, got {type(glctx).__name__}")
-    if glctx._pipeline is None:
+    if isinstance(glctx, RasterizeCudaContext):
+        pass
+    elif not isinstance(glctx, RasterizeGLContext):
+        raise TypeError(f"glctx must be a RasterizeGLContext or RasterizeCudaContext, "
+                        f"got {type(glctx).__name__}")
+    elif glctx._pipeline is None:
         raise RuntimeError("glctx has been released")
     pos = check_tensor("pos", pos, dtypes=(torch.float32,), ndims=(2, 3), last_dim=4)
     check_same_device(pos=pos, tri=tri if isinstance(tri, torch.Tensor) else None)
@@ -35,6 +45,9 @@ def _validate(glctx, pos, tri, resolution, ranges):
     if tri.shape[0] > triangle_id.MAX_TRIANGLES:
         raise ValueError(f"tri has {tri.shape[0]} triangles; ids are stored as floats and stay "
                          f"unique only up to {triangle_id.MAX_TRIANGLES}")
+    if isinstance(glctx, RasterizeCudaContext) and pos.device != glctx.device:
+        raise ValueError(f"pos must be on {glctx.device}, the device of the RasterizeCudaContext, "
+                         f"got {pos.device}")
     if pos.device.type == "cuda" and glctx.device != pos.device:
         raise ValueError(f"pos is on {pos.device} but glctx renders on {glctx.device}; create the "
                          f"RasterizeGLContext with device={str(pos.device)!r}")
@@ -63,6 +76,8 @@ def _validate(glctx, pos, tri, resolution, ranges):
 
 def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
     """Render all batch items; returns ``(rast, rast_db or None)`` on the device of ``pos``."""
+    if isinstance(glctx, RasterizeCudaContext):
+        return glctx._render(pos, tri, resolution, ranges, layer_index, peel)
     height, width = resolution
     batch = pos.shape[0] if ranges is None else ranges.shape[0]
     rast = torch.empty(batch, height, width, 4, dtype=torch.float32, device=pos.device)

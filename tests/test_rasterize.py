@@ -8,14 +8,24 @@ import torch
 import diffrast as dr
 from diffrast.reference.rasterize import pixel_barycentrics
 
+# Context kinds: OpenGL on the CPU (Mesa), OpenGL on a GPU with CUDA tensors, and the CUDA
+# rasterizer (RasterizeCudaContext), which must give the same results.
+KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cudarast", marks=pytest.mark.gpu)]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 _contexts = {}
 
 
-def context(device, **kw):
-    key = (device, tuple(sorted(kw.items())))
+def tensor_device(kind):
+    return "cpu" if kind == "cpu" else "cuda"
+
+
+def context(kind, **kw):
+    key = (kind, tuple(sorted(kw.items())))
     if key not in _contexts:
-        _contexts[key] = dr.RasterizeGLContext(device=device, **kw)
+        if kind == "cudarast":
+            _contexts[key] = dr.RasterizeCudaContext(**kw)
+        else:
+            _contexts[key] = dr.RasterizeGLContext(device=kind, **kw)
     return _contexts[key]
 
 
@@ -43,11 +53,12 @@ def random_triangles(gen, n, perspective=True):
     return torch.cat([xy * w, z * w, w], -1).float()  # clip space
 
 
-@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("height,width", [(37, 53), (64, 64)])
-def test_single_triangles_match_analytic_solve(device, height, width):
+def test_single_triangles_match_analytic_solve(kind, height, width):
+    device = tensor_device(kind)
     gen = torch.Generator().manual_seed(1)
-    glctx = context(device)
+    glctx = context(kind)
     tris = random_triangles(gen, 12)
     tri = torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device)
     pos = tris.to(device)  # 12 images, one triangle each (instance mode)
@@ -72,12 +83,13 @@ def test_single_triangles_match_analytic_solve(device, height, width):
     assert checked > 500
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_rast_db_matches_finite_differences(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_rast_db_matches_finite_differences(kind):
+    device = tensor_device(kind)
     gen = torch.Generator().manual_seed(2)
     tris = random_triangles(gen, 4)
     H, W = 40, 48
-    rast, rast_db = dr.rasterize(context(device), tris.to(device),
+    rast, rast_db = dr.rasterize(context(kind), tris.to(device),
                                  torch.tensor([[0, 1, 2]], dtype=torch.int32, device=device), (H, W))
     rast, rast_db = rast.cpu(), rast_db.cpu()
     h = 1e-3
@@ -101,9 +113,10 @@ def test_rast_db_matches_finite_differences(device):
         assert err.max() < 1e-4 * scale + 1e-6
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_shared_edge_covers_each_pixel_once(device):
-    glctx = context(device)
+@pytest.mark.parametrize("kind", KINDS)
+def test_shared_edge_covers_each_pixel_once(kind):
+    device = tensor_device(kind)
+    glctx = context(kind)
     # A square split along its diagonal: pixel centres of a square image lie exactly on it.
     pos = torch.tensor([[-1, -1, 0, 1], [1, -1, 0, 1], [1, 1, 0, 1], [-1, 1, 0, 1]],
                        dtype=torch.float32, device=device)
@@ -116,9 +129,10 @@ def test_shared_edge_covers_each_pixel_once(device):
     assert both.all()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_nearer_triangle_wins(device):
-    glctx = context(device)
+@pytest.mark.parametrize("kind", KINDS)
+def test_nearer_triangle_wins(kind):
+    device = tensor_device(kind)
+    glctx = context(kind)
     far = [[-1, -1, 0.5, 1], [3, -1, 0.5, 1], [-1, 3, 0.5, 1]]
     near = [[-1, -1, -0.5, 1], [3, -1, -0.5, 1], [-1, 3, -0.5, 1]]
     tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32, device=device)
@@ -130,10 +144,11 @@ def test_nearer_triangle_wins(device):
         assert torch.allclose(rast[..., 2], torch.full_like(rast[..., 2], -0.5))
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_range_mode_equals_instance_mode(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_range_mode_equals_instance_mode(kind):
+    device = tensor_device(kind)
     gen = torch.Generator().manual_seed(3)
-    glctx = context(device)
+    glctx = context(kind)
     V, T, B = 30, 20, 3
     verts = random_triangles(gen, V // 3).reshape(V, 4)
     tri = torch.randint(0, V, (T, 3), generator=gen, dtype=torch.int32)
@@ -166,9 +181,10 @@ def test_batches_beyond_the_layer_limit_are_split(device):
     glctx.release()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_near_plane_clipping(device):
-    glctx = context(device)
+@pytest.mark.parametrize("kind", KINDS)
+def test_near_plane_clipping(kind):
+    device = tensor_device(kind)
+    glctx = context(kind)
     # One vertex behind the camera (w < 0): GL clips against z = -w; barycentrics stay those
     # of the unclipped triangle at each pixel centre.
     tris = torch.tensor([[[-0.5, -0.5, 0.0, 1.0], [0.5, -0.5, 0.0, 1.0], [0.0, 0.6, -1.5, -0.5]]])
@@ -186,9 +202,10 @@ def test_near_plane_clipping(device):
     assert np.abs(rast[0, ..., 2].numpy() - zw)[covered].max() < 2e-5
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_nonfinite_positions_drop_the_triangle(device):
-    glctx = context(device)
+@pytest.mark.parametrize("kind", KINDS)
+def test_nonfinite_positions_drop_the_triangle(kind):
+    device = tensor_device(kind)
+    glctx = context(kind)
     pos = torch.tensor([[-1, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1],
                         [-1, -1, 0, float("nan")], [1, -1, 0, 1], [1, 1, 0, 1],
                         [float("inf"), -1, 0, 1], [1, 1, 0, 1], [-1, 1, 0, 1]], device=device)
@@ -199,9 +216,10 @@ def test_nonfinite_positions_drop_the_triangle(device):
     assert torch.isfinite(rast).all() and torch.isfinite(db).all()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_depth_peeling_returns_layers_front_to_back(device):
-    glctx = context(device)
+@pytest.mark.parametrize("kind", KINDS)
+def test_depth_peeling_returns_layers_front_to_back(kind):
+    device = tensor_device(kind)
+    glctx = context(kind)
     depths = [0.3, -0.6, 0.0]
     pos = torch.tensor([[[-1, -1, z, 1], [3, -1, z, 1], [-1, 3, z, 1]] for z in depths],
                        dtype=torch.float32).reshape(9, 4).to(device)
@@ -255,12 +273,13 @@ def test_gradcheck_of_reference_barycentrics():
     assert torch.autograd.gradcheck(lambda q: pixel_barycentrics(q, tri, rast), (p2,), eps=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_rasterize_backward_equals_reference_autograd(device):
+@pytest.mark.parametrize("kind", KINDS)
+def test_rasterize_backward_equals_reference_autograd(kind):
+    device = tensor_device(kind)
     gen = torch.Generator().manual_seed(6)
     pos = random_triangles(gen, 4).reshape(2, 6, 4).to(device).requires_grad_(True)
     tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32, device=device)
-    rast, db = dr.rasterize(context(device), pos, tri, (16, 16))
+    rast, db = dr.rasterize(context(kind), pos, tri, (16, 16))
     wr = torch.randn(rast.shape, generator=gen).to(device)
     wd = torch.randn(db.shape, generator=gen).to(device)
     ((rast * wr).sum() + (db * wd).sum()).backward()

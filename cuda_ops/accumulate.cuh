@@ -1,0 +1,80 @@
+// Accumulating per-pixel gradients into per-vertex rows.
+//
+// Fast mode: float atomicAdd, after a warp-level pre-reduction. Consecutive pixels of an image
+// row are consecutive lanes of a warp, and neighbouring pixels usually lie on the same triangle,
+// so their contributions go to the same vertex rows. warp_run() groups each maximal run of
+// consecutive lanes that hold the same key (the triangle and, where it matters, the image);
+// run_sum() adds a value over the run (a Kogge-Stone suffix scan bounded at the run's end) and
+// the run's first lane issues one atomicAdd for the whole run. This cuts the number of atomics,
+// and the contention on hot vertices, by the typical run length, at the price of a few shuffles.
+// Lanes whose pixel contributes nothing use key -1 and take part in the shuffles with zeros;
+// runs of key -1 are never summed.
+//
+// Requirements: every lane of the warp calls these functions (no early return before them, block
+// size a multiple of 32), and keys are uniform within a run by construction.
+//
+// Deterministic mode uses no atomics: the kernels' *_reduce functions give each vertex row one
+// warp, whose lanes take the row's entries (in a fixed, sorted order) round-robin and combine
+// their partial sums with warp_sum_fixed_order(): the same additions in the same order on every
+// run, hence bit-identical results.
+#pragma once
+
+namespace diffrast {
+
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+struct WarpRun {
+    int lane;    // lane index in the warp
+    int end;     // lane index of the last lane of this lane's run
+    int reach;   // power of two >= the longest contributing run (uniform across the warp)
+    bool head;   // first lane of its run: the one that writes the run's total
+};
+
+__device__ __forceinline__ WarpRun warp_run(long long key)
+{
+    WarpRun r;
+    r.lane = (int)(threadIdx.x & 31u);
+    const long long next = __shfl_down_sync(kFullWarp, key, 1);
+    const long long prev = __shfl_up_sync(kFullWarp, key, 1);
+    const bool tail = r.lane == 31 || next != key;
+    r.head = r.lane == 0 || prev != key;
+    const unsigned tails = __ballot_sync(kFullWarp, tail);
+    r.end = __ffs(tails & (kFullWarp << r.lane)) - 1;
+    // Only the heads of contributing runs need their whole run summed; runs of key -1 don't.
+    const int needed = (key >= 0 && r.head) ? r.end - r.lane + 1 : 1;
+    r.reach = 1;
+    while (r.reach < 32 && __any_sync(kFullWarp, needed > r.reach))
+        r.reach <<= 1;
+    return r;
+}
+
+// Sum of v over the lanes from this one to the end of its run; the run total in its head lane.
+__device__ __forceinline__ float run_sum(float v, const WarpRun& r)
+{
+    for (int s = 1; s < r.reach; s <<= 1) {
+        const float o = __shfl_down_sync(kFullWarp, v, s);
+        if (r.lane + s <= r.end)
+            v += o;
+    }
+    return v;
+}
+
+// Adds the run total of v to *dst, once per run. `active` must be true exactly for the lanes
+// whose key is not -1. Every lane of the warp must call this.
+__device__ __forceinline__ void run_atomic_add(float* dst, float v, const WarpRun& r, bool active)
+{
+    v = run_sum(v, r);
+    if (active && r.head)
+        atomicAdd(dst, v);
+}
+
+// Sum of v over the 32 lanes by a fixed butterfly; every lane gets the total. The order of the
+// additions depends only on the lane numbering, never on timing.
+__device__ __forceinline__ float warp_sum_fixed_order(float v)
+{
+    for (int s = 16; s > 0; s >>= 1)
+        v += __shfl_xor_sync(kFullWarp, v, s);
+    return v;
+}
+
+}  // namespace diffrast

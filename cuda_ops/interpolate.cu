@@ -1,0 +1,282 @@
+// interpolate: vertex attributes to image space (forward) and its backward pass, float32.
+//
+// The math is diffrast/reference/interpolate.py's, term for term. Per pixel p with
+// (u, v, z/w, id + 1) = rast[p] and (dudX, dudY, dvdX, dvdY) = rast_db[p], the triangle's corner
+// attribute rows a0, a1, a2 (of image b in batched mode, of row block 0 otherwise) and w = 1-u-v:
+//
+//   out[p, i]         = u * a0[i] + v * a1[i] + w * a2[i]
+//   out_da[p, 2k]     = dudX * (a0 - a2)[j] + dvdX * (a1 - a2)[j]     with j = sel[k]
+//   out_da[p, 2k + 1] = dudY * (a0 - a2)[j] + dvdY * (a1 - a2)[j]
+//
+// Backward, with g = grad_out[p], (gx_k, gy_k) = grad_out_da[p, 2k : 2k + 2]:
+//
+//   grad_rast[p]    = (sum_i g_i (a0 - a2)_i, sum_i g_i (a1 - a2)_i, 0, 0)
+//   grad_rast_db[p] = (sum_k gx_k (a0-a2)_jk, sum_k gy_k (a0-a2)_jk,
+//                      sum_k gx_k (a1-a2)_jk, sum_k gy_k (a1-a2)_jk)
+//   grad a0[i] += u g_i + e0_i,  grad a1[i] += v g_i + e1_i,  grad a2[i] += w g_i - e0_i - e1_i
+//   where e0_i = sum_{k: sel[k] = i} (dudX gx_k + dudY gy_k), e1_i likewise with dvdX, dvdY.
+//
+// Empty pixels (id + 1 outside [1, T], NaN/inf codes) and triangles with a vertex index outside
+// [0, V) produce zeros and pass on no gradient; nothing is read through such indices.
+//
+// The forward pass uses explicitly rounded multiplies and adds (no FMA contraction), so that its
+// results equal the reference's bit for bit on the same device.
+//
+// `diff_table` (int32, on the device) describes the selected attributes: sel[0..K) (the diff_attrs
+// list, duplicates allowed), then the inverse map as CSR: inv_ptr[0..A], inv_k[0..K) such that
+// inv_k[inv_ptr[i] .. inv_ptr[i + 1]) are the k with sel[k] = i, in increasing order.
+//
+// Layout: attr [Ba * V, A] rows (Ba = B when `attr_batched`, else 1), rast / rast_db / grad_rast /
+// grad_rast_db [N, 4] with N = B * H * W pixels, out [N, A], out_da [N, 2K]. One thread per pixel.
+#include "accumulate.cuh"
+#include "triangle_id.cuh"
+
+namespace {
+
+using namespace diffrast;
+
+__device__ __forceinline__ float4 load4(const float* __restrict__ base, long long index)
+{
+    return reinterpret_cast<const float4*>(base)[index];
+}
+
+__device__ __forceinline__ void store4(float* __restrict__ base, long long index, float4 value)
+{
+    reinterpret_cast<float4*>(base)[index] = value;
+}
+
+// The pixel's triangle and the attribute rows of its corners. False for an empty pixel.
+struct PixelTriangle {
+    int tri;            // triangle index, or -1
+    long long row[3];   // attribute rows of the corners
+};
+
+__device__ __forceinline__ bool pixel_triangle(float code, int image, const int* __restrict__ tri,
+                                               int num_triangles, int num_vertices,
+                                               int attr_batched, PixelTriangle& pt)
+{
+    pt.row[0] = pt.row[1] = pt.row[2] = 0;
+    pt.tri = decode_triangle(code, num_triangles);
+    int vi[3];
+    if (pt.tri < 0 || !triangle_vertices(tri, pt.tri, num_vertices, vi)) {
+        pt.tri = -1;
+        return false;
+    }
+    const long long base = attr_batched ? (long long)image * num_vertices : 0;
+    for (int c = 0; c < 3; ++c)
+        pt.row[c] = base + vi[c];
+    return true;
+}
+
+// e0_i and e1_i of the header: the gradient reaching (a0 - a2)[i] and (a1 - a2)[i] through
+// out_da at one pixel.
+__device__ __forceinline__ void diff_terms(int i, float4 db, const float* __restrict__ gda,
+                                           const int* __restrict__ inv_ptr,
+                                           const int* __restrict__ inv_k, float& e0, float& e1)
+{
+    e0 = 0.0f;
+    e1 = 0.0f;
+    for (int j = inv_ptr[i]; j < inv_ptr[i + 1]; ++j) {
+        const int k = inv_k[j];
+        const float gx = gda[2 * k], gy = gda[2 * k + 1];
+        e0 += db.x * gx + db.y * gy;
+        e1 += db.z * gx + db.w * gy;
+    }
+}
+
+}  // namespace
+
+extern "C" __global__ void interpolate_fwd(
+    const float* __restrict__ attr, const float* __restrict__ rast, const int* __restrict__ tri,
+    const float* __restrict__ rast_db, const int* __restrict__ diff_table,
+    float* __restrict__ out, float* __restrict__ out_da,
+    int num_pixels, int pixels_per_image, int num_vertices, int num_attrs, int num_triangles,
+    int attr_batched, int num_diff)
+{
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= num_pixels)
+        return;
+    const int A = num_attrs, K = num_diff;
+    float* o = out + (long long)p * A;
+    float* od = out_da + (long long)p * 2 * K;
+
+    const float4 r = load4(rast, p);
+    PixelTriangle pt;
+    if (!pixel_triangle(r.w, p / pixels_per_image, tri, num_triangles, num_vertices,
+                        attr_batched, pt)) {
+        for (int i = 0; i < A; ++i)
+            o[i] = 0.0f;
+        for (int k = 0; k < 2 * K; ++k)
+            od[k] = 0.0f;
+        return;
+    }
+    const float* a0 = attr + pt.row[0] * A;
+    const float* a1 = attr + pt.row[1] * A;
+    const float* a2 = attr + pt.row[2] * A;
+    const float u = r.x, v = r.y;
+    const float w = __fsub_rn(__fsub_rn(1.0f, u), v);
+    for (int i = 0; i < A; ++i)
+        o[i] = __fadd_rn(__fadd_rn(__fmul_rn(u, a0[i]), __fmul_rn(v, a1[i])), __fmul_rn(w, a2[i]));
+
+    if (K > 0) {
+        const float4 db = load4(rast_db, p);
+        for (int k = 0; k < K; ++k) {
+            const int j = diff_table[k];
+            float dx = 0.0f, dy = 0.0f;
+            if (j >= 0 && j < A) {
+                const float d0 = __fsub_rn(a0[j], a2[j]);
+                const float d1 = __fsub_rn(a1[j], a2[j]);
+                dx = __fadd_rn(__fmul_rn(db.x, d0), __fmul_rn(db.z, d1));
+                dy = __fadd_rn(__fmul_rn(db.y, d0), __fmul_rn(db.w, d1));
+            }
+            od[2 * k] = dx;
+            od[2 * k + 1] = dy;
+        }
+    }
+}
+
+// Backward pass. Writes grad_rast and grad_rast_db (when wanted) for every pixel; for grad_attr
+// either adds each covered pixel's corner contributions with warp-aggregated atomics (grad_attr
+// must be zeroed by the caller), or, in deterministic mode, only records the attribute row of
+// each (pixel, corner) entry in entry_rows[3p + c] (0x7fffffff for empty pixels) for
+// interpolate_bwd_reduce.
+extern "C" __global__ void interpolate_bwd(
+    const float* __restrict__ attr, const float* __restrict__ rast, const int* __restrict__ tri,
+    const float* __restrict__ rast_db, const int* __restrict__ diff_table,
+    const float* __restrict__ grad_out, const float* __restrict__ grad_out_da,
+    float* __restrict__ grad_attr, float* __restrict__ grad_rast, float* __restrict__ grad_rast_db,
+    int* __restrict__ entry_rows,
+    int num_pixels, int pixels_per_image, int num_vertices, int num_attrs, int num_triangles,
+    int attr_batched, int num_diff, int want_attr, int want_rast, int want_db, int deterministic)
+{
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool in_range = p < num_pixels;
+    const int A = num_attrs, K = num_diff;
+    const int* sel = diff_table;
+    const int* inv_ptr = diff_table + K;
+    const int* inv_k = diff_table + K + A + 1;
+
+    // No early return: every lane of the warp takes part in the shuffles of the atomic path.
+    const int image = in_range ? p / pixels_per_image : 0;
+    float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    PixelTriangle pt;
+    pt.tri = -1;
+    pt.row[0] = pt.row[1] = pt.row[2] = 0;
+    bool covered = false;
+    if (in_range) {
+        r = load4(rast, p);
+        covered = pixel_triangle(r.w, image, tri, num_triangles, num_vertices, attr_batched, pt);
+    }
+    const float4 db = (covered && K > 0) ? load4(rast_db, p) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float u = covered ? r.x : 0.0f;
+    const float v = covered ? r.y : 0.0f;
+    const float w = 1.0f - u - v;
+    const float* g = grad_out + (long long)p * A;
+    const float* gda = grad_out_da + (long long)p * 2 * K;
+    const float* a0 = attr + pt.row[0] * A;  // row 0 (never read) for an empty pixel
+    const float* a1 = attr + pt.row[1] * A;
+    const float* a2 = attr + pt.row[2] * A;
+
+    // Gradients to rast (u, v) and rast_db: per pixel, plain stores.
+    if (in_range && (want_rast || want_db)) {
+        float gu = 0.0f, gv = 0.0f;
+        float4 gdb = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (covered) {
+            for (int i = 0; i < A; ++i) {
+                const float gi = g[i];
+                gu += gi * (a0[i] - a2[i]);
+                gv += gi * (a1[i] - a2[i]);
+            }
+            for (int k = 0; k < K; ++k) {
+                const int j = sel[k];
+                if (j < 0 || j >= A)
+                    continue;
+                const float d0 = a0[j] - a2[j], d1 = a1[j] - a2[j];
+                const float gx = gda[2 * k], gy = gda[2 * k + 1];
+                gdb.x += gx * d0;
+                gdb.y += gy * d0;
+                gdb.z += gx * d1;
+                gdb.w += gy * d1;
+            }
+        }
+        if (want_rast)
+            store4(grad_rast, p, make_float4(gu, gv, 0.0f, 0.0f));
+        if (want_db)
+            store4(grad_rast_db, p, gdb);
+    }
+
+    if (!want_attr)
+        return;  // uniform across the launch
+    if (deterministic) {
+        if (in_range)
+            for (int c = 0; c < 3; ++c)
+                entry_rows[3LL * p + c] = covered ? (int)pt.row[c] : 0x7fffffff;
+        return;  // uniform across the launch
+    }
+
+    // Pixels of one run share the triangle (and image, when attr is batched), hence the rows.
+    const long long key = covered
+        ? (attr_batched ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
+    if (!__any_sync(kFullWarp, covered))
+        return;  // uniform across the warp
+    const WarpRun run = warp_run(key);
+    for (int i = 0; i < A; ++i) {
+        float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f;
+        if (covered) {
+            const float gi = g[i];
+            float e0 = 0.0f, e1 = 0.0f;
+            if (K > 0)
+                diff_terms(i, db, gda, inv_ptr, inv_k, e0, e1);
+            c0 = u * gi + e0;
+            c1 = v * gi + e1;
+            c2 = w * gi + (-e0 - e1);
+        }
+        run_atomic_add(grad_attr + pt.row[0] * A + i, c0, run, covered);
+        run_atomic_add(grad_attr + pt.row[1] * A + i, c1, run, covered);
+        run_atomic_add(grad_attr + pt.row[2] * A + i, c2, run, covered);
+    }
+}
+
+// Deterministic accumulation of grad_attr. `order` lists the (pixel, corner) entries 3p + c
+// sorted by attribute row with a stable sort (so by pixel, then corner, within a row), and
+// `row_start[r] .. row_start[r + 1]` is row r's part of it. One warp per (row, attribute): lane l
+// takes the entries l, l + 32, ... of the row, recomputes each one's contribution (the same
+// expressions as interpolate_bwd) and adds them in that order; warp_sum_fixed_order combines the
+// lanes. Every addition happens in a fixed order, so the result is bit-identical run to run.
+// grad_attr is fully written (rows without entries get 0).
+extern "C" __global__ void interpolate_bwd_reduce(
+    const float* __restrict__ rast, const float* __restrict__ rast_db,
+    const int* __restrict__ diff_table, const float* __restrict__ grad_out,
+    const float* __restrict__ grad_out_da, const long long* __restrict__ order,
+    const long long* __restrict__ row_start, float* __restrict__ grad_attr,
+    int num_rows, int num_attrs, int num_diff)
+{
+    const long long item = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
+    const int lane = (int)(threadIdx.x & 31u);
+    const int A = num_attrs, K = num_diff;
+    if (A <= 0 || item >= (long long)num_rows * A)
+        return;  // uniform across the warp
+    const long long row = item / A;
+    const int i = (int)(item - row * A);
+    const int* inv_ptr = diff_table + K;
+    const int* inv_k = diff_table + K + A + 1;
+
+    float sum = 0.0f;
+    for (long long j = row_start[row] + lane; j < row_start[row + 1]; j += 32) {
+        const long long entry = order[j];
+        const long long p = entry / 3;
+        const int corner = (int)(entry - 3 * p);
+        const float4 r = load4(rast, p);
+        const float gi = grad_out[p * A + i];
+        float e0 = 0.0f, e1 = 0.0f;
+        if (K > 0)
+            diff_terms(i, load4(rast_db, p), grad_out_da + p * 2 * K, inv_ptr, inv_k, e0, e1);
+        const float u = r.x, v = r.y, w = 1.0f - u - v;
+        sum += corner == 0 ? u * gi + e0
+             : corner == 1 ? v * gi + e1
+                           : w * gi + (-e0 - e1);
+    }
+    sum = warp_sum_fixed_order(sum);
+    if (lane == 0)
+        grad_attr[item] = sum;
+}

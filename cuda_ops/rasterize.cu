@@ -1,0 +1,234 @@
+// rasterize backward: gradient to the clip-space positions from the gradients of the
+// barycentrics (u, v) and, optionally, of their screen-space derivatives rast_db, float32.
+//
+// The forward values are those of diffrast/reference/rasterize.py (and of the fragment shader).
+// For a covered pixel (x, y) of image b with triangle corners c_i = (x_i, y_i, w_i), i = 0, 1, 2,
+// taken from pos[b] (instance mode) or pos (range mode), and q = (qx, qy, 1) the pixel centre in
+// NDC, qx = (x + 0.5) * sx - 1 with sx = 2 / width (likewise qy, sy = 2 / height):
+//
+//   n0 = c1 x c2,  n1 = c2 x c0,  n2 = c0 x c1,  ns = n0 + n1 + n2
+//   e0 = n0 . q,   e1 = n1 . q,   s = ns . q,    r = 1 / s
+//   u = e0 r,      v = e1 r
+//   du/dX = sx r Px,  du/dY = sy r Py,  dv/dX = sx r Qx,  dv/dY = sy r Qy
+//   with P = n0 - u ns, Q = n1 - v ns (x and y components)
+//
+// (the quotient rule: du/dqx = (n0.x s - e0 ns.x) / s^2 = r (n0.x - u ns.x), and so on).
+//
+// Backward (reverse mode, by hand), with loss gradients gu, gv and (a, b, c, d) for
+// (du/dX, du/dY, dv/dX, dv/dY), and A = a sx, B = b sy, C = c sx, D = d sy:
+//
+//   through P, Q:    dL/dP = r (A, B),  dL/dQ = r (C, D)
+//                    dL/dr  = A Px + B Py + C Qx + D Qy
+//                    dL/du' = gu - r (A ns.x + B ns.y),  dL/dv' = gv - r (C ns.x + D ns.y)
+//                    dL/dns += -r (u A + v C,  u B + v D,  0)
+//   through u, v:    dL/de0 = r dL/du',  dL/de1 = r dL/dv',  dL/dr += dL/du' e0 + dL/dv' e1
+//   through r:       dL/ds  = -r^2 dL/dr
+//   through the dot products: dL/dn0 = (r A, r B, 0) + dL/de0 q, dL/dn1 = (r C, r D, 0) + dL/de1 q,
+//                    dL/dns += dL/ds q
+//   G0 = dL/dn0 + dL/dns, G1 = dL/dn1 + dL/dns, G2 = dL/dns (totals on the three cross products)
+//   through n = a x b (dL/da = b x G, dL/db = G x a):
+//                    dL/dc0 = c1 x G2 - c2 x G1
+//                    dL/dc1 = c2 x G0 - c0 x G2
+//                    dL/dc2 = c0 x G1 - c1 x G0
+//
+// and grad pos[vertex of corner i] += (dL/dc_i.x, dL/dc_i.y, 0, dL/dc_i.w): z carries no gradient.
+//
+// Empty pixels (id + 1 outside [1, T], NaN/inf codes) and triangles with a vertex index outside
+// [0, V) contribute nothing; nothing is read through such indices.
+#include "accumulate.cuh"
+#include "triangle_id.cuh"
+
+namespace {
+
+using namespace diffrast;
+
+__device__ __forceinline__ float4 load4(const float* __restrict__ base, long long index)
+{
+    return reinterpret_cast<const float4*>(base)[index];
+}
+
+__device__ __forceinline__ float3 f3(float x, float y, float z) { return make_float3(x, y, z); }
+__device__ __forceinline__ float3 operator+(float3 a, float3 b) { return f3(a.x + b.x, a.y + b.y, a.z + b.z); }
+__device__ __forceinline__ float3 operator-(float3 a, float3 b) { return f3(a.x - b.x, a.y - b.y, a.z - b.z); }
+__device__ __forceinline__ float3 operator*(float k, float3 a) { return f3(k * a.x, k * a.y, k * a.z); }
+__device__ __forceinline__ float dot(float3 a, float3 b) { return a.x * b.x + a.y * b.y + a.z * b.z; }
+__device__ __forceinline__ float3 cross(float3 a, float3 b)
+{
+    return f3(a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x);
+}
+
+// Everything one covered pixel needs: its triangle, the position rows of the corners, and the
+// corners' clip-space (x, y, w).
+struct PixelTriangle {
+    int tri;            // triangle index, or -1 for an empty pixel
+    long long row[3];   // rows of pos (viewed as [rows, 4]) of the three corners
+};
+
+__device__ __forceinline__ bool pixel_triangle(float code, int image, const int* __restrict__ tri,
+                                               int num_triangles, int num_vertices,
+                                               int instance_mode, PixelTriangle& pt)
+{
+    pt.row[0] = pt.row[1] = pt.row[2] = 0;
+    pt.tri = decode_triangle(code, num_triangles);
+    int vi[3];
+    if (pt.tri < 0 || !triangle_vertices(tri, pt.tri, num_vertices, vi)) {
+        pt.tri = -1;
+        return false;
+    }
+    const long long base = instance_mode ? (long long)image * num_vertices : 0;
+    for (int c = 0; c < 3; ++c)
+        pt.row[c] = base + vi[c];
+    return true;
+}
+
+// Pixel centre in NDC, rounded step by step exactly as the reference computes it.
+__device__ __forceinline__ float ndc(int coord, float scale)
+{
+    return __fsub_rn(__fmul_rn(__fadd_rn((float)coord, 0.5f), scale), 1.0f);
+}
+
+// The gradient of gu * u + gv * v + gdb . (du/dX, du/dY, dv/dX, dv/dY) with respect to the
+// corners' (x, y, w), following the header's formulas.
+__device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, float qy, float sx,
+                                                 float sy, float gu, float gv, float4 gdb,
+                                                 float3 grad[3])
+{
+    const float3 n0 = cross(c[1], c[2]);
+    const float3 n1 = cross(c[2], c[0]);
+    const float3 n2 = cross(c[0], c[1]);
+    const float3 ns = n0 + n1 + n2;
+    const float3 q = f3(qx, qy, 1.0f);
+    const float e0 = dot(n0, q), e1 = dot(n1, q), s = dot(ns, q);
+    const float r = 1.0f / s;
+    const float u = e0 * r, v = e1 * r;
+
+    const float A = gdb.x * sx, B = gdb.y * sy, C = gdb.z * sx, D = gdb.w * sy;
+    const float Px = n0.x - u * ns.x, Py = n0.y - u * ns.y;
+    const float Qx = n1.x - v * ns.x, Qy = n1.y - v * ns.y;
+
+    const float g_u = gu - r * (A * ns.x + B * ns.y);
+    const float g_v = gv - r * (C * ns.x + D * ns.y);
+    const float g_r = A * Px + B * Py + C * Qx + D * Qy + g_u * e0 + g_v * e1;
+    const float g_e0 = g_u * r, g_e1 = g_v * r;
+    const float g_s = -g_r * r * r;
+
+    const float3 g_ns = f3(-(u * A + v * C) * r, -(u * B + v * D) * r, 0.0f) + g_s * q;
+    const float3 G0 = f3(A * r, B * r, 0.0f) + g_e0 * q + g_ns;
+    const float3 G1 = f3(C * r, D * r, 0.0f) + g_e1 * q + g_ns;
+    const float3 G2 = g_ns;
+
+    grad[0] = cross(c[1], G2) - cross(c[2], G1);
+    grad[1] = cross(c[2], G0) - cross(c[0], G2);
+    grad[2] = cross(c[0], G1) - cross(c[1], G0);
+}
+
+// The corner gradients of pixel p (already known to be covered by pt).
+__device__ __forceinline__ void pixel_grad(
+    long long p, const PixelTriangle& pt, const float* __restrict__ pos,
+    const float* __restrict__ grad_rast, const float* __restrict__ grad_db, int width, int height,
+    int has_db, float sx, float sy, float3 grad[3])
+{
+    const long long per_image = (long long)width * height;
+    const long long in_image = p % per_image;
+    const int y = (int)(in_image / width), x = (int)(in_image - (long long)y * width);
+    float3 c[3];
+    for (int k = 0; k < 3; ++k) {
+        const float4 pk = load4(pos, pt.row[k]);
+        c[k] = f3(pk.x, pk.y, pk.w);
+    }
+    const float4 gr = load4(grad_rast, p);
+    const float4 gdb = has_db ? load4(grad_db, p) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    barycentric_grad(c, ndc(x, sx), ndc(y, sy), sx, sy, gr.x, gr.y, gdb, grad);
+}
+
+}  // namespace
+
+// One thread per pixel. Fast mode: adds each covered pixel's corner gradients into grad_pos
+// (zeroed by the caller, viewed as [rows, 4]) with warp-aggregated atomics. Deterministic mode:
+// only records the pos row of each (pixel, corner) entry in entry_rows[3p + c] (0x7fffffff for
+// empty pixels) for rasterize_grad_reduce.
+extern "C" __global__ void rasterize_grad(
+    const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
+    const float* __restrict__ grad_rast, const float* __restrict__ grad_db,
+    float* __restrict__ grad_pos, int* __restrict__ entry_rows,
+    int num_pixels, int width, int height, int num_vertices, int num_triangles,
+    int instance_mode, int has_db, int deterministic, float sx, float sy)
+{
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool in_range = p < num_pixels;
+    const int image = in_range ? p / (width * height) : 0;
+    PixelTriangle pt;
+    pt.tri = -1;
+    pt.row[0] = pt.row[1] = pt.row[2] = 0;
+    bool covered = false;
+    if (in_range)
+        covered = pixel_triangle(load4(rast, p).w, image, tri, num_triangles, num_vertices,
+                                 instance_mode, pt);
+
+    if (deterministic) {
+        if (in_range)
+            for (int c = 0; c < 3; ++c)
+                entry_rows[3LL * p + c] = covered ? (int)pt.row[c] : 0x7fffffff;
+        return;  // uniform across the launch
+    }
+
+    // No early return before the shuffles, except for whole warps without a covered pixel.
+    if (!__any_sync(kFullWarp, covered))
+        return;
+    float3 grad[3];
+    for (int c = 0; c < 3; ++c)
+        grad[c] = f3(0.0f, 0.0f, 0.0f);
+    if (covered)
+        pixel_grad(p, pt, pos, grad_rast, grad_db, width, height, has_db, sx, sy, grad);
+
+    const long long key = covered
+        ? (instance_mode ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
+    const WarpRun run = warp_run(key);
+    for (int c = 0; c < 3; ++c) {
+        float* dst = grad_pos + 4 * pt.row[c];
+        run_atomic_add(dst + 0, grad[c].x, run, covered);
+        run_atomic_add(dst + 1, grad[c].y, run, covered);
+        run_atomic_add(dst + 3, grad[c].z, run, covered);  // w
+    }
+}
+
+// Deterministic accumulation of grad_pos: `order` lists the (pixel, corner) entries 3p + c
+// sorted by pos row with a stable sort, `row_start[r] .. row_start[r + 1]` is row r's part.
+// One warp per row: lane l takes the entries l, l + 32, ... of the row, recomputes each one's
+// pixel gradient and adds the corner's share in that order; warp_sum_fixed_order combines the
+// lanes. Every addition happens in a fixed order: bit-identical results run to run. grad_pos is
+// fully written (z = 0, rows without entries 0).
+extern "C" __global__ void rasterize_grad_reduce(
+    const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
+    const float* __restrict__ grad_rast, const float* __restrict__ grad_db,
+    const long long* __restrict__ order, const long long* __restrict__ row_start,
+    float* __restrict__ grad_pos, int num_rows, int width, int height, int num_vertices,
+    int num_triangles, int instance_mode, int has_db, float sx, float sy)
+{
+    const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
+    const int lane = (int)(threadIdx.x & 31u);
+    if (row >= num_rows)
+        return;  // uniform across the warp
+    const long long per_image = (long long)width * height;
+    float gx = 0.0f, gy = 0.0f, gw = 0.0f;
+    for (long long j = row_start[row] + lane; j < row_start[row + 1]; j += 32) {
+        const long long entry = order[j];
+        const long long p = entry / 3;
+        const int corner = (int)(entry - 3 * p);
+        PixelTriangle pt;
+        if (!pixel_triangle(load4(rast, p).w, (int)(p / per_image), tri, num_triangles,
+                            num_vertices, instance_mode, pt))
+            continue;  // cannot happen: entries exist only for covered pixels
+        float3 grad[3];
+        pixel_grad(p, pt, pos, grad_rast, grad_db, width, height, has_db, sx, sy, grad);
+        const float3 gc = corner == 0 ? grad[0] : corner == 1 ? grad[1] : grad[2];
+        gx += gc.x;
+        gy += gc.y;
+        gw += gc.z;
+    }
+    gx = warp_sum_fixed_order(gx);
+    gy = warp_sum_fixed_order(gy);
+    gw = warp_sum_fixed_order(gw);
+    if (lane == 0)
+        reinterpret_cast<float4*>(grad_pos)[row] = make_float4(gx, gy, 0.0f, gw);
+}

@@ -1,0 +1,272 @@
+"""CUDA backend: ``torch.autograd.Function`` wrappers around the kernels of ``cuda_ops/``.
+
+The public ops (``diffrast/<op>.py``) validate their arguments and pick a backend; for float32
+CUDA tensors they call the functions here, which take validated, contiguous tensors, allocate
+every output with torch (never through CuPy's memory pool), and launch the kernels of
+``cuda_ops/<op>.cu`` on torch's current stream through :mod:`diffrast.cuda_ops.loader`. Nothing
+here synchronizes with the host or reads a value back from the device.
+
+Sections, one per op (each op's kernels live in ``cuda_ops/<op>.cu``):
+
+* shared helpers: launch geometry, alignment, deterministic accumulation;
+* ``interpolate``: forward and backward;
+* ``rasterize``: the backward to ``pos`` (the forward is OpenGL, see :mod:`diffrast.rasterize`).
+
+Gradient accumulation into per-vertex tensors (``attr``, ``pos``) uses float ``atomicAdd`` after
+a warp-level pre-reduction (``cuda_ops/accumulate.cuh``): fast, but the order of the additions,
+hence the last bits of the result, varies from run to run. In deterministic mode
+(:func:`diffrast.set_deterministic`, or ``torch.use_deterministic_algorithms(True)``) no float
+atomics are used; see :func:`_row_segments`.
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .cuda_ops import loader
+
+__all__ = ["available", "interpolate", "rasterize_grad"]
+
+# ==============================================================================================
+# Shared helpers.
+
+THREADS = 256  # threads per block; a multiple of 32 (the kernels' warp shuffles need full warps)
+_INT32_MAX = 2**31 - 1
+
+
+def available() -> bool:
+    """Whether the CUDA kernels can be used (CuPy importable; a GPU is checked by the caller)."""
+    return loader.available()
+
+
+def deterministic() -> bool:
+    """Whether gradients must be bit-identical run to run (no float atomics)."""
+    return loader.deterministic() or torch.are_deterministic_algorithms_enabled()
+
+
+def _launch(module: str, kernel: str, num_threads: int, args, device: torch.device) -> None:
+    """One thread per item, ``THREADS`` per block, on torch's current stream."""
+    loader.launch(module, kernel, loader.blocks(num_threads, THREADS), THREADS, args, device)
+
+
+def _aligned(t: torch.Tensor) -> torch.Tensor:
+    """``t`` (contiguous) with a 16-byte aligned data pointer, as the kernels' float4 loads need.
+    Tensors from torch's allocator are; only views at odd storage offsets need a copy."""
+    return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+_placeholders: dict = {}
+
+
+def _unused(device: torch.device, dtype=torch.float32) -> torch.Tensor:
+    """Placeholder (empty tensor) for a pointer argument the kernel does not read in this
+    configuration."""
+    key = (device, dtype)
+    t = _placeholders.get(key)
+    if t is None:
+        t = _placeholders[key] = torch.empty(0, dtype=dtype, device=device)
+    return t
+
+
+def _check_sizes(num_pixels: int, num_rows: int) -> None:
+    if num_pixels > _INT32_MAX - THREADS:
+        raise ValueError(f"the image batch has {num_pixels} pixels; the CUDA kernels support "
+                         f"at most {_INT32_MAX - THREADS}")
+    if num_rows >= _INT32_MAX:
+        raise ValueError(f"{num_rows} vertex rows exceed the CUDA kernels' limit of "
+                         f"{_INT32_MAX - 1}")
+
+
+def _row_segments(entry_rows: torch.Tensor, num_rows: int):
+    """Deterministic accumulation, step 2: group the (pixel, corner) entries by vertex row.
+
+    The kernels' first pass writes, for every entry ``3 * pixel + corner``, the vertex row the
+    entry contributes to (``0x7fffffff`` for empty pixels). A stable sort orders the entries by
+    row and, within a row, by entry index (pixel, then corner): a unique, run-independent order.
+    ``row_start`` (a CSR pointer array of ``num_rows + 1`` entries, by binary search) delimits each
+    row's entries; empty pixels sort behind the last row and are never visited. The ``*_reduce``
+    kernels then run one warp per row (and attribute): lane ``l`` recomputes the contributions of
+    the row's entries ``l, l + 32, ...`` and adds them in that order, and a fixed butterfly of
+    shuffles adds the 32 partial sums. Every addition has a fixed place, so the result is
+    bit-identical run to run, and a vertex shared by many pixels is summed 32-wide. Cost: a sort
+    of ``3 * pixels`` int32 keys and ~16 bytes of scratch per entry instead of atomics; no host
+    synchronization.
+
+    Returns ``(order, row_start)``, both int64.
+    """
+    sorted_rows, order = torch.sort(entry_rows, stable=True)
+    bounds = torch.arange(num_rows + 1, dtype=torch.int32, device=entry_rows.device)
+    row_start = torch.searchsorted(sorted_rows, bounds)
+    return order, row_start
+
+
+# ==============================================================================================
+# interpolate (cuda_ops/interpolate.cu).
+
+_diff_tables: dict = {}
+_diff_tables_lock = threading.Lock()
+
+
+def _diff_table(diff_attrs, num_attrs: int, device: torch.device) -> torch.Tensor:
+    """The int32 device table of the selected attributes that the kernels read.
+
+    Layout: ``sel[0:K]`` (the ``diff_attrs`` list), then the inverse map in CSR form,
+    ``inv_ptr[0:A + 1]`` and ``inv_k[0:K]``, such that ``inv_k[inv_ptr[i]:inv_ptr[i + 1]]`` are
+    the positions ``k`` (increasing) with ``sel[k] == i``. Built on the host from the (host) list
+    and cached per list, attribute count and device, so a training loop uploads it once.
+    """
+    key = (tuple(diff_attrs), num_attrs, device)
+    table = _diff_tables.get(key)
+    if table is None:
+        table = torch.tensor(diff_table_values(diff_attrs, num_attrs), dtype=torch.int32)
+        table = table.to(device)
+        with _diff_tables_lock:
+            if len(_diff_tables) > 256:
+                _diff_tables.clear()
+            _diff_tables[key] = table
+    return table
+
+
+def diff_table_values(diff_attrs, num_attrs: int) -> list:
+    """The values of :func:`_diff_table` as a Python list (pure; tested on the CPU)."""
+    sel = [int(j) for j in diff_attrs]
+    if not sel:
+        return []
+    counts = [0] * num_attrs
+    for j in sel:
+        counts[j] += 1
+    inv_ptr = [0]
+    for c in counts:
+        inv_ptr.append(inv_ptr[-1] + c)
+    fill = list(inv_ptr[:-1])
+    inv_k = [0] * len(sel)
+    for k, j in enumerate(sel):
+        inv_k[fill[j]] = k
+        fill[j] += 1
+    return sel + inv_ptr + inv_k
+
+
+def _interpolate_shapes(attr: torch.Tensor, rast: torch.Tensor):
+    """``(num_pixels, pixels_per_image, V, A, attr_batched, num_rows)``."""
+    B, H, W, _ = rast.shape
+    V, A = attr.shape[-2], attr.shape[-1]
+    batched = attr.ndim == 3 and attr.shape[0] > 1
+    num_rows = (attr.shape[0] if attr.ndim == 3 else 1) * V
+    return B * H * W, H * W, V, A, batched, num_rows
+
+
+class _Interpolate(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, attr, rast, rast_db, tri, diff_attrs):
+        device = attr.device
+        B, H, W, _ = rast.shape
+        N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
+        _check_sizes(N, num_rows)
+        K = len(diff_attrs)
+        rast = _aligned(rast)
+        rast_db = _aligned(rast_db) if K else None
+        table = _diff_table(diff_attrs, A, device) if K else _unused(device, torch.int32)
+        out = torch.empty(B, H, W, A, dtype=attr.dtype, device=device)
+        out_da = torch.empty(B, H, W, 2 * K, dtype=attr.dtype, device=device)
+        _launch("interpolate", "interpolate_fwd", N,
+                (attr, rast, tri, rast_db if K else _unused(device), table, out, out_da,
+                 N, per_image, V, A, tri.shape[0], batched, K), device)
+        ctx.save_for_backward(attr, rast, rast_db, tri, table)
+        ctx.num_diff = K
+        return out, out_da
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out, grad_out_da):
+        attr, rast, rast_db, tri, table = ctx.saved_tensors
+        K = ctx.num_diff
+        want_attr, want_rast, want_db = ctx.needs_input_grad[:3]
+        want_db = want_db and K > 0
+        device = attr.device
+        N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
+        det = want_attr and deterministic()
+
+        grad_out = grad_out.contiguous()
+        grad_out_da = grad_out_da.contiguous() if K else _unused(device)
+        grad_attr = None
+        if want_attr:
+            grad_attr = torch.empty_like(attr) if det else torch.zeros_like(attr)
+        grad_rast = torch.empty_like(rast) if want_rast else None
+        grad_rast_db = torch.empty_like(rast_db) if want_db else None
+        entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
+                      else _unused(device, torch.int32))
+        null = _unused(device)
+        _launch("interpolate", "interpolate_bwd", N,
+                (attr, rast, tri, rast_db if K else null, table, grad_out, grad_out_da,
+                 grad_attr if want_attr else null, grad_rast if want_rast else null,
+                 grad_rast_db if want_db else null, entry_rows,
+                 N, per_image, V, A, tri.shape[0], batched, K,
+                 want_attr, want_rast, want_db, det), device)
+        if det:
+            order, row_start = _row_segments(entry_rows, num_rows)
+            _launch("interpolate", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
+                    (rast, rast_db if K else null, table, grad_out, grad_out_da, order, row_start,
+                     grad_attr, num_rows, A, K), device)
+        return grad_attr, grad_rast, grad_rast_db, None, None
+
+
+def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
+    """CUDA backend of :func:`diffrast.interpolate` (float32 CUDA tensors, validated, contiguous).
+
+    Same contract as :func:`diffrast.reference.interpolate.interpolate`: returns ``(out, out_da)``
+    differentiable with respect to ``attr``, ``rast`` (channels u, v) and ``rast_db``.
+    """
+    diff_attrs = tuple(int(i) for i in (diff_attrs or ()))
+    rast_db = rast_db.contiguous() if diff_attrs else None
+    return _Interpolate.apply(attr.contiguous(), rast.contiguous(), rast_db, tri.contiguous(),
+                              diff_attrs)
+
+
+# ==============================================================================================
+# rasterize backward (cuda_ops/rasterize.cu).
+
+def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
+    """Gradient of ``rasterize`` with respect to ``pos`` (CUDA kernels, float32).
+
+    Same contract as :func:`diffrast.reference.rasterize.rasterize_grad`:
+
+    Args:
+        pos: clip-space positions, ``[B, V, 4]`` (instance mode) or ``[V, 4]`` (range mode).
+        tri: ``[T, 3]`` int32 triangle indices.
+        rast: the forward output ``[B, H, W, 4]``; only the triangle ids are read.
+        grad_rast: ``[B, H, W, 4]`` gradient with respect to ``rast`` (channels u, v are used).
+        grad_db: ``[B, H, W, 4]`` gradient with respect to ``rast_db``, or ``None``.
+
+    Returns:
+        The gradient with respect to ``pos``, shaped like ``pos`` (its z column is zero).
+    """
+    device = pos.device
+    B, H, W, _ = rast.shape
+    instance = pos.ndim == 3
+    if instance and pos.shape[0] != B:
+        raise ValueError(f"pos has {pos.shape[0]} images but rast has {B}")
+    N = B * H * W
+    V = pos.shape[-2]
+    num_rows = pos.numel() // 4
+    _check_sizes(N, num_rows)
+    det = deterministic()
+    pos, rast = _aligned(pos.contiguous()), _aligned(rast.contiguous())
+    tri = tri.contiguous()
+    grad_rast = _aligned(grad_rast.contiguous())
+    has_db = grad_db is not None
+    grad_db = _aligned(grad_db.contiguous()) if has_db else _unused(device)
+    sx, sy = 2.0 / W, 2.0 / H  # rounded to float32 at the launch, as torch rounds the scalar
+    grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
+    entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
+                  else _unused(device, torch.int32))
+    _launch("rasterize", "rasterize_grad", N,
+            (pos, tri, rast, grad_rast, grad_db, grad_pos, entry_rows,
+             N, W, H, V, tri.shape[0], instance, has_db, det, sx, sy), device)
+    if det:
+        order, row_start = _row_segments(entry_rows, num_rows)
+        _launch("rasterize", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
+                (pos, tri, rast, grad_rast, grad_db, order, row_start, grad_pos,
+                 num_rows, W, H, V, tri.shape[0], instance, has_db, sx, sy), device)
+    return grad_pos

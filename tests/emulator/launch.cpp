@@ -1,0 +1,127 @@
+// Launcher of the warp emulator (see warp_emulator.h). Compiled with EMU_SOURCE, the path of one
+// cuda_ops/*.cu file (included below, as C++), and EMU_KERNELS, a list of EMU_KERNEL(name)
+// entries naming its kernels.
+// Exposes `int emu_launch(const char* kernel, unsigned grid, unsigned block, void** args)`,
+// where args[i] points at the i-th argument's value, like cuLaunchKernel's kernelParams; it
+// returns 0, 1 for an unknown kernel, or 2 after a misused collective (emu_last_error()).
+#include EMU_SOURCE
+
+#include <ucontext.h>
+
+#include <cstring>
+#include <functional>
+#include <utility>
+#include <vector>
+
+EmuDim3 threadIdx;
+EmuDim3 blockIdx;
+EmuDim3 blockDim;
+EmuDim3 gridDim;
+EmuWarp* emu_warp = nullptr;
+
+namespace {
+
+// Warps run one after another. The 32 lanes of a warp are user-level contexts (ucontext) on
+// this thread, resumed round-robin by the scheduler: a lane runs until its next collective
+// (emu_yield) or its return, so one round of the scheduler is one barrier phase of the warp.
+constexpr std::size_t kStackBytes = 256 * 1024;
+
+ucontext_t scheduler;
+ucontext_t lanes[32];
+std::vector<char> stacks[32];
+int current = 0;
+const std::function<void()>* body = nullptr;
+
+void lane_main()
+{
+    (*body)();
+    emu_warp->exited[current] = true;
+    swapcontext(&lanes[current], &scheduler);  // never resumed
+}
+
+template <class... Args, std::size_t... I>
+void call_unpacked(void (*kernel)(Args...), void** args, std::index_sequence<I...>)
+{
+    kernel(*static_cast<Args*>(args[I])...);
+}
+
+template <class... Args>
+void call(void (*kernel)(Args...), void** args)
+{
+    call_unpacked(kernel, args, std::index_sequence_for<Args...>{});
+}
+
+void run(unsigned grid, unsigned block, const std::function<void()>& fn)
+{
+    gridDim.x = grid;
+    blockDim.x = block;
+    body = &fn;
+    EmuWarp warp;
+    emu_warp = &warp;
+    for (unsigned b = 0; b < grid; ++b) {
+        for (unsigned first = 0; first < block; first += 32) {
+            std::memset(warp.slot, 0, sizeof warp.slot);
+            for (int l = 0; l < 32; ++l) {
+                warp.exited[l] = first + l >= block;  // lanes past the block never run
+                if (warp.exited[l])
+                    continue;
+                if (stacks[l].empty())
+                    stacks[l].resize(kStackBytes);
+                getcontext(&lanes[l]);
+                lanes[l].uc_stack.ss_sp = stacks[l].data();
+                lanes[l].uc_stack.ss_size = kStackBytes;
+                lanes[l].uc_link = nullptr;
+                makecontext(&lanes[l], lane_main, 0);
+            }
+            blockIdx.x = b;
+            bool running = true;
+            while (running) {
+                running = false;
+                for (int l = 0; l < 32; ++l) {
+                    if (warp.exited[l])
+                        continue;
+                    current = l;
+                    threadIdx.x = first + l;
+                    swapcontext(&scheduler, &lanes[l]);
+                    running = running || !warp.exited[l];
+                }
+            }
+        }
+    }
+    emu_warp = nullptr;
+}
+
+}  // namespace
+
+void emu_yield()
+{
+    swapcontext(&lanes[current], &scheduler);
+}
+
+namespace {
+const char* emu_error = nullptr;
+}
+
+void emu_fail(const char* what)
+{
+    if (emu_error == nullptr)
+        emu_error = what;
+}
+
+extern "C" const char* emu_last_error()
+{
+    return emu_error;
+}
+
+#define EMU_KERNEL(name)                                                                   \
+    if (std::strcmp(kernel, #name) == 0) {                                                 \
+        emu_error = nullptr;                                                               \
+        run(grid, block, [&] { call(name, args); });                                       \
+        return emu_error == nullptr ? 0 : 2;                                               \
+    }
+
+extern "C" int emu_launch(const char* kernel, unsigned grid, unsigned block, void** args)
+{
+    EMU_KERNELS
+    return 1;  // unknown kernel
+}

@@ -1,0 +1,143 @@
+// A CPU emulation of the small subset of CUDA that diffrast's gradient kernels use, so that
+// their logic (indexing, guards, warp shuffles, atomics, deterministic reduction) can be tested
+// against the reference on a machine without a GPU. Force-included (g++ -include) before a
+// cuda_ops/*.cu file compiled as C++; see tests/kernel_emulator.py.
+//
+// Model: a launch runs its warps one after another, each as 32 lanes (user-level contexts on
+// one host thread) that run in lockstep at every warp-collective call (__shfl_*_sync,
+// __ballot_sync, __any_sync): each lane publishes its value and yields; once all have, each
+// reads what it needs and yields again (see launch.cpp). A collective that reads a lane which
+// has already returned (undefined behaviour on a GPU with a full mask) makes the launch fail
+// with that message. atomicAdd is a plain add (one host thread). Float arithmetic is IEEE single
+// precision without contraction (compile with -ffp-contract=off).
+#pragma once
+
+#include <cstring>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+
+struct EmuDim3 {
+    unsigned x = 0, y = 0, z = 0;
+};
+extern EmuDim3 threadIdx;
+extern EmuDim3 blockIdx;
+extern EmuDim3 blockDim;
+extern EmuDim3 gridDim;
+
+struct float3 {
+    float x, y, z;
+};
+struct alignas(16) float4 {
+    float x, y, z, w;
+};
+inline float3 make_float3(float x, float y, float z) { return float3{x, y, z}; }
+inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
+
+inline unsigned __float_as_uint(float f)
+{
+    unsigned u;
+    std::memcpy(&u, &f, sizeof u);
+    return u;
+}
+inline float __uint_as_float(unsigned u)
+{
+    float f;
+    std::memcpy(&f, &u, sizeof f);
+    return f;
+}
+inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fadd_rn(float a, float b) { return a + b; }
+inline float __fsub_rn(float a, float b) { return a - b; }
+inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+
+// The state of the warp being run (see launch.cpp).
+struct EmuWarp {
+    unsigned long long slot[32];  // values published by the lanes at a collective
+    bool exited[32];              // lanes that have returned from the kernel
+};
+// Suspends the calling lane until every lane of the warp has reached its next collective or
+// returned (one barrier phase).
+void emu_yield();
+// Records the first misuse of a collective (undefined behaviour on a GPU); the launch then
+// reports it as an error instead of crashing the test process.
+void emu_fail(const char* what);
+extern EmuWarp* emu_warp;
+
+inline int emu_lane() { return (int)(threadIdx.x & 31u); }
+
+template <class T>
+inline T emu_exchange(T value, int src)
+{
+    static_assert(sizeof(T) <= sizeof(unsigned long long), "exchange of a wide type");
+    const int lane = emu_lane();
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    emu_warp->slot[lane] = bits;
+    emu_yield();
+    if (emu_warp->exited[src])
+        emu_fail("a shuffle reads a lane that has returned");
+    bits = emu_warp->slot[src];
+    emu_yield();
+    T out;
+    std::memcpy(&out, &bits, sizeof(T));
+    return out;
+}
+
+inline void emu_check_mask(unsigned mask)
+{
+    if (mask != 0xffffffffu)
+        emu_fail("only full-warp masks are emulated");
+}
+
+template <class T>
+inline T __shfl_down_sync(unsigned mask, T value, unsigned delta)
+{
+    emu_check_mask(mask);
+    const int lane = emu_lane();
+    const int src = lane + (int)delta <= 31 ? lane + (int)delta : lane;
+    return emu_exchange(value, src);
+}
+
+template <class T>
+inline T __shfl_up_sync(unsigned mask, T value, unsigned delta)
+{
+    emu_check_mask(mask);
+    const int lane = emu_lane();
+    const int src = lane - (int)delta >= 0 ? lane - (int)delta : lane;
+    return emu_exchange(value, src);
+}
+
+template <class T>
+inline T __shfl_xor_sync(unsigned mask, T value, int lane_mask)
+{
+    emu_check_mask(mask);
+    return emu_exchange(value, (emu_lane() ^ lane_mask) & 31);
+}
+
+inline unsigned __ballot_sync(unsigned mask, int predicate)
+{
+    emu_check_mask(mask);
+    const int lane = emu_lane();
+    emu_warp->slot[lane] = predicate ? 1ull : 0ull;
+    emu_yield();
+    unsigned bits = 0;
+    for (int l = 0; l < 32; ++l) {
+        if (emu_warp->exited[l])
+            emu_fail("a vote includes a lane that has returned");
+        bits |= (emu_warp->slot[l] ? 1u : 0u) << l;
+    }
+    emu_yield();
+    return bits;
+}
+
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+
+inline float atomicAdd(float* address, float value)
+{
+    const float old = *address;
+    *address = old + value;
+    return old;
+}

@@ -1,0 +1,122 @@
+"""Run diffrast's CUDA kernels on the CPU through a warp emulator, for tests without a GPU.
+
+:func:`build` compiles ``cuda_ops/<module>.cu`` as C++ with g++, force-including
+``tests/emulator/warp_emulator.h`` (host versions of the CUDA built-ins the kernels use: thread
+indices, float4, rounded arithmetic, warp shuffles and votes in lockstep, atomicAdd) and linking
+``tests/emulator/launch.cpp``; the shared library is cached per source hash in the temporary
+directory. :func:`patched_launch` replaces :func:`diffrast.cuda_ops.loader.launch` so that
+:mod:`diffrast.cuda_backend` runs unchanged on CPU tensors, kernels included.
+
+This checks the kernels' logic (indexing, guards, warp-level reduction, deterministic
+reduction) against the reference; it says nothing about the GPU itself (memory model, NVRTC,
+speed), which the GPU tests cover.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+
+import numpy as np
+import torch
+
+from diffrast.cuda_ops import loader
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+EMU_DIR = os.path.join(HERE, "emulator")
+_libs: dict = {}
+
+
+def compiler():
+    """The C++ compiler used, or None when there is none (tests then skip)."""
+    return shutil.which(os.environ.get("CXX", "g++"))
+
+
+def build(module: str):
+    lib = _libs.get(module)
+    if lib is not None:
+        return lib
+    src_path = os.path.join(loader.SOURCE_DIR, module + ".cu")
+    with open(src_path) as f:
+        source = f.read()
+    kernels = re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', source)
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(loader.SOURCE_DIR)) + sorted(os.listdir(EMU_DIR)):
+        for d in (loader.SOURCE_DIR, EMU_DIR):
+            p = os.path.join(d, name)
+            if os.path.isfile(p) and name.endswith((".cu", ".cuh", ".h", ".cpp")):
+                with open(p, "rb") as f:
+                    digest.update(name.encode() + f.read())
+    out_dir = os.path.join(tempfile.gettempdir(), "diffrast_kernel_emulator")
+    os.makedirs(out_dir, exist_ok=True)
+    so = os.path.join(out_dir, f"{module}_{digest.hexdigest()[:16]}.so")
+    if not os.path.exists(so):
+        table = " ".join(f"EMU_KERNEL({k})" for k in kernels)
+        tmp = so + f".{os.getpid()}.tmp"
+        cmd = [compiler(), "-std=c++17", "-O1", "-ffp-contract=off", "-fPIC", "-shared",
+               "-x", "c++", "-include", os.path.join(EMU_DIR, "warp_emulator.h"),
+               f"-I{loader.SOURCE_DIR}", f"-DEMU_KERNELS={table}", f'-DEMU_SOURCE="{src_path}"',
+               os.path.join(EMU_DIR, "launch.cpp"), "-o", tmp]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"emulator build of cuda_ops/{module}.cu failed:\n{res.stderr}")
+        os.replace(tmp, so)
+    lib = ctypes.CDLL(so)
+    lib.emu_launch.argtypes = [ctypes.c_char_p, ctypes.c_uint, ctypes.c_uint,
+                               ctypes.POINTER(ctypes.c_void_p)]
+    lib.emu_launch.restype = ctypes.c_int
+    lib.emu_last_error.argtypes = []
+    lib.emu_last_error.restype = ctypes.c_char_p
+    _libs[module] = lib
+    return lib
+
+
+def _value(a):
+    v = loader._arg(a)  # the same conversions as the real launcher
+    if isinstance(v, np.uint64):
+        return ctypes.c_uint64(int(v))
+    if isinstance(v, np.int32):
+        return ctypes.c_int32(int(v))
+    if isinstance(v, np.int64):
+        return ctypes.c_int64(int(v))
+    if isinstance(v, np.float32):
+        return ctypes.c_float(float(v))
+    raise TypeError(type(v))
+
+
+def launch(module, kernel, grid, block, args, device, shared_mem=0):
+    """Drop-in for :func:`loader.launch` running the kernel on the CPU (1-D launches only)."""
+    grid = tuple(grid) if isinstance(grid, (tuple, list)) else (int(grid),)
+    block = tuple(block) if isinstance(block, (tuple, list)) else (int(block),)
+    if any(g <= 0 for g in grid):
+        return
+    assert len(grid) == 1 and len(block) == 1 and shared_mem == 0
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            assert a.device.type == "cpu" and (a.numel() == 0 or a.is_contiguous())
+    values = [_value(a) for a in args]
+    argv = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
+                                             for v in values])
+    rc = build(module).emu_launch(kernel.encode(), grid[0], block[0], argv)
+    if rc == 1:
+        raise RuntimeError(f"kernel {kernel} not found in cuda_ops/{module}.cu")
+    if rc != 0:
+        lib = build(module)
+        raise RuntimeError(f"kernel {kernel}: {lib.emu_last_error().decode()} (undefined "
+                           f"behaviour on a GPU)")
+
+
+@contextlib.contextmanager
+def patched_launch():
+    """Within the block, loader.launch runs kernels through the emulator."""
+    saved = loader.launch
+    loader.launch = launch
+    try:
+        yield
+    finally:
+        loader.launch = saved

@@ -1,0 +1,341 @@
+"""The CUDA kernels of interpolate (cuda_ops/interpolate.cu through diffrast.cuda_backend) against
+the reference.
+
+Every test that takes the ``kernels`` fixture runs twice: on a GPU (``cuda``, marked ``gpu``) and
+on the CPU through the warp emulator (``emulated``, tests/kernel_emulator.py; skipped without a
+C++ compiler), so that the kernels' logic is checked in CI too. Tests marked ``gpu`` alone need
+the real device (streams, run-to-run determinism, large sizes).
+"""
+import importlib
+
+import pytest
+import torch
+
+import diffrast as dr
+import kernel_cases as cases
+import kernel_emulator
+from diffrast import cuda_backend, triangle_id
+from diffrast.cuda_ops import loader
+
+ref = importlib.import_module("diffrast.reference.interpolate")
+wrapper = importlib.import_module("diffrast.interpolate")
+
+
+@pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
+def kernels(request, monkeypatch):
+    """The device on which ``dr.interpolate`` runs the CUDA kernels for float32 tensors."""
+    if request.param == "emulated":
+        if kernel_emulator.compiler() is None:
+            pytest.skip("no C++ compiler for the kernel emulator")
+        monkeypatch.setattr(loader, "launch", kernel_emulator.launch)
+        monkeypatch.setattr(
+            wrapper, "_backend_for",
+            lambda device, dtype: cuda_backend.interpolate if dtype == torch.float32
+            else ref.interpolate)
+        return torch.device("cpu")
+    assert wrapper._backend_for(torch.device("cuda"), torch.float32) is cuda_backend.interpolate
+    return torch.device("cuda")
+
+
+@pytest.fixture
+def deterministic():
+    """Call with True/False to set the mode for the test; restored afterwards."""
+    saved = dr.is_deterministic()
+    yield dr.set_deterministic
+    dr.set_deterministic(saved)
+
+
+def random_scene(B, H, W, V, T, seed, device):
+    """Random ids (short runs), barycentrics inside the triangle, ~30% empty pixels."""
+    g = torch.Generator().manual_seed(seed)
+    uv = torch.rand(B, H, W, 2, generator=g)
+    uv = torch.where(uv.sum(-1, keepdim=True) > 1, 1 - uv, uv)
+    ids = torch.randint(1, T + 1, (B, H, W), generator=g)
+    ids[torch.rand(B, H, W, generator=g) < 0.3] = 0
+    rast = torch.cat([uv, torch.rand(B, H, W, 1, generator=g), torch.zeros(B, H, W, 1)], -1)
+    rast[..., 3] = triangle_id.encode(ids)
+    rast[ids == 0] = 0
+    db = torch.randn(B, H, W, 4, generator=g)
+    db[ids == 0] = 0
+    tri = torch.stack([torch.randperm(V, generator=g)[:3] for _ in range(T)]).int()
+    return tri.to(device), rast.to(device), db.to(device)
+
+
+def make_case(scene, layout, device, *, B=3, H=16, W=40, A=5, cells=5, seed=0):
+    """(attr, rast, tri, rast_db) on ``device``."""
+    g = torch.Generator().manual_seed(seed + 100)
+    if scene == "grid":
+        _, tri, _, rast, db = cases.grid_scene(B, H, W, cells, seed=seed, device=device)
+        V = int(tri.max()) + 1
+    else:
+        V = 13
+        tri, rast, db = random_scene(B, H, W, V, 11, seed, device)
+    shape = {"instance": (B, V, A), "range": (V, A), "broadcast": (1, V, A)}[layout]
+    attr = torch.randn(*shape, generator=g).to(device)
+    return attr, rast, tri, db
+
+
+def run(fn, attr, rast, tri, db, diff_attrs, seed=1, want=(True, True, True)):
+    """Forward and backward with fixed upstream gradients; returns outputs and input grads."""
+    a = attr.detach().clone().requires_grad_(want[0])
+    r = rast.detach().clone().requires_grad_(want[1])
+    d = db.detach().clone().requires_grad_(want[2])
+    out, out_da = fn(a, r, tri, d, diff_attrs)
+    g = torch.Generator().manual_seed(seed)
+    go = torch.randn(out.shape, generator=g).to(out.device)
+    gda = torch.randn(out_da.shape, generator=g).to(out.device)
+    loss = (out * go).sum() + (out_da * gda).sum()
+    inputs = [t for t, w in zip((a, r, d), want) if w]
+    grads = iter(torch.autograd.grad(loss, inputs, allow_unused=True))
+    return out, out_da, [next(grads) if w else None for w in want]
+
+
+def public(a, r, tri, d, diff_attrs):
+    return dr.interpolate(a, r, tri, rast_db=d, diff_attrs=diff_attrs)
+
+
+def reference(a, r, tri, d, diff_attrs):
+    diff = wrapper._parse_diff_attrs(diff_attrs, a.shape[-1])
+    return ref.interpolate(a, r, tri, d if diff else None, diff)
+
+
+def close(got, want, tol=1e-5):
+    if want is None:
+        assert got is None or not got.any()
+        return
+    scale = max(1.0, float(want.detach().abs().max())) if want.numel() else 1.0
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol * scale)
+
+
+def assert_matches(got, want, diff_attrs):
+    close(got[0], want[0], 1e-6)
+    close(got[1], want[1], 1e-6)
+    for g, w in zip(got[2], want[2]):
+        if w is not None or g is not None:
+            close(g, w if w is not None else torch.zeros_like(g))
+
+
+# ----------------------------------------------------------------------------------------------
+# Against the reference, every mode.
+
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("diff_attrs", [None, [3, 0, 0], "all"], ids=["nodiff", "dup", "all"])
+@pytest.mark.parametrize("layout", ["instance", "range", "broadcast"])
+@pytest.mark.parametrize("scene", ["grid", "random"])
+def test_matches_reference(kernels, deterministic, scene, layout, diff_attrs, det):
+    deterministic(det)
+    attr, rast, tri, db = make_case(scene, layout, kernels, seed=3)
+    got = run(public, attr, rast, tri, db, diff_attrs)
+    want = run(reference, attr, rast, tri, db, diff_attrs)
+    assert got[0].device == kernels and got[1].shape == want[1].shape
+    assert_matches(got, want, diff_attrs)
+
+
+def test_forward_is_bit_exact(kernels):
+    """Same formula, same rounding order, no FMA contraction: equal to the last bit."""
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=4)
+    got = dr.interpolate(attr, rast, tri, db, diff_attrs=[4, 1, 2])
+    want = reference(attr, rast, tri, db, [4, 1, 2])
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("want", [(True, False, False), (False, True, False), (False, False, True),
+                                  (False, True, True)])
+def test_only_the_requested_gradients(kernels, want):
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=5)
+    got = run(public, attr, rast, tri, db, "all", want=want)
+    ref_ = run(reference, attr, rast, tri, db, "all", want=want)
+    for g, w, flag in zip(got[2], ref_[2], want):
+        assert (g is None) == (not flag)
+        if flag:
+            close(g, w)
+
+
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("layout", ["instance", "broadcast"])
+def test_long_runs_of_one_triangle(kernels, deterministic, layout, det):
+    """Two large triangles: whole warps of pixels on one triangle (the longest warp runs)."""
+    deterministic(det)
+    attr, rast, tri, db = make_case("grid", layout, kernels, B=2, H=8, W=96, cells=1, seed=13)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")
+
+
+@pytest.mark.parametrize("layout", ["instance", "broadcast"])
+def test_runs_across_image_boundaries(kernels, layout):
+    """One triangle everywhere and images of 35 pixels: warps span images, and in instance mode
+    the same triangle of two images must not be merged into one vertex row."""
+    _, tri, _, rast, db = cases.one_triangle_scene(5, 5, 7, seed=14, device=kernels)
+    attr = torch.randn(5 if layout == "instance" else 1, 3, 4).to(kernels)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")
+
+
+def test_single_attribute_and_batch_of_one(kernels):
+    attr, rast, tri, db = make_case("grid", "instance", kernels, B=1, A=1, seed=6)
+    assert_matches(run(public, attr, rast, tri, db, [0, 0]),
+                   run(reference, attr, rast, tri, db, [0, 0]), [0, 0])
+
+
+# ----------------------------------------------------------------------------------------------
+# Empty and corrupt input.
+
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+def test_all_empty_image(kernels, deterministic, det):
+    deterministic(det)
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=7)
+    rast = torch.zeros_like(rast)
+    out, out_da, (ga, gr, gd) = run(public, attr, rast, tri, db, "all")
+    for t in (out, out_da, ga, gr, gd):
+        assert t.shape[0] > 0 and not t.any()
+
+
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("layout", ["instance", "range"])
+def test_corrupt_ids_read_as_empty_pixels(kernels, deterministic, layout, det):
+    """NaN, inf, negative, fractional, out-of-range and bit-pattern ids: zeros out, no gradient."""
+    deterministic(det)
+    attr, rast, tri, db = make_case("grid", layout, kernels, seed=8)
+    bad = cases.corrupt_mask(rast, seed=9, fraction=0.25)
+    bad_rast = cases.with_corrupt_ids(rast, bad, tri.shape[0])
+    db = db.masked_fill(bad[..., None], 1e6)
+    got = run(public, attr, bad_rast, cases.with_valid_rows_beyond(tri), db, "all")
+    want = run(reference, attr, cases.emptied(rast, bad), tri, db.masked_fill(bad[..., None], 0),
+               "all")
+    assert not got[0][bad].any() and not got[1][bad].any()
+    assert not got[2][1][bad].any() and not got[2][2][bad].any()
+    assert_matches(got, want, "all")
+
+
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+def test_vertex_indices_out_of_range_are_skipped(kernels, deterministic, det):
+    """Past validation (e.g. a tensor modified in place after a cached check), a triangle with a
+    vertex index outside [0, V) makes its pixels empty instead of reading out of bounds."""
+    deterministic(det)
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=10)
+    V = attr.shape[-2]
+    broken = tri.clone()
+    broken[3, 1] = -7
+    broken[10, 2] = V
+    broken[11, 0] = 2**31 - 1
+    ids = triangle_id.decode(rast[..., 3])
+    bad = (ids == 4) | (ids == 11) | (ids == 12)
+    assert bad.any()
+    got = run(cuda_backend.interpolate, attr, rast, broken, db, (0, 2, 4))
+    want = run(reference, attr, cases.emptied(rast, bad), tri, db.masked_fill(bad[..., None], 0),
+               [0, 2, 4])
+    assert_matches(got, want, [0, 2, 4])
+
+
+def test_misaligned_and_non_contiguous_inputs(kernels):
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=11)
+    storage = torch.zeros(rast.numel() + 1, device=kernels)
+    odd = storage[1:].view(rast.shape)  # contiguous, but 4 bytes past a 16-byte boundary
+    odd.copy_(rast)
+    assert odd.data_ptr() % 16 != 0
+    attr_t = attr.transpose(-1, -2).contiguous().transpose(-1, -2)  # non-contiguous view
+    got = dr.interpolate(attr_t, odd, tri, db, diff_attrs="all")
+    want = reference(attr, rast, tri, db, "all")
+    close(got[0], want[0], 1e-6)
+    close(got[1], want[1], 1e-6)
+
+
+def test_empty_batch_and_no_attributes(kernels):
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=12)
+    out, out_da = dr.interpolate(attr[:1], rast[:0], tri)
+    assert out.shape == (0, *rast.shape[1:3], attr.shape[-1]) and out_da.shape[-1] == 0
+    got = run(public, attr[..., :0], rast, tri, db, None)
+    assert got[0].shape == (*rast.shape[:3], 0)
+    assert not got[2][1].any()
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU only: large ids, determinism, streams, a larger image.
+
+@pytest.mark.gpu
+def test_ids_beyond_2_pow_24():
+    """Pixels whose ids are stored with the bit-pattern encoding (more than 2^24 triangles)."""
+    dev = torch.device("cuda")
+    T = 2**24 + 8
+    V = 6
+    tri = torch.zeros(T, 3, dtype=torch.int32, device=dev)
+    tri[-8:] = torch.tensor([[0, 1, 2], [3, 4, 5], [5, 0, 3], [1, 2, 4]] * 2, dtype=torch.int32)
+    g = torch.Generator().manual_seed(13)
+    ids = torch.randint(T - 8 + 1, T + 1, (2, 8, 32), generator=g)
+    ids[:, :, ::5] = 0
+    rast = torch.rand(2, 8, 32, 4, generator=g) * 0.5
+    rast[..., 3] = triangle_id.encode(ids)
+    rast, db = rast.to(dev), torch.randn(2, 8, 32, 4, generator=g).to(dev)
+    attr = torch.randn(2, V, 3, generator=g).to(dev)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["instance", "broadcast"])
+def test_deterministic_mode_is_bit_identical_run_to_run(deterministic, layout):
+    """Few large triangles over many pixels: heavy contention on the same vertex rows."""
+    dev = torch.device("cuda")
+    deterministic(True)
+    _, tri, _, rast, db = cases.grid_scene(4, 256, 256, 3, seed=14, device=dev)
+    V = int(tri.max()) + 1
+    attr = torch.randn(4 if layout == "instance" else 1, V, 8, device=dev)
+    first = run(public, attr, rast, tri, db, "all")
+    for _ in range(3):
+        again = run(public, attr, rast, tri, db, "all")
+        for a, b in zip(first[2], again[2]):
+            assert torch.equal(a, b)
+    deterministic(False)
+    fast = run(public, attr, rast, tri, db, "all")
+    for a, b in zip(first[2], fast[2]):
+        close(b, a)
+    want = run(reference, attr.double(), rast.double(), tri, db.double(), "all")
+    for a, b in zip(first[2], want[2]):
+        close(a.double(), b, 1e-4)
+
+
+@pytest.mark.gpu
+def test_torch_use_deterministic_algorithms_turns_the_mode_on(deterministic):
+    dev = torch.device("cuda")
+    deterministic(False)
+    _, tri, _, rast, db = cases.grid_scene(2, 128, 128, 3, seed=15, device=dev)
+    attr = torch.randn(2, int(tri.max()) + 1, 4, device=dev)
+    saved = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        assert cuda_backend.deterministic()
+        first = run(public, attr, rast, tri, db, "all")
+        again = run(public, attr, rast, tri, db, "all")
+    finally:
+        torch.use_deterministic_algorithms(saved)
+    assert torch.equal(first[2][0], again[2][0])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+def test_runs_on_a_non_default_stream(deterministic, det):
+    deterministic(det)
+    dev = torch.device("cuda")
+    attr, rast, tri, db = make_case("grid", "instance", dev, B=4, H=96, W=128, seed=16)
+    want = run(reference, attr, rast, tri, db, "all")
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        # Inputs made on this stream, results consumed on it: the kernels must run on it too.
+        attr2, rast2, db2 = attr * 1.0, rast * 1.0, db * 1.0
+        got = run(public, attr2, rast2, tri, db2, "all")
+        got = (got[0].clone(), got[1].clone(), [g.clone() for g in got[2]])
+    torch.cuda.current_stream().wait_stream(stream)
+    torch.cuda.synchronize()
+    assert_matches(got, want, "all")
+
+
+@pytest.mark.gpu
+def test_large_batch_matches_reference():
+    dev = torch.device("cuda")
+    _, tri, _, rast, db = cases.grid_scene(4, 512, 512, 40, seed=17, device=dev)
+    attr = torch.randn(4, int(tri.max()) + 1, 3, device=dev)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")

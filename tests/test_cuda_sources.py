@@ -1,0 +1,134 @@
+"""CPU checks of the CUDA sources and of the CUDA backend's host-side pieces (no GPU needed).
+
+* Every ``cuda_ops/*.cu`` compiles with ``nvcc --ptx`` (skipped when nvcc is not on PATH), so a
+  syntax error never lands unseen on a machine without a GPU.
+* The sources follow what NVRTC (through which ``cuda_ops/loader.py`` compiles them at run time)
+  accepts: no host headers (NVRTC has no host standard library), local ``.cuh`` includes that
+  exist, and every kernel declared ``extern "C" __global__`` (so its name is not mangled).
+"""
+import glob
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+import torch
+
+import diffrast as dr
+from diffrast import cuda_backend
+from diffrast.cuda_ops import loader
+
+SOURCES = sorted(glob.glob(os.path.join(loader.SOURCE_DIR, "*.cu")))
+HEADERS = sorted(glob.glob(os.path.join(loader.SOURCE_DIR, "*.cuh")))
+
+
+def _name(path):
+    return os.path.basename(path)
+
+
+def test_there_are_kernel_sources():
+    names = [_name(p) for p in SOURCES]
+    assert "interpolate.cu" in names and "rasterize.cu" in names
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
+@pytest.mark.parametrize("path", SOURCES, ids=_name)
+def test_compiles_with_nvcc(path, tmp_path):
+    cmd = ["nvcc", "--ptx", "-arch=sm_80", "--std=c++17", "-I", loader.SOURCE_DIR, path,
+           "-o", str(tmp_path / "out.ptx")]
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stderr}"
+
+
+def _strip_comments(text):
+    text = re.sub(r"/\*.*?\*/", "", text, flags=re.S)
+    return re.sub(r"//[^\n]*", "", text)
+
+
+@pytest.mark.parametrize("path", SOURCES + HEADERS, ids=_name)
+def test_follows_nvrtc_rules(path):
+    with open(path) as f:
+        code = _strip_comments(f.read())
+    for line in code.splitlines():
+        m = re.match(r"\s*#\s*include\s*(.+)", line)
+        if not m:
+            continue
+        target = m.group(1).strip()
+        if target.startswith("<"):
+            # NVRTC has no host standard library (<cstdio>, <cmath>, <stdio.h>, ...); only the
+            # CUDA toolkit's device headers, which CuPy puts on NVRTC's include path.
+            assert re.match(r"<(cuda_fp16|cuda_bf16)\.h>|<(cuda|cooperative_groups)/", target), (
+                f"{_name(path)}: {line.strip()!r}: NVRTC lacks host headers; include local "
+                f"\"*.cuh\" files or CUDA device headers only")
+            continue
+        local = target.strip('"')
+        assert os.path.isfile(os.path.join(loader.SOURCE_DIR, local)), f"{local} not found"
+    for m in re.finditer(r"((?:extern\s+\"C\"\s+)?)__global__", code):
+        assert m.group(1), f"{_name(path)}: every __global__ kernel must be extern \"C\""
+
+
+def test_kernels_named_by_the_backend_exist():
+    with open(cuda_backend.__file__) as f:
+        backend = f.read()
+    for module, kernel in re.findall(r'_launch\("(\w+)", "(\w+)"', backend):
+        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
+                         loader.source(module)), f"{kernel} not in cuda_ops/{module}.cu"
+
+
+# ----------------------------------------------------------------------------------------------
+# Host-side pieces of the backend.
+
+@pytest.mark.parametrize("sel, A, want", [
+    ([], 3, []),
+    ([0, 1, 2], 3, [0, 1, 2] + [0, 1, 2, 3] + [0, 1, 2]),
+    ([2, 0, 0], 4, [2, 0, 0] + [0, 2, 2, 3, 3] + [1, 2, 0]),
+    ([1], 1 + 1, [1] + [0, 0, 1] + [0]),
+])
+def test_diff_table(sel, A, want):
+    assert cuda_backend.diff_table_values(sel, A) == want
+
+
+def test_diff_table_inverse_is_consistent():
+    sel = [5, 1, 5, 0, 3, 1, 1]
+    A = 7
+    t = cuda_backend.diff_table_values(sel, A)
+    K = len(sel)
+    inv_ptr, inv_k = t[K:K + A + 1], t[K + A + 1:]
+    for i in range(A):
+        ks = inv_k[inv_ptr[i]:inv_ptr[i + 1]]
+        assert ks == [k for k, j in enumerate(sel) if j == i]
+
+
+def test_row_segments_group_entries_in_a_fixed_order():
+    rows = torch.tensor([2, 0, 0x7fffffff, 2, 1, 0, 0x7fffffff, 2], dtype=torch.int32)
+    order, start = cuda_backend._row_segments(rows, 4)
+    assert order.tolist() == [1, 5, 4, 0, 3, 7, 2, 6]
+    assert start.tolist() == [0, 2, 3, 6, 6]
+
+
+def test_dispatch_uses_the_reference_off_cuda():
+    import importlib
+    interp = importlib.import_module("diffrast.interpolate")
+    rast = importlib.import_module("diffrast.rasterize")
+    ref_i = importlib.import_module("diffrast.reference.interpolate")
+    ref_r = importlib.import_module("diffrast.reference.rasterize")
+    assert interp._backend_for(torch.device("cpu"), torch.float32) is ref_i.interpolate
+    assert interp._backend_for(torch.device("cuda"), torch.float64) is ref_i.interpolate
+    assert rast._backward_backend(torch.device("cpu")) is ref_r.rasterize_grad
+    if loader.available():
+        assert interp._backend_for(torch.device("cuda"), torch.float32) is cuda_backend.interpolate
+        assert rast._backward_backend(torch.device("cuda")) is cuda_backend.rasterize_grad
+
+
+def test_set_deterministic():
+    saved = dr.is_deterministic()
+    try:
+        dr.set_deterministic(True)
+        assert dr.is_deterministic() and loader.deterministic() and cuda_backend.deterministic()
+        dr.set_deterministic(False)
+        assert not dr.is_deterministic() and not loader.deterministic()
+        with pytest.raises(TypeError, match="enabled must be a bool"):
+            dr.set_deterministic("yes")
+    finally:
+        dr.set_deterministic(saved)
