@@ -127,7 +127,7 @@ def test_matches_reference(kernels, deterministic, scene, layout, diff_attrs, de
     attr, rast, tri, db = make_case(scene, layout, kernels, seed=3)
     got = run(public, attr, rast, tri, db, diff_attrs)
     want = run(reference, attr, rast, tri, db, diff_attrs)
-    assert got[0].device == kernels and got[1].shape == want[1].shape
+    assert got[0].device.type == kernels.type and got[1].shape == want[1].shape
     assert_matches(got, want, diff_attrs)
 
 
