@@ -1,16 +1,18 @@
 """Texture sampling: ``texture`` and ``texture_construct_mip``, with nvdiffrast's API.
 
 The public functions validate their arguments (see :mod:`diffrast._checks`), then hand the work
-to the backend for the tensors' device (:func:`_backend_for`). Today every device runs the
-reference implementation in :mod:`diffrast.reference.texture`, plain differentiable PyTorch; a
-CUDA kernel backend plugs in by returning a different backend object for CUDA devices, with the
-same two entry points.
+to the backend for the tensors' device and dtype (:func:`_backend_for`): the CUDA kernels of
+:mod:`diffrast.cuda_backend_texture` for float32 CUDA tensors, otherwise the reference
+implementation in :mod:`diffrast.reference.texture` (plain differentiable PyTorch). Both backends
+have the same two entry points.
 """
 from __future__ import annotations
 
 import torch
 
 from . import _checks
+from . import cuda_backend_texture as _cuda_texture
+from .cuda_ops import loader as _loader
 from .reference import mipmap as _ref_mipmap
 from .reference import texture as _ref_texture
 
@@ -57,9 +59,12 @@ class _ReferenceBackend:
     construct_mip = staticmethod(_ref_mipmap.construct_mip_levels)
 
 
-def _backend_for(device: torch.device):
-    """The backend that runs on ``device``. A CUDA kernel backend will be returned here for CUDA
-    devices once it exists; until then every device uses the reference."""
+def _backend_for(device: torch.device, dtype: torch.dtype):
+    """The backend for tensors of ``dtype`` on ``device``: the CUDA kernels
+    (:mod:`diffrast.cuda_backend_texture`) for float32 CUDA tensors when CuPy is available, the
+    reference otherwise (float64 included)."""
+    if device.type == "cuda" and dtype == torch.float32 and _loader.available():
+        return _cuda_texture.Backend
     return _ReferenceBackend
 
 
@@ -259,7 +264,7 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
                                 f"({str(tex.dtype).replace('torch.', '')}), "
                                 f"got {str(lvl.dtype).replace('torch.', '')}")
 
-    backend = _backend_for(device)
+    backend = _backend_for(device, tex.dtype)
     if mipmapped:
         if levels is None:
             levels = backend.construct_mip(tex, max_mip_level, cube)
@@ -310,5 +315,5 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
             raise ValueError(f"cube_mode=True needs a cube map tex of shape [minibatch_size, 6, "
                              f"height, width, channels], got shape {tuple(tex.shape)}")
     tex = _check_texture("tex", tex, cube_mode)
-    levels = _backend_for(tex.device).construct_mip(tex, max_mip_level, cube_mode)
+    levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
     return TextureMipStack(levels, cube_mode, tex.shape)

@@ -1,0 +1,353 @@
+// texture_mip: mip pyramid construction (forward) and its backward, float32.
+//
+// The filter is diffrast/reference/mipmap.py's: each level halves the sides of the previous one
+// (n -> max(n / 2, 1)); along one axis, output texel j of m takes the area-weighted average of the
+// input texels under its footprint [j n/m, (j+1) n/m):
+//   n == 1:     the texel itself;
+//   n = 2m:     (x[2j] + x[2j+1]) / 2;
+//   n = 2m + 1: sum over the (at most 4) input texels i from floor(j n / m) of
+//               x[i] * |[i, i+1) ∩ [j n/m, (j+1) n/m)| / (n/m), an overlap computed exactly in
+//               units of 1/m texel;
+// the 2D filter applies the width axis, then the height axis, with the reference's rounding
+// (each axis' sum in the reference's order, explicitly rounded, no FMA contraction). Cube maps
+// are filtered face by face: an "image" below is one face of one texture (images = 6 Bt).
+//
+// Layout: a level is [images, h, w, C]; the levels 1..L are stored one after the other in one
+// flat buffer (the kernels compute each level's size and offset from the base size). Kernels:
+//
+//   mip_down        builds `depth` (1 to 4) consecutive levels from level k in one launch. depth 1:
+//                   one thread per texel of level k+1. depth 2 to 4 (the host asks for them only
+//                   when level k+1, for depth 3 also level k+2, for depth 4 also level k+3, has
+//                   even sides, so that each further step is the plain 2x2 mean and 2x2 groups
+//                   never straddle a level's edge): each lane computes a 2x2 block of level k+1
+//                   and its mean, a texel of level k+2; a warp holds an 8 x 4 patch of level k+2
+//                   (lane = 8 row + column), and levels k+3 and k+4 are means of 2x2 lanes and of
+//                   2x2 of those, combined with warp shuffles (no shared memory, no barrier).
+//   mip_up          one step of the backward pass, as a gather (no atomics): for each texel i of
+//                   level k, out[i] = raw[i] + sum over the (at most 2 x 2) texels j of level k+1
+//                   whose footprint covers i of w(j, i) * total[j], where total is level k+1's
+//                   full gradient (its own plus everything from above).
+//   mip_up_chain    several steps at once, when every step from level j up to level j+s halves
+//                   even sides: then texel i has exactly one parent per level (i >> t) with
+//                   weight 1/4 per level, and
+//                   out[i] = raw_j[i] + (raw_{j+1} + (raw_{j+2} + ... + total_{j+s} / 4 ...) / 4) / 4
+//                   in that nesting (the reference's: total_t = raw_t + total_{t+1} / 4, exact
+//                   scalings by powers of two), one thread per texel of level j.
+// Every output texel is written by exactly one thread with a fixed order of operations, so the
+// results are deterministic. All offsets are 64-bit.
+
+namespace {
+
+constexpr unsigned kFullWarp = 0xffffffffu;
+
+__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
+__device__ __forceinline__ long long lmin(long long a, long long b) { return a < b ? a : b; }
+__device__ __forceinline__ long long lmax(long long a, long long b) { return a > b ? a : b; }
+
+// The downsampling filter along one axis for output texel j of an input side n.
+struct AxisDown {
+    int kind;     // 0: copy (n == 1), 1: mean of 2 (n even), 2: weighted sum of 4 (n odd)
+    int idx[4];   // input texels
+    float w[4];   // weights (kind 2)
+};
+
+__device__ __forceinline__ AxisDown axis_down(int j, int n)
+{
+    AxisDown A;
+    A.idx[0] = A.idx[1] = A.idx[2] = A.idx[3] = 0;
+    A.w[0] = A.w[1] = A.w[2] = A.w[3] = 0.0f;
+    if (n == 1) {
+        A.kind = 0;
+        return A;
+    }
+    if ((n & 1) == 0) {
+        A.kind = 1;
+        A.idx[0] = 2 * j;
+        A.idx[1] = 2 * j + 1;
+        return A;
+    }
+    A.kind = 2;
+    const long long m = n >> 1;
+    const long long lo = (long long)j * n, hi = lo + n;  // footprint, in units of 1/m texel
+    const long long first = lo / m;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        const long long i = first + k;
+        const long long overlap = lmax(lmin(hi, (i + 1) * m) - lmax(lo, i * m), 0);
+        A.w[k] = (float)overlap / (float)n;
+        A.idx[k] = (int)lmin(i, (long long)n - 1);
+    }
+    return A;
+}
+
+__device__ __forceinline__ int axis_taps(const AxisDown& A) { return A.kind == 0 ? 1 : (A.kind == 1 ? 2 : 4); }
+
+__device__ __forceinline__ float axis_reduce(const AxisDown& A, const float v[4])
+{
+    if (A.kind == 0)
+        return v[0];
+    if (A.kind == 1)
+        return __fmul_rn(__fadd_rn(v[0], v[1]), 0.5f);
+    float s = __fmul_rn(v[0], A.w[0]);
+    s = __fadd_rn(s, __fmul_rn(v[1], A.w[1]));
+    s = __fadd_rn(s, __fmul_rn(v[2], A.w[2]));
+    s = __fadd_rn(s, __fmul_rn(v[3], A.w[3]));
+    return s;
+}
+
+// Channel c of texel (y, x) of the next level, from image `img` of the h0 x w0 source level.
+__device__ __forceinline__ float down_texel(const float* __restrict__ src, long long img, int h0,
+                                            int w0, int C, int c, const AxisDown& X,
+                                            const AxisDown& Y)
+{
+    const int nx = axis_taps(X), ny = axis_taps(Y);
+    float rows[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+    for (int ky = 0; ky < 4; ++ky) {
+        if (ky < ny) {
+            const long long row = (img * h0 + Y.idx[ky]) * (long long)w0;
+            float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+            for (int kx = 0; kx < 4; ++kx)
+                if (kx < nx)
+                    v[kx] = src[(row + X.idx[kx]) * C + c];
+            rows[ky] = axis_reduce(X, v);
+        }
+    }
+    return axis_reduce(Y, rows);
+}
+
+// Parents of texel i of a level with side n in the next level (side max(n / 2, 1)), and their
+// weights w(j, i) (the forward filter's weight of input i in output j).
+struct AxisUp {
+    int count;    // 1 or 2
+    int idx[2];
+    float w[2];
+};
+
+__device__ __forceinline__ AxisUp axis_up(int i, int n)
+{
+    AxisUp A;
+    if (n == 1) {
+        A.count = 1;
+        A.idx[0] = A.idx[1] = 0;
+        A.w[0] = 1.0f;
+        A.w[1] = 0.0f;
+        return A;
+    }
+    if ((n & 1) == 0) {
+        A.count = 1;
+        A.idx[0] = A.idx[1] = i >> 1;
+        A.w[0] = 0.5f;
+        A.w[1] = 0.0f;
+        return A;
+    }
+    const long long m = n >> 1;
+    const long long lo = (long long)i * m, hi = lo + m;  // input texel, in units of 1/m texel
+    const long long j0 = lo / n, j1 = (hi - 1) / n;
+    A.count = j1 > j0 ? 2 : 1;
+#pragma unroll
+    for (int k = 0; k < 2; ++k) {
+        const long long j = j0 + k;
+        const long long overlap = lmax(lmin(hi, (j + 1) * n) - lmax(lo, j * n), 0);
+        A.idx[k] = (int)lmin(j, m - 1);
+        A.w[k] = (float)overlap / (float)n;
+    }
+    return A;
+}
+
+}  // namespace
+
+// Size (h, w) of level k of an H x W texture and the offset (floats) of level k >= 1 in the flat
+// buffer of levels 1.. (for k = 0: H x W and 0).
+__device__ __forceinline__ void level_geometry(int H, int W, int images, int C, int k, int& h,
+                                               int& w, long long& off)
+{
+    h = H;
+    w = W;
+    off = 0;
+    for (int j = 1; j <= k; ++j) {
+        if (j > 1)
+            off += (long long)images * h * w * C;
+        h = imax(h >> 1, 1);
+        w = imax(w >> 1, 1);
+    }
+}
+
+__device__ __forceinline__ long long level_floats(int images, int h, int w, int C)
+{
+    return (long long)images * h * w * C;
+}
+
+// Levels k+1 .. k+depth from level k (`tex` for k = 0, else in `flat`), written to `flat`.
+// depth 1: one thread per texel of level k+1. depth 2 to 4 (level k+1 has even sides; depth 3
+// also level k+2, depth 4 also level k+3): each lane computes a 2 x 2 block of level k+1 and its
+// mean, one texel of level k+2; a warp holds an 8 x 4 patch of level k+2 (lane = 8 row +
+// column), and levels k+3 and k+4 are means of 2 x 2 lanes and of 2 x 2 of those, combined with
+// warp shuffles.
+extern "C" __global__ void mip_down(const float* __restrict__ tex, float* __restrict__ flat,
+                                    int images, int H, int W, int C, int k, int depth)
+{
+    int h0, w0;
+    long long off0;
+    level_geometry(H, W, images, C, k, h0, w0, off0);
+    const float* __restrict__ src = k == 0 ? tex : flat + off0;
+    float* __restrict__ d1 = flat + (k == 0 ? 0 : off0 + level_floats(images, h0, w0, C));
+    const int h1 = imax(h0 >> 1, 1), w1 = imax(w0 >> 1, 1);
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (depth <= 1) {
+        if (t >= (long long)images * h1 * w1)
+            return;
+        const int x = (int)(t % w1);
+        const long long r = t / w1;
+        const int y = (int)(r % h1);
+        const long long img = r / h1;
+        const AxisDown X = axis_down(x, w0), Y = axis_down(y, h0);
+        for (int c = 0; c < C; ++c)
+            d1[t * C + c] = down_texel(src, img, h0, w0, C, c, X, Y);
+        return;
+    }
+    const int h2 = h1 >> 1, w2 = w1 >> 1, h3 = h2 >> 1, w3 = w2 >> 1, h4 = h3 >> 1, w4 = w3 >> 1;
+    float* __restrict__ d2 = d1 + level_floats(images, h1, w1, C);
+    float* __restrict__ d3 = d2 + level_floats(images, h2, w2, C);
+    float* __restrict__ d4 = d3 + level_floats(images, h3, w3, C);
+    // Warp patches of 8 x 4 texels of level k+2. The early return is uniform per warp.
+    const int pw = (w2 + 7) >> 3, ph = (h2 + 3) >> 2;
+    const long long warp = t >> 5;
+    if (warp >= (long long)images * ph * pw)
+        return;
+    const int lane = (int)(threadIdx.x & 31u), lx = lane & 7, ly = lane >> 3;
+    const int px = (int)(warp % pw);
+    const long long r = warp / pw;
+    const int py = (int)(r % ph);
+    const long long img = r / ph;
+    const int x = px * 8 + lx, y = py * 4 + ly;  // texel of level k+2
+    const bool valid = x < w2 && y < h2;
+    const int xs = 2 * x, ys = 2 * y;  // its first texel of level k+1
+    const bool even0 = (h0 & 1) == 0 && (w0 & 1) == 0;
+    const bool write3 = valid && (lx & 1) == 0 && (ly & 1) == 0;
+    const bool write4 = valid && (lx & 3) == 0 && ly == 0;
+    for (int c = 0; c < C; ++c) {
+        float v2 = 0.0f;
+        if (valid) {
+            // The 2 x 2 texels of level k+1, in the order (0,0), (1,0), (0,1), (1,1).
+            float q[4];
+            if (even0) {
+                // Plain 2 x 2 means of level k (the general filter's even case, same rounding).
+                const long long base = ((img * h0 + 2 * ys) * w0 + 2 * xs) * C + c;
+                const long long row = (long long)w0 * C;
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const long long o = base + (i >> 1) * 2 * row + (i & 1) * 2 * C;
+                    const float r0 = __fmul_rn(__fadd_rn(src[o], src[o + C]), 0.5f);
+                    const float r1 = __fmul_rn(__fadd_rn(src[o + row], src[o + row + C]), 0.5f);
+                    q[i] = __fmul_rn(__fadd_rn(r0, r1), 0.5f);
+                }
+            } else {
+#pragma unroll 1
+                for (int i = 0; i < 4; ++i) {
+                    const AxisDown X = axis_down(xs + (i & 1), w0), Y = axis_down(ys + (i >> 1), h0);
+                    q[i] = down_texel(src, img, h0, w0, C, c, X, Y);
+                }
+            }
+            const long long row0 = (img * h1 + ys) * w1 + xs, row1 = row0 + w1;
+            d1[row0 * C + c] = q[0];
+            d1[(row0 + 1) * C + c] = q[1];
+            d1[row1 * C + c] = q[2];
+            d1[(row1 + 1) * C + c] = q[3];
+            // Width axis, then height axis, as the reference.
+            v2 = __fmul_rn(__fadd_rn(__fmul_rn(__fadd_rn(q[0], q[1]), 0.5f),
+                                     __fmul_rn(__fadd_rn(q[2], q[3]), 0.5f)), 0.5f);
+            d2[((img * h2 + y) * w2 + x) * C + c] = v2;
+        }
+        if (depth >= 3) {
+            const float a3 = __fmul_rn(__fadd_rn(v2, __shfl_down_sync(kFullWarp, v2, 1)), 0.5f);
+            const float v3 = __fmul_rn(__fadd_rn(a3, __shfl_down_sync(kFullWarp, a3, 8)), 0.5f);
+            if (write3)
+                d3[((img * h3 + (y >> 1)) * w3 + (x >> 1)) * C + c] = v3;
+            if (depth >= 4) {
+                const float a4 = __fmul_rn(__fadd_rn(v3, __shfl_down_sync(kFullWarp, v3, 2)), 0.5f);
+                const float v4 = __fmul_rn(__fadd_rn(a4, __shfl_down_sync(kFullWarp, a4, 16)), 0.5f);
+                if (write4)
+                    d4[((img * h4 + (y >> 2)) * w4 + (x >> 2)) * C + c] = v4;
+            }
+        }
+    }
+}
+
+// One backward step: the full gradient of level k (own gradient from `raw` for k >= 1, plus
+// what reaches it from level k+1's full gradient, read from `raw` when level k+1 is the top,
+// else from `totals`), written to `totals` (k >= 1) or `out` (k = 0: the base texture's share).
+extern "C" __global__ void mip_up(const float* __restrict__ raw, float* __restrict__ totals,
+                                  float* __restrict__ out, int images, int H, int W, int C,
+                                  int k, int top_is_raw)
+{
+    int h, w;
+    long long off;
+    level_geometry(H, W, images, C, k, h, w, off);
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)images * h * w)
+        return;
+    const long long off1 = k == 0 ? 0 : off + level_floats(images, h, w, C);
+    const float* __restrict__ total = (top_is_raw ? raw : totals) + off1;
+    float* __restrict__ dst = k == 0 ? out : totals + off;
+    const int x = (int)(t % w);
+    const long long r = t / w;
+    const int y = (int)(r % h);
+    const long long img = r / h;
+    const int h1 = imax(h >> 1, 1), w1 = imax(w >> 1, 1);
+    const AxisUp X = axis_up(x, w), Y = axis_up(y, h);
+    for (int c = 0; c < C; ++c) {
+        // Height axis first, then width (the reverse of the forward pass).
+        float acc = 0.0f;
+        for (int kx = 0; kx < X.count; ++kx) {
+            float col = 0.0f;
+            for (int ky = 0; ky < Y.count; ++ky) {
+                const float v = total[((img * h1 + Y.idx[ky]) * w1 + X.idx[kx]) * C + c];
+                col = __fadd_rn(col, __fmul_rn(v, Y.w[ky]));
+            }
+            acc = __fadd_rn(acc, __fmul_rn(col, X.w[kx]));
+        }
+        dst[t * C + c] = k > 0 ? __fadd_rn(raw[off + t * C + c], acc) : acc;
+    }
+}
+
+// `steps` backward steps at once, from the full gradient of level j+steps (in `raw` if it is the
+// top level, else in `totals`) down to level j, every step a plain 2 x 2 mean (the sides of
+// levels j .. j+steps-1 are even); written as in mip_up.
+extern "C" __global__ void mip_up_chain(const float* __restrict__ raw, float* __restrict__ totals,
+                                        float* __restrict__ out, int images, int H, int W, int C,
+                                        int j, int steps, int top_is_raw)
+{
+    int h, w;
+    long long off;
+    level_geometry(H, W, images, C, j, h, w, off);
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)images * h * w)
+        return;
+    const int x = (int)(t % w);
+    const long long r = t / w;
+    const int y = (int)(r % h);
+    const long long img = r / h;
+    // Offsets of levels j+1 .. j+steps (each halves both even sides of the one before).
+    const long long off_next = j == 0 ? 0 : off + level_floats(images, h, w, C);
+    long long off_top = off_next;
+    for (int s = 1; s < steps; ++s)
+        off_top += level_floats(images, h >> s, w >> s, C);
+    const float* __restrict__ top = (top_is_raw ? raw : totals) + off_top;
+    float* __restrict__ dst = j == 0 ? out : totals + off;
+    const int hs = h >> steps, ws = w >> steps;
+    const long long top_index = (img * hs + (y >> steps)) * ws + (x >> steps);
+    for (int c = 0; c < C; ++c) {
+        float acc = top[top_index * C + c];
+        long long lo = off_top;
+        for (int s = steps - 1; s >= 1; --s) {
+            lo -= level_floats(images, h >> s, w >> s, C);  // offset of level j+s
+            const int hl = h >> s, wl = w >> s;
+            const long long idx = (img * hl + (y >> s)) * wl + (x >> s);
+            acc = __fadd_rn(raw[lo + idx * C + c], __fmul_rn(acc, 0.25f));
+        }
+        acc = __fmul_rn(acc, 0.25f);
+        dst[t * C + c] = j > 0 ? __fadd_rn(raw[off + t * C + c], acc) : acc;
+    }
+}

@@ -1,0 +1,444 @@
+"""CUDA backend of ``texture`` and ``texture_construct_mip`` (float32 CUDA tensors).
+
+:func:`diffrast.texture` validates its arguments and, for float32 CUDA tensors, calls
+:func:`texture` and :func:`construct_mip` here (through :data:`Backend`), with the same
+signatures as the reference backend (:mod:`diffrast.reference.texture`,
+:mod:`diffrast.reference.mipmap`) and the same results to float32 rounding. The work is done by
+the kernels of ``cuda_ops/texture.cu`` (sampling, forward and backward) and
+``cuda_ops/texture_mip.cu`` (mip pyramid, forward and backward), launched on torch's current
+stream through :mod:`diffrast.cuda_ops.loader`. Every output is allocated by torch; nothing here
+synchronizes with the host or reads a value back from the device.
+
+Mip levels. :func:`construct_mip` builds all levels below the base into one flat buffer (the
+levels one after the other, each in the texture's layout), a few levels per launch, as the output
+of one autograd node whose backward sums the levels' gradients back into the base texture with
+gather kernels (no atomics). It returns a :class:`MipLevels`: a sequence of the level tensors
+(views of the buffer, made on first access) that also hands the buffer itself to :func:`texture`,
+so that the usual path (``texture(..., filter_mode='linear-mipmap-linear')`` without ``mip``)
+passes one tensor to the sampling kernels and gets one gradient buffer back. A given stack is used
+as it is, never rebuilt: its levels are read in place when they lie one after the other in
+memory (as the levels of a :class:`~diffrast.TextureMipStack` built here do), and copied into
+one buffer otherwise; each level receives its own gradient.
+
+Texture gradients (base and every level) are summed with float atomics (combined per warp first
+when all its lanes hit the same texel), or, in deterministic mode
+(:func:`diffrast.set_deterministic` or ``torch.use_deterministic_algorithms(True)``), without
+float atomics: in per-texel fixed point with integer atomics, whose sums do not depend on the
+order of the additions (see the comment at the top of ``cuda_ops/texture.cu``).
+"""
+from __future__ import annotations
+
+import threading
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from .cuda_ops import loader
+from .reference import mipmap as _ref_mipmap
+
+__all__ = ["Backend", "MipLevels", "texture", "construct_mip", "available", "deterministic"]
+
+THREADS = 256  # threads per block, a multiple of 32 (mip_down's warp shuffles need full warps)
+_INT32_MAX = 2**31 - 1
+
+FILTER_IDS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
+BOUNDARY_IDS = {"wrap": 0, "clamp": 1, "zero": 2, "cube": 3}
+_NEAREST, _LINEAR, _MIP_NEAREST, _MIP_LINEAR = 0, 1, 2, 3
+_KERNEL_SUFFIX = ("nearest", "linear", "mipnearest", "miplinear")
+_SLOTS = (1, 4, 4, 8)  # texture gradient contributions per pixel and channel, by filter
+_FAST, _DET_SCAN, _DET_SUM = 0, 1, 2  # modes of the texture_bwd_* kernels
+
+# How texture() receives the mip levels.
+_MIP_NONE, _MIP_FLAT, _MIP_LIST = 0, 1, 2
+
+
+def available() -> bool:
+    """Whether the CUDA kernels can be used (CuPy importable; a GPU is checked by the caller)."""
+    return loader.available()
+
+
+def deterministic() -> bool:
+    """Whether gradients must be bit-identical run to run (no float atomics)."""
+    return loader.deterministic() or torch.are_deterministic_algorithms_enabled()
+
+
+def _launch(module: str, kernel: str, num_threads: int, args, device: torch.device) -> None:
+    """One thread per item, ``THREADS`` per block, on torch's current stream."""
+    blocks = loader.blocks(num_threads, THREADS)
+    if blocks > _INT32_MAX:
+        raise ValueError(f"{kernel}: {num_threads} threads exceed the CUDA grid limit")
+    loader.launch(module, kernel, blocks, THREADS, args, device)
+
+
+_placeholders: dict = {}
+
+
+def _unused(device: torch.device) -> torch.Tensor:
+    """Placeholder for a pointer argument the kernel does not read in this configuration."""
+    t = _placeholders.get(device)
+    if t is None:
+        t = _placeholders[device] = torch.empty(0, dtype=torch.float32, device=device)
+    return t
+
+
+def _chained(tensors) -> bool:
+    """Whether the tensors are contiguous and lie one right after the other in memory (so that a
+    kernel can read them as one buffer starting at the first one's pointer)."""
+    ptr = tensors[0].data_ptr()
+    for t in tensors:
+        if t is None or not t.is_contiguous() or t.data_ptr() != ptr:
+            return False
+        ptr += t.numel() * t.element_size()
+    return True
+
+
+# ==============================================================================================
+# Mip pyramid (cuda_ops/texture_mip.cu).
+
+
+class MipPlan:
+    """Sizes, offsets and launch schedules of the mip pyramid of one texture shape.
+
+    ``sizes[k]`` is level k's (h, w) (level 0 the base), ``offsets[k]`` / ``numels[k]`` the
+    position and size (in floats) of level k >= 1 in the flat buffer (``offsets[0]`` and
+    ``numels[0]`` are unused), ``down`` the forward launches ``(k, depth)`` (levels k+1..k+depth
+    from level k, depth <= 4), ``up`` the backward launches: ``("chain", j, cur)`` (levels cur-1 .. j in one
+    launch, every step a plain 2x2 mean) or ``("up", k)`` (level k from level k+1).
+    """
+
+    __slots__ = ("tex_shape", "cube", "images", "channels", "sizes", "shapes", "offsets",
+                 "numels", "total", "num_levels", "down", "up")
+
+    def __init__(self, tex_shape, cube: bool, max_mip_level):
+        self.tex_shape = tuple(tex_shape)
+        self.cube = cube
+        if cube:
+            bt, _, h, w, c = self.tex_shape
+            self.images = 6 * bt
+        else:
+            bt, h, w, c = self.tex_shape
+            self.images = bt
+        self.channels = c
+        self.sizes = [(h, w)] + _ref_mipmap.mip_level_sizes(h, w, max_mip_level)
+        L = len(self.sizes) - 1
+        self.num_levels = L
+        self.shapes = [None] + [((bt, 6, hk, wk, c) if cube else (bt, hk, wk, c))
+                                for hk, wk in self.sizes[1:]]
+        self.numels = [0] + [self.images * hk * wk * c for hk, wk in self.sizes[1:]]
+        self.offsets = [0] * (L + 1)
+        off = 0
+        for k in range(1, L + 1):
+            self.offsets[k] = off
+            off += self.numels[k]
+        self.total = off
+
+        def even(k):
+            return self.sizes[k][0] % 2 == 0 and self.sizes[k][1] % 2 == 0
+
+        self.down = []
+        k = 0
+        while k < L:
+            depth = 1
+            while depth < 4 and k + depth < L and even(k + depth):
+                depth += 1
+            self.down.append((k, depth))
+            k += depth
+        self.up = []
+        cur = L
+        while cur > 0:
+            if even(cur - 1):
+                j = cur - 1
+                while j > 0 and even(j - 1):
+                    j -= 1
+                self.up.append(("chain", j, cur))
+                cur = j
+            else:
+                self.up.append(("up", cur - 1))
+                cur -= 1
+
+
+_plans: dict = {}
+_plans_lock = threading.Lock()
+
+
+def mip_plan(tex_shape, cube: bool, max_mip_level) -> MipPlan:
+    """The (cached) :class:`MipPlan` of a texture shape."""
+    key = (tuple(tex_shape), bool(cube), max_mip_level)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = MipPlan(tex_shape, cube, max_mip_level)
+        with _plans_lock:
+            if len(_plans) > 256:
+                _plans.clear()
+            _plans[key] = plan
+    return plan
+
+
+def _mip_forward(tex: torch.Tensor, flat: torch.Tensor, plan: MipPlan) -> None:
+    device = tex.device
+    H, W = plan.sizes[0]
+    for k, depth in plan.down:
+        h1, w1 = plan.sizes[k + 1]
+        if depth == 1:
+            threads = plan.images * h1 * w1
+        else:
+            h2, w2 = h1 // 2, w1 // 2
+            threads = plan.images * ((h2 + 3) // 4) * ((w2 + 7) // 8) * 32
+        _launch("texture_mip", "mip_down", threads,
+                (tex, flat, plan.images, H, W, plan.channels, k, depth), device)
+
+
+def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
+    """Gradient of the base texture from the (own) gradients of levels 1..L, ``grad`` flat."""
+    device = grad.device
+    H, W = plan.sizes[0]
+    C = plan.channels
+    L = plan.num_levels
+    grad_tex = torch.empty(plan.tex_shape, dtype=tex_dtype, device=device)
+    # Full gradients of the intermediate levels, where a step needs them.
+    needs_totals = any(step[1] > 0 for step in plan.up)
+    totals = torch.empty(plan.total, dtype=grad.dtype, device=device) if needs_totals else None
+    totals_arg = totals if totals is not None else _unused(device)
+    cur = L
+    for step in plan.up:
+        if step[0] == "chain":
+            _, j, top = step
+            h, w = plan.sizes[j]
+            _launch("texture_mip", "mip_up_chain", plan.images * h * w,
+                    (grad, totals_arg, grad_tex, plan.images, H, W, C, j, top - j, top == L),
+                    device)
+            cur = j
+        else:
+            _, k = step
+            h, w = plan.sizes[k]
+            _launch("texture_mip", "mip_up", plan.images * h * w,
+                    (grad, totals_arg, grad_tex, plan.images, H, W, C, k, k + 1 == L), device)
+            cur = k
+    assert cur == 0
+    return grad_tex
+
+
+class _MipConstruct(torch.autograd.Function):
+    """tex -> the flat buffer of its mip levels 1..L."""
+
+    @staticmethod
+    def forward(ctx, tex, plan):
+        tex = tex.contiguous()
+        flat = torch.empty(plan.total, dtype=tex.dtype, device=tex.device)
+        _mip_forward(tex, flat, plan)
+        ctx.plan = plan
+        ctx.tex_dtype = tex.dtype
+        return flat
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_flat):
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        return _mip_backward(grad_flat.contiguous(), ctx.plan, ctx.tex_dtype), None
+
+
+class MipLevels:
+    """The mip levels built by :func:`construct_mip`: a sequence of level tensors (level 1
+    first, each in the texture's layout) backed by one flat buffer, :attr:`flat`, which
+    :func:`texture` reads directly. The level tensors are views of the buffer, made on first
+    access; gradients reaching them, or the buffer, flow back to the texture."""
+
+    __slots__ = ("flat", "plan", "_views")
+
+    def __init__(self, flat: torch.Tensor, plan: MipPlan):
+        self.flat = flat
+        self.plan = plan
+        self._views = None
+
+    def _levels(self) -> list:
+        if self._views is None:
+            p = self.plan
+            self._views = [self.flat.narrow(0, p.offsets[k], p.numels[k]).view(p.shapes[k])
+                           for k in range(1, p.num_levels + 1)]
+        return self._views
+
+    def __len__(self) -> int:
+        return self.plan.num_levels
+
+    def __getitem__(self, k):
+        return self._levels()[k]
+
+    def __iter__(self):
+        return iter(self._levels())
+
+
+def construct_mip(tex: torch.Tensor, max_mip_level=None, cube_mode: bool = False):
+    """Mip levels below ``tex`` (float32 CUDA, validated), built on the GPU, differentiably.
+
+    Returns a :class:`MipLevels` (empty for a 1 x 1 texture or ``max_mip_level=0``)."""
+    plan = mip_plan(tex.shape, cube_mode, max_mip_level)
+    if plan.num_levels == 0:
+        return []
+    return MipLevels(_MipConstruct.apply(tex, plan), plan)
+
+
+# ==============================================================================================
+# Sampling (cuda_ops/texture.cu).
+
+
+def _mip_inputs(mip_levels):
+    """``(tensors, mode, num_levels)``: how the levels are handed to :class:`_Texture`."""
+    if mip_levels is None or len(mip_levels) == 0:
+        return (), _MIP_NONE, 0
+    if isinstance(mip_levels, MipLevels):
+        return (mip_levels.flat,), _MIP_FLAT, len(mip_levels)
+    levels = tuple(mip_levels)
+    return levels, _MIP_LIST, len(levels)
+
+
+def _config(boundary, tex_batched, has_da, has_bias, want_tex0=False, want_mip=False,
+            want_uv=False, want_da=False, want_bias=False, mode=_FAST) -> int:
+    """The kernels' packed ``config`` argument (see TEXTURE_FWD_ARGS in cuda_ops/texture.cu)."""
+    return (boundary | int(tex_batched) << 2 | int(has_da) << 3 | int(has_bias) << 4
+            | int(want_tex0) << 5 | int(want_mip) << 6 | int(want_uv) << 7 | int(want_da) << 8
+            | int(want_bias) << 9 | mode << 10)
+
+
+def _tex_dims(tex: torch.Tensor, cube: bool):
+    """``(height, width)`` of level 0 (cube: the face size twice)."""
+    return (tex.shape[2], tex.shape[3]) if cube else (tex.shape[1], tex.shape[2])
+
+
+class _Texture(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cfg, tex, uv, uv_da, bias, *mips):
+        filt, bnd, mode, num_levels = cfg
+        cube = bnd == BOUNDARY_IDS["cube"]
+        device = tex.device
+        tex = tex.contiguous()
+        uv = uv.contiguous()
+        uv_da = uv_da.contiguous() if uv_da is not None else None
+        bias = bias.contiguous() if bias is not None else None
+        B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
+        N = B * oh * ow
+        if N > _INT32_MAX - THREADS:
+            raise ValueError(f"uv has {N} pixels; the CUDA texture kernels support at most "
+                             f"{_INT32_MAX - THREADS}")
+        C = tex.shape[-1]
+        H, W = _tex_dims(tex, cube)
+        null = _unused(device)
+        if mode == _MIP_FLAT:
+            mipbuf = mips[0].contiguous()
+        elif mode == _MIP_LIST:
+            mips = tuple(m.contiguous() for m in mips)
+            mipbuf = mips[0] if _chained(mips) else torch.cat([m.reshape(-1) for m in mips])
+        else:
+            mipbuf = null
+        out = torch.empty(B, oh, ow, C, dtype=tex.dtype, device=device)
+        kernel = "texture_fwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
+        config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None)
+        _launch("texture", kernel, N,
+                (tex, mipbuf, uv, uv_da if uv_da is not None else null,
+                 bias if bias is not None else null, out,
+                 N, oh * ow, tex.shape[0], H, W, C, num_levels, config), device)
+        ctx.cfg = cfg
+        ctx.mip_shapes = [m.shape for m in mips]
+        ctx.save_for_backward(tex, uv, uv_da, bias, mipbuf, *mips)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        filt, bnd, mode, num_levels = ctx.cfg
+        cube = bnd == BOUNDARY_IDS["cube"]
+        tex, uv, uv_da, bias, mipbuf, *mips = ctx.saved_tensors
+        needs = ctx.needs_input_grad
+        device = tex.device
+        want_tex0 = needs[1]
+        want_uv = needs[2] and filt != _NEAREST
+        want_da = needs[3] and uv_da is not None and filt == _MIP_LINEAR
+        want_bias = needs[4] and bias is not None and filt == _MIP_LINEAR
+        want_mip = num_levels > 0 and mode != _MIP_NONE and any(needs[5:])
+        n_mips = len(ctx.mip_shapes)
+        if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
+            return (None,) * (5 + n_mips)
+
+        grad_out = grad_out.contiguous()
+        B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
+        N = B * oh * ow
+        C = tex.shape[-1]
+        H, W = _tex_dims(tex, cube)
+        null = _unused(device)
+        base_numel = tex.numel()
+        mip_numel = sum(m.numel() for m in mips) if mode == _MIP_LIST else mipbuf.numel()
+        want_texgrad = want_tex0 or want_mip
+        det = want_texgrad and deterministic()
+        grad_flat = None
+        if want_texgrad:
+            size = base_numel + (mip_numel if want_mip else 0)
+            alloc = torch.empty if det else torch.zeros
+            grad_flat = alloc(size, dtype=tex.dtype, device=device)
+        grad_uv = torch.empty_like(uv) if want_uv else None
+        grad_da = torch.empty_like(uv_da) if want_da else None
+        grad_bias = torch.empty_like(bias) if want_bias else None
+        max_bits = flags = acc = null
+        count_log2 = 0
+        if det and grad_flat.numel() // C > _INT32_MAX:
+            raise ValueError(f"deterministic texture gradients support at most {_INT32_MAX} "
+                             f"texels (base and mip levels), got {grad_flat.numel() // C}")
+        if det:
+            # Fixed-point accumulation (see cuda_ops/texture.cu): a first pass records each
+            # texel channel's largest contribution, the second sums integers, the last converts.
+            max_bits = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
+            flags = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
+            acc = torch.zeros(grad_flat.numel(), dtype=torch.int64, device=device)
+            count_log2 = (N * _SLOTS[filt]).bit_length()
+        kernel = "texture_bwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
+        for pass_mode in ((_DET_SCAN, _DET_SUM) if det else (_FAST,)):
+            config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None,
+                             want_tex0, want_mip, want_uv, want_da, want_bias, pass_mode)
+            _launch("texture", kernel, N,
+                    (tex, mipbuf, uv, uv_da if uv_da is not None else null,
+                     bias if bias is not None else null, grad_out,
+                     grad_flat if grad_flat is not None else null,
+                     grad_uv if want_uv else null, grad_da if want_da else null,
+                     grad_bias if want_bias else null, max_bits, flags, acc,
+                     N, oh * ow, tex.shape[0], H, W, C, num_levels, config, count_log2), device)
+        if det:
+            _launch("texture", "texture_grad_finish", grad_flat.numel(),
+                    (acc, max_bits, flags, grad_flat, grad_flat.numel() // C, C, count_log2),
+                    device)
+
+        grad_tex = grad_flat[:base_numel].view(tex.shape) if want_tex0 else None
+        mip_grads = (None,) * n_mips
+        if want_mip:
+            if mode == _MIP_FLAT:
+                mip_grads = (grad_flat[base_numel:],)
+            else:
+                grads, off = [], base_numel
+                for shape, m in zip(ctx.mip_shapes, mips):
+                    n = m.numel()
+                    grads.append(grad_flat[off:off + n].view(shape))
+                    off += n
+                mip_grads = tuple(grads)
+        return (None, grad_tex, grad_uv, grad_da, grad_bias) + mip_grads
+
+
+def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None,
+            mip_levels=None, filter_mode: str = "linear",
+            boundary_mode: str = "wrap") -> torch.Tensor:
+    """:func:`diffrast.reference.texture.texture` on float32 CUDA tensors (validated by
+    :func:`diffrast.texture`): ``tex`` [Bt, H, W, C] or [Bt, 6, H, W, C], ``uv`` [B, h, w, 2 or 3],
+    ``uv_da`` [B, h, w, 4 or 6] or None, ``mip_level_bias`` [B, h, w] or None, ``mip_levels`` the
+    levels below ``tex`` (a :class:`MipLevels`, a list of tensors, or None), ``filter_mode``
+    resolved (not 'auto'). Returns [B, h, w, C]."""
+    filt = FILTER_IDS[filter_mode]
+    if filt < _MIP_NEAREST:
+        uv_da = mip_level_bias = None
+        mips, mode, num_levels = (), _MIP_NONE, 0
+    else:
+        mips, mode, num_levels = _mip_inputs(mip_levels)
+    cfg = (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels)
+    return _Texture.apply(cfg, tex, uv, uv_da, mip_level_bias, *mips)
+
+
+class Backend:
+    """The CUDA backend object returned by ``diffrast.texture._backend_for``."""
+    texture = staticmethod(texture)
+    construct_mip = staticmethod(construct_mip)
