@@ -83,3 +83,64 @@ def transform(pos: torch.Tensor, mtx: torch.Tensor) -> torch.Tensor:
     ``[..., V, 4]``."""
     homo = torch.cat([pos, torch.ones_like(pos[:, :1])], -1)
     return torch.matmul(homo, mtx.transpose(-1, -2).to(pos.device, pos.dtype))
+
+
+def look_at(eye, target=(0.0, 0.0, 0.0), up=(0.0, 1.0, 0.0)):
+    """View matrix ``[4, 4]`` (float32) of a camera at ``eye`` looking at ``target``, OpenGL
+    style: the camera looks down its -z axis, ``up`` maps to +y on screen as far as it is
+    orthogonal to the view direction. Compose as ``perspective(...) @ look_at(...)``.
+
+    Args:
+        eye, target, up: 3-sequences (or tensors) in world coordinates; ``up`` must not be
+            parallel to ``target - eye``.
+    """
+    eye = torch.as_tensor(eye, dtype=torch.float64).reshape(3)
+    target = torch.as_tensor(target, dtype=torch.float64).reshape(3)
+    up = torch.as_tensor(up, dtype=torch.float64).reshape(3)
+    f = target - eye
+    f = f / f.norm()
+    s = torch.linalg.cross(f, up)
+    s = s / s.norm()
+    u = torch.linalg.cross(s, f)
+    m = torch.eye(4, dtype=torch.float64)
+    m[0, :3], m[1, :3], m[2, :3] = s, u, -f
+    m[:3, 3] = -(m[:3, :3] @ eye)
+    return m.float()
+
+
+def quaternion_to_matrix(q: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices ``[..., 4, 4]`` from quaternions ``[..., 4]`` stored ``(w, x, y, z)``.
+
+    The quaternions need not be unit length: they are normalized first, so the result is always a
+    rotation and the function is differentiable in ``q`` (away from ``q = 0``). ``q`` and ``-q``
+    give the same rotation. dtype and device follow ``q``.
+    """
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, x, y, z = q.unbind(-1)
+    zero, one = torch.zeros_like(w), torch.ones_like(w)
+    rows = [
+        1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w), zero,
+        2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w), zero,
+        2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y), zero,
+        zero, zero, zero, one,
+    ]
+    return torch.stack(rows, -1).reshape(q.shape[:-1] + (4, 4))
+
+
+def random_quaternion(n: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Uniformly distributed random unit quaternions ``(w, x, y, z)``: ``[4]``, or ``[n, 4]`` when
+    ``n`` is given (float32, CPU; normalized Gaussian samples, uniform over rotations)."""
+    q = torch.randn((1 if n is None else n, 4), generator=generator, dtype=torch.float64)
+    q = (q / q.norm(dim=-1, keepdim=True)).float()
+    return q[0] if n is None else q
+
+
+def quaternion_angle(q1: torch.Tensor, q2: torch.Tensor) -> torch.Tensor:
+    """The angle in degrees of the rotation between the orientations ``q1`` and ``q2``
+    (``[..., 4]`` each, any length; ``q`` and ``-q`` are the same orientation). Accurate for
+    small angles too: it uses ``|q1 - q2| = 2 sin(angle / 4)`` for unit quaternions rather than
+    the arccosine of their dot product."""
+    q1 = q1 / q1.norm(dim=-1, keepdim=True)
+    q2 = q2 / q2.norm(dim=-1, keepdim=True)
+    chord = torch.minimum((q1 - q2).norm(dim=-1), (q1 + q2).norm(dim=-1))
+    return torch.rad2deg(4 * torch.asin((chord / 2).clamp(max=1.0)))

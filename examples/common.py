@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import struct
 import zlib
@@ -39,6 +40,8 @@ def base_parser(description: str, resolution: int, iterations: int) -> argparse.
     p.add_argument("--resolution", type=int, default=resolution, help="image height and width")
     p.add_argument("--iterations", type=int, default=iterations, help="optimisation steps")
     p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--display", action="store_true",
+                   help="show progress in a window (diffrast.viewer; needs a display and glfw)")
     return p
 
 
@@ -46,3 +49,50 @@ def pick_device(name):
     if name is None:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     return torch.device(name)
+
+
+def viewer_available() -> bool:
+    """Whether the optional interactive viewer module ``diffrast.viewer`` exists."""
+    import diffrast
+    if hasattr(diffrast, "viewer"):
+        return True
+    try:
+        return importlib.util.find_spec("diffrast.viewer") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def open_viewer(enabled: bool, title: str = "diffrast"):
+    """The window for ``--display`` (a ``diffrast.viewer.Viewer``), or None: when not asked for,
+    or when the viewer is missing or cannot open a window (then a note says so and the example
+    goes on headless)."""
+    if not enabled:
+        return None
+    if not viewer_available():
+        print("--display: the viewer (diffrast.viewer) is unavailable; continuing headless")
+        return None
+    try:
+        from diffrast.viewer import maybe_viewer
+        return maybe_viewer(True, title=title)   # None (with a note on stderr) if no window
+    except Exception as e:  # anything unexpected: never let the window stop the work
+        print(f"--display: the viewer could not open a window ({e}); continuing headless")
+        return None
+
+
+def show(win, image, title: str = ""):
+    """Show ``image`` (``[H, W, C]`` or a batch ``[B, H, W, C]``, tiled; rows bottom-up as
+    rendered) in ``win``; returns ``win``, or None once the window has been closed (or when
+    ``win`` is None), so callers write ``win = show(win, img, "...")`` and stop drawing after a
+    close."""
+    if win is None:
+        return None
+    return win if win.show(image.detach(), title) else None
+
+
+def show_until_closed(win, image, title: str = "") -> None:
+    """At the end of a program run with ``--display``: show the result until the user closes
+    the window."""
+    win = show(win, image, title)
+    if win is not None:
+        print("close the window (or press Esc) to exit")
+        win.wait()

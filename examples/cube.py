@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import base_parser, pick_device, save_png  # noqa: E402
+from common import base_parser, open_viewer, pick_device, save_png, show, show_until_closed  # noqa: E402
 
 
 def random_rotation(gen):
@@ -86,6 +86,7 @@ def main(argv=None):
         from tqdm import trange
     except ImportError:  # tqdm is optional
         trange = range
+    win = open_viewer(args.display, "cube")
     t0 = time.perf_counter()
     bar = trange(args.iterations)
     for it in bar:
@@ -99,14 +100,20 @@ def main(argv=None):
         sched.step()
         if hasattr(bar, "set_postfix") and it % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.2e}")
+        if win is not None and it % 10 == 0:  # --display: target | current fit, first eval view
+            with torch.no_grad():
+                cur = render(glctx, eval_mvp[:1], pos_opt, col_opt, tri, res)[0]
+            win = show(win, torch.cat([target_eval[0], cur], 1), f"cube: iteration {it}")
     elapsed = time.perf_counter() - t0
 
     with torch.no_grad():
-        save_png(os.path.join(args.outdir, "final.png"), render(glctx, eval_mvp, pos_opt, col_opt, tri, res)[0])
+        final = render(glctx, eval_mvp, pos_opt, col_opt, tri, res)
+    save_png(os.path.join(args.outdir, "final.png"), final[0])
     img1, vtx1 = image_error(), vertex_error()
     print(f"images written to {os.path.abspath(args.outdir)}")
     print(f"{args.iterations} iterations in {elapsed:.1f} s on {device}")
     print(f"image error {img0:.3e} -> {img1:.3e}; vertex error {vtx0:.4f} -> {vtx1:.4f}")
+    show_until_closed(win, torch.cat([target_eval[0], final[0]], 1), "target | result")  # --display
     return img0, img1, vtx0, vtx1
 
 
