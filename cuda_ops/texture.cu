@@ -379,9 +379,22 @@ struct CubeCoord {
     bool nan_in;       // a direction component is NaN
 };
 
+// Subnormal direction components count as 0 (diffrast/reference/cube.py): CuPy compiles the
+// kernels with -ftz=true, under which arithmetic and comparisons already read subnormal operands
+// as 0 (a subnormal major axis failed `ma > 0`); flushing them here, with a comparison that
+// gives the same answer with or without flush-to-zero, makes the rule explicit and the same in
+// every build (the CPU emulator, nvcc without -ftz). NaN and inf are kept.
+__device__ __forceinline__ float flush_subnormal(float a)
+{
+    return abs_f(a) < kTiny ? 0.0f : a;
+}
+
 __device__ __forceinline__ CubeCoord cube_coord(float x, float y, float z)
 {
     CubeCoord c;
+    x = flush_subnormal(x);
+    y = flush_subnormal(y);
+    z = flush_subnormal(z);
     c.nan_in = is_nan(x) || is_nan(y) || is_nan(z);
     const float ax = select_abs(x), ay = select_abs(y), az = select_abs(z);
     const int axis = (ax >= ay && ax >= az) ? 0 : (ay >= az ? 1 : 2);
@@ -633,7 +646,7 @@ __device__ __forceinline__ void lod_cube_backward(const float* __restrict__ da, 
     g_sc += g_rs_x / ma + g_rs_y / ma;
     g_tc += g_rt_x / ma + g_rt_y / ma;
     g_ma += -g_rs_x * (rs / ma) - g_rs_y * (rs / ma) - g_rt_x * (rt / ma) - g_rt_y * (rt / ma);
-    g_ma += -g / (ma * kLn2);  // - log2(ma)
+    g_ma += -(g / ma) / kLn2;  // - log2(ma); ma * kLn2 would be subnormal (flushed) for ma ~ tiny
 }
 
 // The mip levels of a sample and their weights. False if the level is NaN.

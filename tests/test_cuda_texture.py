@@ -495,6 +495,32 @@ def test_zero_and_tiny_directions(kernels):
         compare(kernels, tex, d, kw.get("uv_da"), filter_mode=fm, boundary_mode="cube")
 
 
+def test_subnormal_direction_components(kernels):
+    """Subnormal components count as 0 in kernels and reference alike (reference/cube.py; CuPy
+    builds the kernels with -ftz=true and the emulator runs them with flush-to-zero): rows of
+    all-subnormal (zero-length) directions, normal major axes with subnormal minor components,
+    and major axes just above tiny, where ma * ln 2 is subnormal (the lod's -log2(ma) gradient)."""
+    tiny = torch.finfo(torch.float32).tiny
+    d = torch.tensor([[[1e-40, 0.0, 0.0], [-1e-45, 3e-39, -0.0], [tiny / 2, -tiny / 2, tiny / 4]],
+                      [[4e-37, 1e-38, -5e-39], [1.0, -1e-40, 5e-39], [-3e-39, 2e-37, -1.1e-38]],
+                      [[tiny, 0.0, 0.0], [0.0, -1.5e-38, 0.0], [0.0, 0.0, 1.6e-38]]])[None]
+    g = _gen(45)
+    tex = torch.rand(1, 6, 4, 4, 3, generator=g) * 1e-2  # keeps gradients ~ 1 / ma finite
+    da = torch.randn(1, 3, 3, 6, generator=g) * 1e-3
+    bias = torch.randn(1, 3, 3, generator=g)
+    bias[0, 2] -= 117.0  # lod ~ 117 + bias here: two of the three inside the mip range [0, 2]
+    for fm in FILTERS:
+        for lod in _lod_variants(fm):
+            got, _ = compare(kernels, tex, d, da if "da" in lod else None,
+                             bias if "bias" in lod else None, filter_mode=fm,
+                             boundary_mode="cube")
+            assert (got[0][0, 0] == 0).all() and got[0][0, 1:].ne(0).all()
+            for x in got:
+                assert x is None or x.isfinite().all()
+            if got[2] is not None:
+                assert (got[2][0, 0] == 0).all()
+
+
 # ----------------------------------------------------------------------------------------------
 # Partial gradients, deterministic mode
 

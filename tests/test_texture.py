@@ -462,6 +462,43 @@ def test_cube_invalid_directions():
         assert (grads[1][0, 0, 0] == 0).all()
 
 
+def test_cube_subnormal_components_count_as_zero():
+    """Subnormal direction components read as 0 (as in the CUDA kernels, built with flush to
+    zero): an all-subnormal direction is zero-length (output 0, no gradient); otherwise face and
+    face coordinates are those of the direction with its subnormal components zeroed, and so is
+    the gradient (it passes through the flush to the subnormal components unchanged)."""
+    torch.manual_seed(16)
+    tiny = torch.finfo(torch.float32).tiny
+    tex = torch.rand(1, 6, 4, 4, 3)
+    sub = [[1e-40, 0.0, 0.0], [-1e-45, 3e-39, -0.0], [tiny / 2, -tiny / 2, tiny / 4]]
+    mixed = [[4e-37, 1e-38, -5e-39], [1.0, -1e-40, 5e-39], [-3e-39, 2e-37, -1.1e-38],
+             [tiny, -tiny / 2, 0.0], [0.3, 0.2, -1e-39]]
+    flushed = [[4e-37, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 2e-37, 0.0], [tiny, 0.0, 0.0],
+               [0.3, 0.2, 0.0]]
+    d = torch.tensor(sub + mixed).reshape(1, 1, -1, 3)
+    d0 = torch.tensor(sub + flushed).reshape(1, 1, -1, 3)
+    assert ((d != 0) & (d.abs() < tiny)).sum() == 14 and (d0[0, 0, 3:] != 0).sum() == 6
+    da = torch.randn(1, 1, 8, 6) * 1e-3
+    for fm in FILTERS:
+        kw = {"uv_da": da} if "mipmap" in fm else {}
+        outs, grads = [], []
+        for x in (d, d0):
+            t, u = tex.clone().requires_grad_(True), x.clone().requires_grad_(True)
+            out = dr.texture(t, u, filter_mode=fm, boundary_mode="cube", **kw)
+            outs.append(out)
+            grads.append(torch.autograd.grad(out[0, 0, 3:].sum(), [t, u], allow_unused=True,
+                                             materialize_grads=True, retain_graph=True))
+            assert (out[0, 0, :3] == 0).all()
+            g_t, g_u = torch.autograd.grad(out[0, 0, :3].sum(), [t, u], allow_unused=True,
+                                           materialize_grads=True)
+            assert (g_t == 0).all() and (g_u == 0).all()
+        assert torch.equal(outs[0], outs[1]) and (outs[0][0, 0, 3:] != 0).all()
+        for a, b in zip(*grads):
+            assert torch.equal(a, b) and a.isfinite().all()
+        if fm != "nearest":
+            assert (grads[0][1][0, 0, 3:] != 0).sum() >= 5  # gradients reach the directions
+
+
 def test_cube_mip_level():
     n = 16
     tex, mip = _level_stack(n, n, None, cube=True)

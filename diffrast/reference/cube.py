@@ -17,6 +17,14 @@ gives the face coordinates ``s = (sc / |ma| + 1) / 2`` and ``t = (tc / |ma| + 1)
 ``[0, 1]``; ``s`` runs along the face's width (texel column), ``t`` along its height (texel row),
 exactly as ``u`` and ``v`` do for a 2-D texture.
 
+Subnormal direction components (magnitude below ``torch.finfo(dtype).tiny``, for float32
+``2^-126``) count as zero, so a direction whose components are all subnormal or zero is
+zero-length: it samples nothing (output 0, no gradient). A direction with a normal major axis
+picks its face as above, the subnormal components reading as 0 in its face coordinates (their
+gradients pass through unchanged). This is the arithmetic of the CUDA kernels, which CuPy compiles
+with ``-ftz=true`` (flush to zero: single-precision arithmetic and comparisons read subnormal
+operands as zero); stating it here keeps the reference and the kernels equal on CPU and GPU.
+
 We write the table as three integer vectors per face: the outward normal ``N`` and the axes ``S``,
 ``T`` with ``sc = r·S``, ``tc = r·T``, ``|ma| = r·N``; a point on the face is
 ``|ma| (N + sc_n S + tc_n T)`` with ``sc_n, tc_n`` in ``[-1, 1]``.
@@ -47,6 +55,13 @@ def _basis(device, dtype):
             torch.tensor(FACE_T, device=device, dtype=dtype))
 
 
+def flush_subnormal(d: torch.Tensor) -> torch.Tensor:
+    """``d`` with its subnormal entries (``0 < |d| < tiny``) replaced by 0 and its other entries
+    (normal, zero, inf, NaN) unchanged, exactly; the gradient passes through as the identity."""
+    tiny = torch.finfo(d.dtype).tiny
+    return d - torch.where(d.detach().abs() < tiny, d.detach(), torch.zeros_like(d))
+
+
 def select_face(d: torch.Tensor) -> torch.Tensor:
     """Face index (0..5, OpenGL order) of the major axis of each direction in ``d`` ``[n, 3]``.
     NaN components are treated as 0 (the caller marks such samples NaN)."""
@@ -64,9 +79,11 @@ def face_coords(d: torch.Tensor):
     ``[0, 1]`` (differentiable), ``valid`` (false for zero-length or non-finite directions, whose
     ``s, t`` are set to 0.5 with no gradient), and the major-axis length ``ma = |r·N|`` (invalid
     entries replaced by 1) and minor coordinates ``sc, tc`` (invalid entries 0) for derivative
-    computations.
+    computations. Subnormal components count as 0 (:func:`flush_subnormal`, module docstring):
+    a valid ``ma`` is at least ``tiny``.
     """
     n_, s_, t_ = _basis(d.device, d.dtype)
+    d = flush_subnormal(d)
     face = select_face(d)
     ma = (d * n_[face]).sum(-1)
     sc = (d * s_[face]).sum(-1)

@@ -9,7 +9,8 @@ Conventions (nvdiffrast's documented semantics):
 * Boundary modes: ``'wrap'`` takes the fractional part of ``uv`` (taps wrap around); ``'clamp'``
   clamps to the centres of the boundary texels; ``'zero'`` extends the texture with zeros.
 * A cube map is ``[Bt, 6, S, S, C]``, ``uv`` holds directions ``[B, h, w, 3]`` and the faces and
-  seams follow :mod:`diffrast.reference.cube`. Zero-length directions give zeros and no gradient.
+  seams follow :mod:`diffrast.reference.cube`. Zero-length directions give zeros and no gradient;
+  subnormal components count as zero, so all-subnormal directions are zero-length.
 * ``'nearest'`` reads the texel containing the sample point; ``'linear'`` is bilinear on the base
   level; ``'linear-mipmap-nearest'`` is bilinear on the mip level nearest the level of detail
   (OpenGL's rule: level ``ceil(lod + 1/2) - 1``, level 0 for ``lod <= 1/2``);

@@ -7,6 +7,9 @@
 #include EMU_SOURCE
 
 #include <ucontext.h>
+#if defined(__SSE__)
+#include <xmmintrin.h>
+#endif
 
 #include <cstring>
 #include <functional>
@@ -113,9 +116,23 @@ extern "C" const char* emu_last_error()
     return emu_error;
 }
 
+// Kernels run with the float environment of the GPU build: CuPy compiles every RawModule with
+// -ftz=true, so single-precision arithmetic and comparisons treat subnormal inputs as zero and
+// flush subnormal results to zero. On x86 the MXCSR's FTZ (bit 15) and DAZ (bit 6) flags do the
+// same for SSE arithmetic; they are set for the launch only (the lanes' contexts, made inside
+// run(), inherit them). Elsewhere arithmetic stays IEEE with subnormals.
+struct EmuFlushToZero {
+#if defined(__SSE__)
+    unsigned saved = _mm_getcsr();
+    EmuFlushToZero() { _mm_setcsr(saved | 0x8040u); }
+    ~EmuFlushToZero() { _mm_setcsr(saved); }
+#endif
+};
+
 #define EMU_KERNEL(name)                                                                   \
     if (std::strcmp(kernel, #name) == 0) {                                                 \
         emu_error = nullptr;                                                               \
+        EmuFlushToZero ftz;                                                                \
         run(grid, block, [&] { call(name, args); });                                       \
         return emu_error == nullptr ? 0 : 2;                                               \
     }

@@ -9,7 +9,8 @@
 // reads what it needs and yields again (see launch.cpp). A collective that reads a lane which
 // has already returned (undefined behaviour on a GPU with a full mask) makes the launch fail
 // with that message. atomicAdd is a plain add (one host thread). Float arithmetic is IEEE single
-// precision without contraction (compile with -ffp-contract=off).
+// precision without contraction (compile with -ffp-contract=off), with subnormals flushed to zero
+// during a launch as on the GPU build (-ftz=true; see launch.cpp).
 #pragma once
 
 #include <cstring>
