@@ -97,18 +97,26 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
         device: the CUDA device of the tensors.
         shared_mem: dynamic shared memory in bytes.
     """
-    import cupy
     grid = tuple(grid) if isinstance(grid, (tuple, list)) else (int(grid),)
     block = tuple(block) if isinstance(block, (tuple, list)) else (int(block),)
     if any(g <= 0 for g in grid):
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
-    fn = _module(module, index).get_function(kernel)
-    with cupy.cuda.Device(index):
-        fn(grid, block, tuple(_arg(a) for a in args), stream=_cupy_stream(device, index),
-           shared_mem=shared_mem)
+    key = (module, kernel, index)
+    fn = _functions.get(key)
+    if fn is None:
+        fn = _functions[key] = _module(module, index).get_function(kernel)
+    import cupy
+    stream = _cupy_stream(device, index)
+    cargs = tuple(_arg(a) for a in args)
+    if cupy.cuda.runtime.getDevice() == index:
+        fn(grid, block, cargs, stream=stream, shared_mem=shared_mem)
+    else:
+        with cupy.cuda.Device(index):
+            fn(grid, block, cargs, stream=stream, shared_mem=shared_mem)
 
 
+_functions: dict = {}
 _streams: dict = {}
 
 

@@ -2,9 +2,9 @@
 //
 // 1. setup_and_raster_small: one thread per (image, triangle). It finds the pixels whose centres
 //    the triangle may cover (after clipping against the near and far planes) and, when there are
-//    at most kSmallArea of them, tests them itself; larger triangles go to a list.
-// 2. raster_big: blocks of 16 x 16 threads take (big triangle, 16 x 16 tile) pairs from that
-//    list, one pixel per thread.
+//    at most kSmallArea (256) of them, tests them itself; larger triangles go to a list.
+// 2. raster_big: blocks of 16 x 16 threads take contiguous runs of (big triangle, 16 x 16 tile)
+//    pairs from that list, one pixel per thread.
 //    A covered pixel takes the 64-bit atomicMin of (depth bits, triangle id): the nearest
 //    surface wins, ties go to the lower id (as OpenGL's draw order does), and the result does not
 //    depend on scheduling. Depth peeling keeps only keys above the previous layer's.
@@ -24,7 +24,7 @@ namespace {
 
 using namespace diffrast;
 
-constexpr int kSmallArea = 64;
+constexpr int kSmallArea = 256;
 constexpr int kTile = 16;
 constexpr unsigned long long kEmpty = ~0ull;
 constexpr double kSnapLimit = 2097152.0;  // 2^21 pixels: snapped products stay within int64
@@ -33,11 +33,21 @@ struct Setup {
     float4 c[3];        // clip-space vertices
     long long X[3], Y[3];  // snapped window coordinates (1/256 pixel), exact mode
     int x0, y0, x1, y1;  // candidate pixel box, inclusive; empty when x0 > x1
+    double n[3][3];      // e_i(q) = n[i] . (qx, qy, 1), the barycentric edge functions (unnormalized)
+    double dz[3];        // depth plane: z/w = dz . (qx, qy, 1)
     int exact;           // 1: snapped integer edge test, 0: homogeneous test
     int flip;            // exact mode: 1 when the snapped triangle is clockwise
     int tri_id;          // global triangle index
     int vbase;           // first vertex of this image's vertex set
 };
+
+__device__ __forceinline__ void cross3(double ax, double ay, double aw, double bx, double by,
+                                       double bw, double& x, double& y, double& w)
+{
+    x = ay * bw - aw * by;
+    y = aw * bx - ax * bw;
+    w = ax * by - ay * bx;
+}
 
 __device__ __forceinline__ bool finite4(float4 p)
 {
@@ -132,6 +142,17 @@ __device__ bool setup_triangle(const float* __restrict__ pos, const int* __restr
         xmin -= 1.f; ymin -= 1.f; xmax += 1.f; ymax += 1.f;
     }
     s.exact = exact;
+    // e_i = (c_j x c_k) . q; sum_i w_i e_i = det(c_0, c_1, c_2) for every q, so
+    // z/w = sum_i z_i e_i / det is affine in q: the depth plane.
+    for (int i = 0; i < 3; ++i) {
+        const float4 cj = s.c[(i + 1) % 3], ck = s.c[(i + 2) % 3];
+        cross3(cj.x, cj.y, cj.w, ck.x, ck.y, ck.w, s.n[i][0], s.n[i][1], s.n[i][2]);
+    }
+    const double det = s.n[0][2] * a.w + s.n[1][2] * b.w + s.n[2][2] * c.w;
+    if (!(det != 0.0))
+        return false;  // the triangle's plane passes through the eye: nothing visible
+    for (int k = 0; k < 3; ++k)
+        s.dz[k] = (s.n[0][k] * a.z + s.n[1][k] * b.z + s.n[2][k] * c.z) / det;
     s.x0 = max(0, (int)ceilf(fmaxf(xmin, -1.f) - 0.5f));
     s.y0 = max(0, (int)ceilf(fmaxf(ymin, -1.f) - 0.5f));
     s.x1 = min(width - 1, (int)floorf(fminf(xmax, (float)width + 1.f) - 0.5f));
@@ -146,14 +167,6 @@ struct Bary {
     double e0, e1, e2, s, u, v;
     double n0x, n0y, n1x, n1y, nsx, nsy;
 };
-
-__device__ __forceinline__ void cross3(double ax, double ay, double aw, double bx, double by,
-                                       double bw, double& x, double& y, double& w)
-{
-    x = ay * bw - aw * by;
-    y = aw * bx - ax * bw;
-    w = ax * by - ay * bx;
-}
 
 __device__ __forceinline__ Bary barycentrics(const float4* c, double qx, double qy)
 {
@@ -189,11 +202,10 @@ __device__ __forceinline__ bool edge_covers(long long e, long long dx, long long
     return e > 0 || (e == 0 && (dy < 0 || (dy == 0 && dx > 0)));
 }
 
-// Whether the triangle covers pixel (x, y); on success its depth z/w.
+// Whether the triangle covers pixel (x, y); on success its depth z/w (from the depth plane).
 __device__ bool covers(const Setup& s, int x, int y, int width, int height, float& depth)
 {
     const double qx = (x + 0.5) * 2.0 / width - 1.0, qy = (y + 0.5) * 2.0 / height - 1.0;
-    Bary r;
     if (s.exact) {
         const long long px = 256LL * x + 128, py = 256LL * y + 128;
         const int o1 = s.flip ? 2 : 1, o2 = s.flip ? 1 : 2;
@@ -205,14 +217,16 @@ __device__ bool covers(const Setup& s, int x, int y, int width, int height, floa
             if (!edge_covers(e, dx, dy))
                 return false;
         }
-        r = barycentrics(s.c, qx, qy);
     } else {
-        r = barycentrics(s.c, qx, qy);
-        // Inside iff every e_i has the sign of s (the point is then at w > 0 on the triangle).
-        if (!(r.e0 * r.s >= 0.0 && r.e1 * r.s >= 0.0 && r.e2 * r.s >= 0.0 && r.s != 0.0))
+        // Inside iff every e_i has the sign of s = e_0 + e_1 + e_2 (the point is then at w > 0).
+        double e[3];
+        for (int i = 0; i < 3; ++i)
+            e[i] = s.n[i][0] * qx + s.n[i][1] * qy + s.n[i][2];
+        const double sum = e[0] + e[1] + e[2];
+        if (!(e[0] * sum >= 0.0 && e[1] * sum >= 0.0 && e[2] * sum >= 0.0 && sum != 0.0))
             return false;
     }
-    const double d = depth_of(s.c, r);
+    const double d = s.dz[0] * qx + s.dz[1] * qy + s.dz[2];
     if (!(d >= -1.0 && d <= 1.0))
         return false;
     depth = (float)d;
@@ -296,7 +310,9 @@ extern "C" __global__ void setup_and_raster_small(
     big_tiles[slot] = tiles;
 }
 
-// big_tiles_end: inclusive prefix sums of big_tiles over the first big_count slots.
+// big_tiles_end: inclusive prefix sums of big_tiles over the first big_count slots. Each block
+// takes a contiguous run of (triangle, tile) items, so it sets a triangle up once for all of its
+// tiles in the run and finds its first triangle with a single binary search.
 extern "C" __global__ void raster_big(
     const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
     int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
@@ -306,22 +322,36 @@ extern "C" __global__ void raster_big(
     const unsigned long long* __restrict__ big_count)
 {
     __shared__ Setup s;
-    __shared__ long long tile_in_tri;
+    __shared__ long long slot, slot_begin, slot_end;
     __shared__ int valid, image;
     const long long count = (long long)*big_count;
     if (count == 0)
         return;
     const long long total = big_tiles_end[count - 1];
-    for (long long item = blockIdx.x; item < total; item += gridDim.x) {
-        if (threadIdx.x == 0 && threadIdx.y == 0) {
-            long long lo = 0, hi = count - 1;  // first slot whose inclusive end exceeds item
-            while (lo < hi) {
-                const long long mid = (lo + hi) >> 1;
-                if (big_tiles_end[mid] > item) hi = mid; else lo = mid + 1;
+    const long long per_block = (total + gridDim.x - 1) / gridDim.x;
+    const long long first = (long long)blockIdx.x * per_block;
+    const long long last = min(total, first + per_block);
+    const bool lead = threadIdx.x == 0 && threadIdx.y == 0;
+    if (lead) {
+        slot = -1;
+        slot_end = 0;
+    }
+    for (long long item = first; item < last; ++item) {
+        if (lead && item >= slot_end) {
+            if (slot < 0) {  // first slot whose inclusive end exceeds item
+                long long lo = 0, hi = count - 1;
+                while (lo < hi) {
+                    const long long mid = (lo + hi) >> 1;
+                    if (big_tiles_end[mid] > item) hi = mid; else lo = mid + 1;
+                }
+                slot = lo;
+            } else {
+                do { ++slot; } while (big_tiles_end[slot] <= item);
             }
-            tile_in_tri = item - (lo > 0 ? big_tiles_end[lo - 1] : 0);
+            slot_begin = slot > 0 ? big_tiles_end[slot - 1] : 0;
+            slot_end = big_tiles_end[slot];
             int b, t, vbase;
-            work_item(big_items[lo], num_triangles, num_vertices, instanced, range_offsets,
+            work_item(big_items[slot], num_triangles, num_vertices, instanced, range_offsets,
                       range_starts, num_images, b, t, vbase);
             Setup local;
             valid = setup_triangle(pos, tri, num_vertices, vbase, t, width, height, local);
@@ -330,8 +360,9 @@ extern "C" __global__ void raster_big(
         }
         __syncthreads();
         if (valid) {
+            const long long tile = item - slot_begin;
             const int tiles_x = (s.x1 - s.x0) / kTile + 1;
-            const int ty = (int)(tile_in_tri / tiles_x), tx = (int)(tile_in_tri - (long long)ty * tiles_x);
+            const int ty = (int)(tile / tiles_x), tx = (int)(tile - (long long)ty * tiles_x);
             const int x = s.x0 + tx * kTile + threadIdx.x, y = s.y0 + ty * kTile + threadIdx.y;
             if (x <= s.x1 && y <= s.y1)
                 write_pixel(s, x, y, width, height, keys, use_prev ? prev : nullptr,

@@ -50,6 +50,7 @@ class RasterizeCudaContext:
         self.output_db = bool(output_db)
         self.active_peeler = None
         self._peel_keys = None
+        self._dummy = torch.zeros(1, dtype=torch.int64, device=device)  # unused range arguments
         props = torch.cuda.get_device_properties(device)
         self._persistent_blocks = props.multi_processor_count * 8
         # Any size whose pixel indices fit the kernels' 64-bit arithmetic; bounded for sanity.
@@ -65,7 +66,7 @@ class RasterizeCudaContext:
         if instanced:
             num_images = pos.shape[0]
             num_items = num_images * num_triangles
-            offsets = starts = torch.zeros(1, dtype=torch.int64, device=dev)
+            offsets = starts = self._dummy
         else:
             num_images = ranges.shape[0]
             counts = ranges[:, 1].long()
@@ -85,8 +86,8 @@ class RasterizeCudaContext:
             prev = keys
         if num_items > 0:
             big_items = torch.empty(num_items, dtype=torch.int64, device=dev)
-            big_tiles = torch.zeros(num_items, dtype=torch.int64, device=dev)
-            big_count = torch.zeros(1, dtype=torch.int64, device=dev)
+            counters = torch.zeros(num_items + 1, dtype=torch.int64, device=dev)  # one fill
+            big_tiles, big_count = counters[:num_items], counters[num_items:]
             common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
             loader.launch("rasterize_cuda", "setup_and_raster_small", loader.blocks(num_items, _THREADS),
                           _THREADS, common + (np.int64(num_items), width, height, keys, prev, use_prev,
