@@ -45,29 +45,6 @@ __device__ __forceinline__ void store4(float* __restrict__ base, long long index
     reinterpret_cast<float4*>(base)[index] = value;
 }
 
-// The pixel's triangle and the attribute rows of its corners. False for an empty pixel.
-struct PixelTriangle {
-    int tri;            // triangle index, or -1
-    long long row[3];   // attribute rows of the corners
-};
-
-__device__ __forceinline__ bool pixel_triangle(float code, int image, const int* __restrict__ tri,
-                                               int num_triangles, int num_vertices,
-                                               int attr_batched, PixelTriangle& pt)
-{
-    pt.row[0] = pt.row[1] = pt.row[2] = 0;
-    pt.tri = decode_triangle(code, num_triangles);
-    int vi[3];
-    if (pt.tri < 0 || !triangle_vertices(tri, pt.tri, num_vertices, vi)) {
-        pt.tri = -1;
-        return false;
-    }
-    const long long base = attr_batched ? (long long)image * num_vertices : 0;
-    for (int c = 0; c < 3; ++c)
-        pt.row[c] = base + vi[c];
-    return true;
-}
-
 // e0_i and e1_i of the header: the gradient reaching (a0 - a2)[i] and (a1 - a2)[i] through
 // out_da at one pixel.
 __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __restrict__ gda,

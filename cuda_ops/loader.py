@@ -71,10 +71,13 @@ def _module(name: str, device_index: int):
 
 
 def _arg(a):
-    if isinstance(a, np.generic):  # numpy scalars pass as they are (np.int64 for 64-bit params)
-        return a
-    if isinstance(a, torch.Tensor):
+    cls = type(a)
+    if cls is torch.Tensor or isinstance(a, torch.Tensor):
         return np.uint64(a.data_ptr())
+    if cls is int:
+        return np.int32(a)
+    if isinstance(a, np.generic) and not isinstance(a, np.bool_):
+        return a  # numpy scalars pass as they are (np.int64 for 64-bit params)
     if isinstance(a, (bool, np.bool_)):
         return np.int32(int(a))
     if isinstance(a, (int, np.integer)):
@@ -119,10 +122,16 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
 _functions: dict = {}
 _streams: dict = {}
 
+try:  # torch's own fast accessor of the current stream's handle (what the Python API wraps)
+    _raw_stream = torch._C._cuda_getCurrentRawStream
+except AttributeError:  # pragma: no cover - older torch
+    def _raw_stream(index):
+        return torch.cuda.current_stream(index).cuda_stream
+
 
 def _cupy_stream(device, index):
     """CuPy's view of torch's current stream on ``device`` (cached per stream handle)."""
-    handle = torch.cuda.current_stream(device).cuda_stream
+    handle = _raw_stream(index)
     stream = _streams.get((index, handle))
     if stream is None:
         import cupy

@@ -57,30 +57,6 @@ __device__ __forceinline__ float3 cross(float3 a, float3 b)
     return f3(a.y * b.z - a.z * b.y, a.z * b.x - a.x * b.z, a.x * b.y - a.y * b.x);
 }
 
-// Everything one covered pixel needs: its triangle, the position rows of the corners, and the
-// corners' clip-space (x, y, w).
-struct PixelTriangle {
-    int tri;            // triangle index, or -1 for an empty pixel
-    long long row[3];   // rows of pos (viewed as [rows, 4]) of the three corners
-};
-
-__device__ __forceinline__ bool pixel_triangle(float code, int image, const int* __restrict__ tri,
-                                               int num_triangles, int num_vertices,
-                                               int instance_mode, PixelTriangle& pt)
-{
-    pt.row[0] = pt.row[1] = pt.row[2] = 0;
-    pt.tri = decode_triangle(code, num_triangles);
-    int vi[3];
-    if (pt.tri < 0 || !triangle_vertices(tri, pt.tri, num_vertices, vi)) {
-        pt.tri = -1;
-        return false;
-    }
-    const long long base = instance_mode ? (long long)image * num_vertices : 0;
-    for (int c = 0; c < 3; ++c)
-        pt.row[c] = base + vi[c];
-    return true;
-}
-
 // Pixel centre in NDC, rounded step by step exactly as the reference computes it.
 __device__ __forceinline__ float ndc(int coord, float scale)
 {

@@ -48,3 +48,33 @@ __device__ __forceinline__ bool triangle_vertices(const int* __restrict__ tri, i
 }
 
 }  // namespace diffrast
+
+namespace diffrast {
+
+// A covered pixel's triangle and the rows of its three corners in a vertex array viewed as
+// [rows, ...]: image * num_vertices + vertex when the array holds a vertex set per image
+// (batched), else the vertex itself. False, with tri = -1 and rows 0, for an empty pixel, a
+// corrupt code or a triangle with a vertex index out of range.
+struct PixelTriangle {
+    int tri;            // triangle index, or -1
+    long long row[3];   // rows of the corners
+};
+
+__device__ __forceinline__ bool pixel_triangle(float code, int image, const int* __restrict__ tri,
+                                               int num_triangles, int num_vertices, int batched,
+                                               PixelTriangle& pt)
+{
+    pt.row[0] = pt.row[1] = pt.row[2] = 0;
+    pt.tri = decode_triangle(code, num_triangles);
+    int vi[3];
+    if (pt.tri < 0 || !triangle_vertices(tri, pt.tri, num_vertices, vi)) {
+        pt.tri = -1;
+        return false;
+    }
+    const long long base = batched ? (long long)image * num_vertices : 0;
+    for (int c = 0; c < 3; ++c)
+        pt.row[c] = base + vi[c];
+    return true;
+}
+
+}  // namespace diffrast
