@@ -120,3 +120,24 @@ def patched_launch():
         yield
     finally:
         loader.launch = saved
+
+
+def kernel_device(param, monkeypatch, module=None, kernel=None, reference=None):
+    """The device on which a test runs an op's CUDA kernels: ``'cuda'`` (the GPU) or
+    ``'emulated'`` (the CPU through this emulator: ``loader.launch`` is replaced and, when
+    ``module`` is given, its ``_backend_for`` returns ``kernel`` for float32 tensors and
+    ``reference`` otherwise). Skips the emulated case where no C++ compiler exists."""
+    import pytest
+    import torch
+    from diffrast.cuda_ops import loader
+    if param == "emulated":
+        if compiler() is None:
+            pytest.skip("no C++ compiler for the kernel emulator")
+        monkeypatch.setattr(loader, "launch", launch)
+        if module is not None:
+            monkeypatch.setattr(module, "_backend_for",
+                                lambda device, dtype: kernel if dtype == torch.float32 else reference)
+        return torch.device("cpu")
+    if module is not None:
+        assert module._backend_for(torch.device("cuda"), torch.float32) is kernel
+    return torch.device("cuda")

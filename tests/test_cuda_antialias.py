@@ -44,14 +44,6 @@ def kernels(request, monkeypatch):
     return torch.device("cuda")
 
 
-@pytest.fixture
-def deterministic():
-    """Call with True/False to set the mode for the test; restored afterwards."""
-    saved = loader.deterministic()
-    yield loader.set_deterministic
-    loader.set_deterministic(saved)
-
-
 @pytest.fixture(scope="module")
 def glctx():
     return dr.RasterizeGLContext(device="cuda")

@@ -24,25 +24,8 @@ wrapper = importlib.import_module("diffrast.interpolate")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which ``dr.interpolate`` runs the CUDA kernels for float32 tensors."""
-    if request.param == "emulated":
-        if kernel_emulator.compiler() is None:
-            pytest.skip("no C++ compiler for the kernel emulator")
-        monkeypatch.setattr(loader, "launch", kernel_emulator.launch)
-        monkeypatch.setattr(
-            wrapper, "_backend_for",
-            lambda device, dtype: cuda_backend.interpolate if dtype == torch.float32
-            else ref.interpolate)
-        return torch.device("cpu")
-    assert wrapper._backend_for(torch.device("cuda"), torch.float32) is cuda_backend.interpolate
-    return torch.device("cuda")
-
-
-@pytest.fixture
-def deterministic():
-    """Call with True/False to set the mode for the test; restored afterwards."""
-    saved = dr.is_deterministic()
-    yield dr.set_deterministic
-    dr.set_deterministic(saved)
+    return kernel_emulator.kernel_device(request.param, monkeypatch, wrapper, cuda_backend.interpolate,
+                                         ref.interpolate)
 
 
 def random_scene(B, H, W, V, T, seed, device):

@@ -24,13 +24,10 @@ wrapper = importlib.import_module("diffrast.rasterize")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which cuda_backend.rasterize_grad runs its kernels."""
-    if request.param == "emulated":
-        if kernel_emulator.compiler() is None:
-            pytest.skip("no C++ compiler for the kernel emulator")
-        monkeypatch.setattr(loader, "launch", kernel_emulator.launch)
-        return torch.device("cpu")
-    assert wrapper._backward_backend(torch.device("cuda")) is cuda_backend.rasterize_grad
-    return torch.device("cuda")
+    device = kernel_emulator.kernel_device(request.param, monkeypatch)
+    if device.type == "cuda":
+        assert wrapper._backward_backend(device) is cuda_backend.rasterize_grad
+    return device
 
 
 @pytest.fixture

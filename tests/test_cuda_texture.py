@@ -34,25 +34,8 @@ MIP_FILTERS = ("linear-mipmap-nearest", "linear-mipmap-linear")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which ``dr.texture`` runs the CUDA kernels for float32 tensors."""
-    if request.param == "emulated":
-        if kernel_emulator.compiler() is None:
-            pytest.skip("no C++ compiler for the kernel emulator")
-        monkeypatch.setattr(loader, "launch", kernel_emulator.launch)
-        monkeypatch.setattr(
-            tex_module, "_backend_for",
-            lambda device, dtype: cbt.Backend if dtype == torch.float32
-            else tex_module._ReferenceBackend)
-        return torch.device("cpu")
-    assert tex_module._backend_for(torch.device("cuda"), torch.float32) is cbt.Backend
-    return torch.device("cuda")
-
-
-@pytest.fixture
-def deterministic():
-    """Call with True/False to set the mode for the test; restored afterwards."""
-    saved = loader.deterministic()
-    yield loader.set_deterministic
-    loader.set_deterministic(saved)
+    return kernel_emulator.kernel_device(request.param, monkeypatch, tex_module, cbt.Backend,
+                                         tex_module._ReferenceBackend)
 
 
 @contextlib.contextmanager
