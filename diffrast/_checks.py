@@ -43,15 +43,23 @@ def check_float(name: str, t, **kw) -> torch.Tensor:
     return check_tensor(name, t, dtypes=FLOAT_DTYPES, **kw)
 
 
+def check_device(name: str, t: torch.Tensor) -> torch.device:
+    """Check that ``t`` is on a CPU or CUDA device (not 'meta', 'mps', ...); return it."""
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError(f"{name} must be on a CPU or CUDA device, got device {t.device}")
+    return t.device
+
+
 def check_same_device(**tensors) -> torch.device:
-    """Check that all given tensors (``None`` skipped) are on one device; return it."""
+    """Check that all given tensors (``None`` skipped) are on one device, a CPU or CUDA one;
+    return it."""
     items = [(k, v) for k, v in tensors.items() if v is not None]
     dev = items[0][1].device
     for k, v in items[1:]:
         if v.device != dev:
             raise ValueError(
                 f"{k} must be on the same device as {items[0][0]} ({dev}), got {v.device}")
-    return dev
+    return check_device(items[0][0], items[0][1])
 
 
 def check_same_dtype(**tensors) -> torch.dtype:

@@ -34,6 +34,7 @@ def _backend_for(device: torch.device):
 
 def _check_tri_only(tri) -> torch.Tensor:
     tri = _checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
+    _checks.check_device("tri", tri)
     if tri.numel() and int(tri.min()) < 0:
         raise ValueError(f"tri indices must be non-negative, got a minimum of {int(tri.min())}")
     return tri

@@ -14,13 +14,24 @@ def _resolve_device(device) -> torch.device:
         if torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
-    if isinstance(device, int):
-        return torch.device("cuda", device)
-    dev = torch.device(device)
-    if dev.type == "cuda" and dev.index is None:
-        dev = torch.device("cuda", torch.cuda.current_device())
+    if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
+        raise TypeError(f"device must be a torch.device, a string or a CUDA ordinal, "
+                        f"got {type(device).__name__}")
+    try:
+        dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    except RuntimeError as exc:  # an unknown device string, a negative ordinal
+        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}") from exc
     if dev.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device must be 'cpu' (Mesa's software OpenGL) on a machine without "
+                             f"CUDA, got {device!r}")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device must be one of the {torch.cuda.device_count()} CUDA devices, "
+                             f"got {device!r}")
     return dev
 
 
@@ -108,7 +119,10 @@ class RasterizeGLContext:
             if self._owner != threading.get_ident():
                 raise RuntimeError(
                     "manual-mode RasterizeGLContext is not current on this thread: call "
-                    "glctx.set_context() on the thread that uses it")
+                    "glctx.set_context() on the thread that uses it (an OpenGL context is "
+                    "current on one thread at a time; torch.nn.DataParallel, which calls the "
+                    "module from a thread per GPU, is not supported: use "
+                    "DistributedDataParallel)")
             yield self._pipeline
             return
         with self._lock:

@@ -38,14 +38,21 @@ class RasterizeCudaContext:
             raise ImportError("RasterizeCudaContext needs CuPy: install diffrast[cuda13] (or [cuda12])")
         if device is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        elif isinstance(device, int):
-            device = torch.device("cuda", device)
         else:
-            device = torch.device(device)
+            if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
+                raise TypeError(f"device must be a torch.device, a string or a CUDA ordinal, "
+                                f"got {type(device).__name__}")
+            try:
+                device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+            except RuntimeError as exc:  # an unknown device string, a negative ordinal
+                raise ValueError(f"device must be a CUDA device, got {device!r}") from exc
             if device.type != "cuda":
                 raise ValueError(f"device must be a CUDA device, got {device}")
             if device.index is None:
                 device = torch.device("cuda", torch.cuda.current_device())
+            elif device.index >= torch.cuda.device_count():
+                raise ValueError(f"device must be one of the {torch.cuda.device_count()} CUDA "
+                                 f"devices, got {device}")
         self.device = device
         self.output_db = bool(output_db)
         self.active_peeler = None

@@ -1,6 +1,8 @@
 """``rasterize`` and ``DepthPeeler``: triangles to per-pixel (u, v, z/w, triangle_id + 1)."""
 from __future__ import annotations
 
+import operator
+
 import torch
 
 from . import triangle_id
@@ -21,6 +23,35 @@ def _backward_backend(device: torch.device):
     return _reference.rasterize_grad
 
 
+def _check_resolution(resolution):
+    """``(height, width)`` as Python ints from a pair of ints (numpy integers and one-element
+    tensors included)."""
+    if isinstance(resolution, (tuple, list)) and len(resolution) == 2:
+        sides = []
+        for r in resolution:
+            if isinstance(r, torch.Tensor) and r.numel() == 1 and not r.dtype.is_complex \
+                    and r.dtype != torch.bool:
+                r = r.item()
+                if isinstance(r, float) and r.is_integer():
+                    r = int(r)
+            if isinstance(r, bool):
+                break
+            try:
+                sides.append(operator.index(r))
+            except TypeError:
+                break
+        else:
+            return tuple(sides)
+    raise TypeError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
+
+
+# Appended to device-mismatch errors: the usual way to get there.
+_ONE_CONTEXT_PER_DEVICE = (". A context serves one device: torch.nn.DataParallel, which runs "
+                           "replicas of a module on several GPUs in threads of one process, is "
+                           "not supported; use DistributedDataParallel with one context per "
+                           "process")
+
+
 def _validate(glctx, pos, tri, resolution, ranges):
     if isinstance(glctx, RasterizeCudaContext):
         pass
@@ -28,15 +59,12 @@ def _validate(glctx, pos, tri, resolution, ranges):
         raise TypeError(f"glctx must be a RasterizeGLContext or RasterizeCudaContext, "
                         f"got {type(glctx).__name__}")
     elif glctx._pipeline is None:
-        raise RuntimeError("glctx has been released")
+        raise RuntimeError("glctx has been released (RasterizeGLContext.release()); create a new "
+                           "context")
     pos = check_tensor("pos", pos, dtypes=(torch.float32,), ndims=(2, 3), last_dim=4)
     check_same_device(pos=pos, tri=tri if isinstance(tri, torch.Tensor) else None)
     tri = check_triangles("tri", tri, pos.shape[-2])
-    if not isinstance(resolution, (tuple, list)) or len(resolution) != 2 \
-            or not all(isinstance(r, int) or (isinstance(r, torch.Tensor) and r.numel() == 1)
-                       for r in resolution):
-        raise TypeError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
-    height, width = (int(r) for r in resolution)
+    height, width = _check_resolution(resolution)
     max_h, max_w = glctx.max_resolution
     if not (0 < height <= max_h and 0 < width <= max_w):
         raise ValueError(
@@ -47,29 +75,36 @@ def _validate(glctx, pos, tri, resolution, ranges):
                          f"unique only up to {triangle_id.MAX_TRIANGLES}")
     if isinstance(glctx, RasterizeCudaContext) and pos.device != glctx.device:
         raise ValueError(f"pos must be on {glctx.device}, the device of the RasterizeCudaContext, "
-                         f"got {pos.device}")
+                         f"got {pos.device}{_ONE_CONTEXT_PER_DEVICE}")
     if pos.device.type == "cuda" and glctx.device != pos.device:
         raise ValueError(f"pos is on {pos.device} but glctx renders on {glctx.device}; create the "
-                         f"RasterizeGLContext with device={str(pos.device)!r}")
+                         f"RasterizeGLContext with device={str(pos.device)!r}"
+                         f"{_ONE_CONTEXT_PER_DEVICE}")
     if pos.ndim == 3:
         if ranges is not None:
-            raise ValueError("ranges must be None in instance mode (pos [B, V, 4]); "
-                             "ranges are for range mode (pos [V, 4])")
+            got = (f"shape {tuple(ranges.shape)}" if isinstance(ranges, torch.Tensor)
+                   else type(ranges).__name__)
+            raise ValueError(f"ranges must be None in instance mode (pos [B, V, 4]); ranges are "
+                             f"for range mode (pos [V, 4]); got ranges of {got}")
         return pos, tri, (height, width), None
     if ranges is None:
         raise ValueError("range mode (pos [V, 4]) needs ranges, an int32 CPU tensor [B, 2] of "
-                         "(first triangle, triangle count)")
+                         "(first triangle, triangle count), got ranges=None")
     ranges = check_tensor("ranges", ranges, dtypes=(torch.int32,), ndims=2, last_dim=2)
     if ranges.device.type != "cpu":
         raise ValueError(f"ranges must be a CPU tensor, got device {ranges.device}")
     if ranges.shape[0] > 0:
         start, count = ranges[:, 0].long(), ranges[:, 1].long()
-        if bool((start < 0).any()) or bool((count < 0).any()):
+        negative = (start < 0) | (count < 0)
+        if bool(negative.any()):
+            row = int(torch.nonzero(negative)[0, 0])
             raise ValueError("ranges must hold non-negative (first triangle, count) pairs, got "
-                             f"{ranges.tolist()}")
-        end = int((start + count).max())
-        if end > tri.shape[0]:
-            raise ValueError(f"ranges run past the end of tri: a range ends at triangle {end}, "
+                             f"{tuple(ranges[row].tolist())} in row {row}")
+        ends = start + count
+        if bool((ends > tri.shape[0]).any()):
+            row = int(torch.argmax(ends))
+            raise ValueError(f"ranges run past the end of tri: range {row} "
+                             f"{tuple(ranges[row].tolist())} ends at triangle {int(ends[row])}, "
                              f"but tri has {tri.shape[0]} triangles")
     return pos, tri, (height, width), ranges
 
@@ -177,6 +212,13 @@ class DepthPeeler:
 
     def __init__(self, glctx, pos, tri, resolution, ranges=None, grad_db=True):
         self._args = _validate(glctx, pos, tri, resolution, ranges)
+        _, _, _, ranges = self._args
+        batch = self._args[0].shape[0] if ranges is None else ranges.shape[0]
+        if batch > glctx.max_layers:
+            raise ValueError(f"DepthPeeler supports at most {glctx.max_layers} images per batch "
+                             f"(the GL layer limit): the minibatch size of "
+                             f"{'pos' if ranges is None else 'ranges'} must be at most "
+                             f"{glctx.max_layers}, got {batch}")
         self._glctx = glctx
         self._grad_db = bool(grad_db)
         self._layer = None

@@ -310,10 +310,11 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
     if isinstance(tex, torch.Tensor):
         if tex.ndim == 5 and not cube_mode:
             raise ValueError(f"tex has shape {tuple(tex.shape)}, a cube map; "
-                             f"pass cube_mode=True to build its mipmap stack")
+                             f"pass cube_mode=True to build its mipmap stack, got cube_mode=False")
         if cube_mode and tex.ndim != 5:
             raise ValueError(f"cube_mode=True needs a cube map tex of shape [minibatch_size, 6, "
                              f"height, width, channels], got shape {tuple(tex.shape)}")
     tex = _check_texture("tex", tex, cube_mode)
+    _checks.check_device("tex", tex)
     levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
     return TextureMipStack(levels, cube_mode, tex.shape)

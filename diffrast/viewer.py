@@ -688,8 +688,9 @@ class Viewer:
         frame = frame_from_image(image)
         height, width = int(frame.shape[0]), int(frame.shape[1])
         if max(width, height) > self._max_texture:
-            raise ValueError(f"image grid of {width}x{height} pixels exceeds the GL texture size "
-                             f"limit of {self._max_texture}")
+            raise ValueError(f"image must fit the GL texture size limit of {self._max_texture} "
+                             f"pixels per side (as a grid of its batch), got a grid of "
+                             f"{width}x{height} pixels")
         glfw = _glfw()
         if title is not None:
             glfw.set_window_title(self._window, f"{self._base_title} — {title}" if title else self._base_title)

@@ -15,7 +15,6 @@ import diffrast as dr
 import kernel_cases as cases
 import kernel_emulator
 from diffrast import cuda_backend, triangle_id
-from diffrast.cuda_ops import loader
 
 ref = importlib.import_module("diffrast.reference.rasterize")
 wrapper = importlib.import_module("diffrast.rasterize")
