@@ -34,7 +34,9 @@
 // and grad pos[vertex of corner i] += (dL/dc_i.x, dL/dc_i.y, 0, dL/dc_i.w): z carries no gradient.
 //
 // Empty pixels (id + 1 outside [1, T], NaN/inf codes) and triangles with a vertex index outside
-// [0, V) contribute nothing; nothing is read through such indices.
+// [0, V) contribute nothing; nothing is read through such indices. A pixel whose corner gradients
+// are not all finite (a triangle so close to degenerate there that s rounds to zero or the
+// derivatives overflow float32) contributes nothing either, as in the reference.
 #include "accumulate.cuh"
 #include "triangle_id.cuh"
 
@@ -48,6 +50,15 @@ __device__ __forceinline__ float4 load4(const float* __restrict__ base, long lon
 }
 
 __device__ __forceinline__ float3 f3(float x, float y, float z) { return make_float3(x, y, z); }
+// Finite test on the bit pattern (immune to fast-math assumptions).
+__device__ __forceinline__ bool finite_f(float a)
+{
+    return (__float_as_uint(a) & 0x7f800000u) != 0x7f800000u;
+}
+__device__ __forceinline__ bool finite3(float3 a)
+{
+    return finite_f(a.x) && finite_f(a.y) && finite_f(a.z);
+}
 __device__ __forceinline__ float3 operator+(float3 a, float3 b) { return f3(a.x + b.x, a.y + b.y, a.z + b.z); }
 __device__ __forceinline__ float3 operator-(float3 a, float3 b) { return f3(a.x - b.x, a.y - b.y, a.z - b.z); }
 __device__ __forceinline__ float3 operator*(float k, float3 a) { return f3(k * a.x, k * a.y, k * a.z); }
@@ -96,6 +107,8 @@ __device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, fl
     grad[0] = cross(c[1], G2) - cross(c[2], G1);
     grad[1] = cross(c[2], G0) - cross(c[0], G2);
     grad[2] = cross(c[0], G1) - cross(c[1], G0);
+    if (!(finite3(grad[0]) && finite3(grad[1]) && finite3(grad[2])))
+        grad[0] = grad[1] = grad[2] = f3(0.0f, 0.0f, 0.0f);  // the pixel contributes nothing
 }
 
 // The corner gradients of pixel p (already known to be covered by pt).

@@ -7,7 +7,8 @@
 //    pairs from that list, one pixel per thread.
 //    A covered pixel takes the 64-bit atomicMin of (depth bits, triangle id): the nearest
 //    surface wins, ties go to the lower id (as OpenGL's draw order does), and the result does not
-//    depend on scheduling. Depth peeling keeps only keys above the previous layer's.
+//    depend on scheduling. Depth peeling keeps only depths strictly behind the previous layer's
+//    (as the OpenGL path does: a coplanar duplicate never shows).
 // 3. resolve: one thread per pixel computes (u, v, z/w, id + 1) and the barycentric derivatives
 //    from the winning triangle, with exactly the formulas of shaders/rasterize.frag (double
 //    precision from the float32 clip-space vertices, rounded once).
@@ -35,6 +36,7 @@ struct Setup {
     int x0, y0, x1, y1;  // candidate pixel box, inclusive; empty when x0 > x1
     double n[3][3];      // e_i(q) = n[i] . (qx, qy, 1), the barycentric edge functions (unnormalized)
     double dz[3];        // depth plane: z/w = dz . (qx, qy, 1)
+    double det;          // det(c_0, c_1, c_2) = sum_i w_i e_i(q) for every q
     int exact;           // 1: snapped integer edge test, 0: homogeneous test
     int flip;            // exact mode: 1 when the snapped triangle is clockwise
     int tri_id;          // global triangle index
@@ -149,6 +151,7 @@ __device__ bool setup_triangle(const float* __restrict__ pos, const int* __restr
         cross3(cj.x, cj.y, cj.w, ck.x, ck.y, ck.w, s.n[i][0], s.n[i][1], s.n[i][2]);
     }
     const double det = s.n[0][2] * a.w + s.n[1][2] * b.w + s.n[2][2] * c.w;
+    s.det = det;
     if (!(det != 0.0))
         return false;  // the triangle's plane passes through the eye: nothing visible
     for (int k = 0; k < 3; ++k)
@@ -218,12 +221,13 @@ __device__ bool covers(const Setup& s, int x, int y, int width, int height, floa
                 return false;
         }
     } else {
-        // Inside iff every e_i has the sign of s = e_0 + e_1 + e_2 (the point is then at w > 0).
+        // The point of the triangle on the pixel's ray is sum_i b_i c_i = t (qx, qy, 1) with
+        // b_i = e_i / sum and t = det / sum, its w. Inside iff every b_i >= 0, in front iff t > 0.
         double e[3];
         for (int i = 0; i < 3; ++i)
             e[i] = s.n[i][0] * qx + s.n[i][1] * qy + s.n[i][2];
         const double sum = e[0] + e[1] + e[2];
-        if (!(e[0] * sum >= 0.0 && e[1] * sum >= 0.0 && e[2] * sum >= 0.0 && sum != 0.0))
+        if (!(e[0] * sum >= 0.0 && e[1] * sum >= 0.0 && e[2] * sum >= 0.0 && s.det * sum > 0.0))
             return false;
     }
     const double d = s.dz[0] * qx + s.dz[1] * qy + s.dz[2];
@@ -250,8 +254,8 @@ __device__ __forceinline__ void write_pixel(const Setup& s, int x, int y, int wi
         return;
     const unsigned long long key = make_key(depth, s.tri_id);
     const long long p = image_offset + (long long)y * width + x;
-    if (prev != nullptr && key <= prev[p])
-        return;
+    if (prev != nullptr && (key >> 32) <= (prev[p] >> 32))
+        return;  // peeling, as OpenGL's: only surfaces strictly behind the previous layer's depth
     if (key < keys[p])
         atomicMin(keys + p, key);
 }

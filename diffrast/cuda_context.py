@@ -43,7 +43,8 @@ class RasterizeCudaContext:
                 raise TypeError(f"device must be a torch.device, a string or a CUDA ordinal, "
                                 f"got {type(device).__name__}")
             try:
-                device = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+                device = (torch.device("cuda", device) if isinstance(device, int)
+                          else torch.device(device))
             except RuntimeError as exc:  # an unknown device string, a negative ordinal
                 raise ValueError(f"device must be a CUDA device, got {device!r}") from exc
             if device.type != "cuda":

@@ -42,12 +42,22 @@ void main()
     double w = 1.0LF - u - v;
     double z = u * double(g_p0.z) + v * double(g_p1.z) + w * double(g_p2.z);
     double ww = u * double(g_p0.w) + v * double(g_p1.w) + w * double(g_p2.w);
-    o_rast = vec4(float(u), float(v), float(z / ww), encode_id(g_tri_id_plus_one));
+    vec4 rast = vec4(float(u), float(v), float(z / ww), encode_id(g_tri_id_plus_one));
 
     // d(e/s)/dq = (n_e * s - e * n_s) / s^2, then chain through dq/dpixel = 2 / size.
     dvec2 sc = 2.0LF / size;
     double inv_s2 = 1.0LF / (s * s);
     dvec2 du = (n0.xy * s - e0 * ns.xy) * inv_s2 * sc;
     dvec2 dv = (n1.xy * s - e1 * ns.xy) * inv_s2 * sc;
-    o_rast_db = vec4(float(du.x), float(du.y), float(dv.x), float(dv.y));
+    vec4 db = vec4(float(du.x), float(du.y), float(dv.x), float(dv.y));
+
+    // A degenerate triangle can still cover pixels once GL has snapped its vertices to the
+    // sub-pixel grid (exactly collinear corners: s == 0); it has no barycentrics there, so its
+    // fragment is dropped, as if the triangle were not drawn. (Bit tests: immune to fast math.)
+    uvec4 exp_r = floatBitsToUint(rast.xyz.xyzz) & 0x7f800000u;
+    uvec4 exp_d = floatBitsToUint(db) & 0x7f800000u;
+    if (any(equal(exp_r, uvec4(0x7f800000u))) || any(equal(exp_d, uvec4(0x7f800000u))))
+        discard;
+    o_rast = rast;
+    o_rast_db = db;
 }

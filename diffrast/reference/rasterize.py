@@ -15,6 +15,45 @@ import torch
 from .. import triangle_id
 
 
+def _covered(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
+    """The covered pixels ``(b, y, x)`` and their corners ``[N, 3, 3]`` as ``(x, y, w)``, with the
+    flat ``pos`` row of each corner ``[N, 3]`` (``b * V + vertex`` in instance mode)."""
+    ids = triangle_id.decode(rast[..., 3].detach())
+    b, y, x = torch.nonzero(ids > 0, as_tuple=True)
+    t = ids[b, y, x] - 1
+    verts = tri[t].long()  # [N, 3]
+    if pos.ndim == 3:
+        rows = b[:, None] * pos.shape[1] + verts
+    else:
+        rows = verts
+    c = pos.reshape(-1, 4)[rows][..., [0, 1, 3]]  # (x, y, w)
+    return (b, y, x), c, rows
+
+
+def _formulas(c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
+    """``(u, v)`` ``[N, 2]`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` ``[N, 4]`` of corners ``c``
+    ``[N, 3, 3]`` at the centres of pixels ``(x, y)``."""
+    c0, c1, c2 = c[:, 0], c[:, 1], c[:, 2]
+    n0 = torch.linalg.cross(c1, c2)
+    n1 = torch.linalg.cross(c2, c0)
+    ns = n0 + n1 + torch.linalg.cross(c0, c1)
+    qx = (x.to(c.dtype) + 0.5) * (2.0 / width) - 1.0
+    qy = (y.to(c.dtype) + 0.5) * (2.0 / height) - 1.0
+
+    def affine(n):
+        return n[:, 0] * qx + n[:, 1] * qy + n[:, 2]
+
+    e0, e1, s = affine(n0), affine(n1), affine(ns)
+    u, v = e0 / s, e1 / s
+    inv_s2 = 1.0 / (s * s)
+    sx, sy = 2.0 / width, 2.0 / height
+    dudx = (n0[:, 0] * s - e0 * ns[:, 0]) * inv_s2 * sx
+    dudy = (n0[:, 1] * s - e0 * ns[:, 1]) * inv_s2 * sy
+    dvdx = (n1[:, 0] * s - e1 * ns[:, 0]) * inv_s2 * sx
+    dvdy = (n1[:, 1] * s - e1 * ns[:, 1]) * inv_s2 * sy
+    return torch.stack([u, v], -1), torch.stack([dudx, dudy, dvdx, dvdy], -1)
+
+
 def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
     """Barycentrics ``(u, v)`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` at every covered pixel.
 
@@ -28,42 +67,21 @@ def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor)
         differentiable with respect to ``pos``, zero at empty pixels.
     """
     B, H, W, _ = rast.shape
-    ids = triangle_id.decode(rast[..., 3].detach())
-    b, y, x = torch.nonzero(ids > 0, as_tuple=True)
-    t = ids[b, y, x] - 1
-    verts = tri[t].long()  # [N, 3]
-    if pos.ndim == 3:
-        c = pos[b[:, None], verts]  # [N, 3, 4]
-    else:
-        c = pos[verts]
-    c = c[..., [0, 1, 3]]  # (x, y, w)
-    c0, c1, c2 = c[:, 0], c[:, 1], c[:, 2]
-    n0 = torch.linalg.cross(c1, c2)
-    n1 = torch.linalg.cross(c2, c0)
-    ns = n0 + n1 + torch.linalg.cross(c0, c1)
-    qx = (x.to(pos.dtype) + 0.5) * (2.0 / W) - 1.0
-    qy = (y.to(pos.dtype) + 0.5) * (2.0 / H) - 1.0
-
-    def affine(n):
-        return n[:, 0] * qx + n[:, 1] * qy + n[:, 2]
-
-    e0, e1, s = affine(n0), affine(n1), affine(ns)
-    u, v = e0 / s, e1 / s
-    inv_s2 = 1.0 / (s * s)
-    sx, sy = 2.0 / W, 2.0 / H
-    dudx = (n0[:, 0] * s - e0 * ns[:, 0]) * inv_s2 * sx
-    dudy = (n0[:, 1] * s - e0 * ns[:, 1]) * inv_s2 * sy
-    dvdx = (n1[:, 0] * s - e1 * ns[:, 0]) * inv_s2 * sx
-    dvdy = (n1[:, 1] * s - e1 * ns[:, 1]) * inv_s2 * sy
-    uv = pos.new_zeros(B, H, W, 2)
-    db = pos.new_zeros(B, H, W, 4)
-    uv = uv.index_put((b, y, x), torch.stack([u, v], -1))
-    db = db.index_put((b, y, x), torch.stack([dudx, dudy, dvdx, dvdy], -1))
+    (b, y, x), c, _ = _covered(pos, tri, rast)
+    uv_n, db_n = _formulas(c, x, y, H, W)
+    uv = pos.new_zeros(B, H, W, 2).index_put((b, y, x), uv_n)
+    db = pos.new_zeros(B, H, W, 4).index_put((b, y, x), db_n)
     return uv, db
 
 
 def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     """Gradient of ``rasterize`` with respect to ``pos``.
+
+    Each covered pixel adds the gradient of its own terms to the three corners of its
+    triangle; a pixel whose contribution is not finite in ``pos``'s precision (a triangle so
+    close to degenerate at that pixel that ``s`` rounds to zero or its derivatives overflow)
+    adds nothing, so that one such pixel cannot turn the whole gradient of its vertices into
+    NaN. The CUDA kernel (``cuda_ops/rasterize.cu``) applies the same rule.
 
     Args:
         pos, tri, rast: as for :func:`pixel_barycentrics`.
@@ -74,11 +92,23 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     Returns:
         Gradient with respect to ``pos``, shaped like ``pos``.
     """
+    B, H, W, _ = rast.shape
     with torch.enable_grad():
-        p = pos.detach().requires_grad_(True)
-        uv, db = pixel_barycentrics(p, tri, rast)
-        loss = (uv * grad_rast[..., :2]).sum()
+        (b, y, x), c, rows = _covered(pos.detach(), tri, rast)
+        c = c.detach().requires_grad_(True)
+        uv, db = _formulas(c, x, y, H, W)
+        terms = uv * grad_rast[b, y, x, :2].to(c.dtype)
         if grad_db is not None:
-            loss = loss + (db * grad_db).sum()
-        (g,) = torch.autograd.grad(loss, p, allow_unused=True)
-    return torch.zeros_like(pos) if g is None else g
+            terms = torch.cat([terms, db * grad_db[b, y, x].to(c.dtype)], -1)
+        # Pixels whose own terms are not finite contribute nothing (their gradient would be
+        # NaN through 0 * inf); a sum would mix them into the others.
+        (g,) = torch.autograd.grad(terms.sum(), c, allow_unused=True)
+    out = torch.zeros_like(pos).reshape(-1, 4)
+    if g is None:
+        return out.reshape(pos.shape)
+    ok = torch.isfinite(g).all(-1).all(-1)
+    g = torch.where(ok[:, None, None], g, torch.zeros_like(g))
+    full = torch.zeros(g.shape[0], 3, 4, dtype=g.dtype, device=g.device)
+    full[..., 0], full[..., 1], full[..., 3] = g[..., 0], g[..., 1], g[..., 2]
+    out.index_add_(0, rows.reshape(-1), full.reshape(-1, 4).to(out.dtype))
+    return out.reshape(pos.shape)
