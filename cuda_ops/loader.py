@@ -9,10 +9,12 @@ memory pool: outputs are torch tensors made by the caller.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import re
+import struct
 import threading
-import warnings
 
 import numpy as np
 import torch
@@ -24,10 +26,13 @@ _modules: dict = {}
 _lock = threading.Lock()
 
 
+@functools.lru_cache(maxsize=None)
 def available() -> bool:
-    """Whether CuPy can be imported (the CUDA kernels can run if a GPU is present)."""
+    """Whether the kernels can be compiled and launched: CuPy (compiles them) and cuda-bindings
+    (launches them) importable; a GPU is checked by the caller."""
     try:
         import cupy  # noqa: F401
+        from cuda.bindings import driver  # noqa: F401
     except Exception:
         return False
     return True
@@ -70,25 +75,80 @@ def _module(name: str, device_index: int):
     return mod
 
 
-def _arg(a):
-    cls = type(a)
-    if cls is torch.Tensor or isinstance(a, torch.Tensor):
-        return np.uint64(a.data_ptr())
-    if cls is int:
-        return np.int32(a)
-    if isinstance(a, np.generic) and not isinstance(a, np.bool_):
-        return a  # numpy scalars pass as they are (np.int64 for 64-bit params)
-    if isinstance(a, (bool, np.bool_)):
-        return np.int32(int(a))
-    if isinstance(a, (int, np.integer)):
-        return np.int32(a)
-    if isinstance(a, (float, np.floating)):
-        return np.float32(a)
-    raise TypeError(f"unsupported kernel argument {type(a).__name__}")
+# Kernel parameters by Python type: struct format code (native C layout) of the C parameter.
+_PARAM_CODES = {torch.Tensor: "P", int: "i", bool: "i", float: "f", np.int32: "i",
+                np.int64: "q", np.uint64: "Q", np.float32: "f", np.bool_: "i"}
+
+
+def param_code(a) -> str:
+    """The ``struct`` format code of kernel argument ``a``: a tensor passes its data pointer
+    (``P``), a Python int or bool an ``int`` (``i``), a float a ``float`` (``f``), a numpy scalar
+    its own type (``np.int64(n)`` for a ``long long``)."""
+    code = _PARAM_CODES.get(type(a))
+    if code is None:
+        if isinstance(a, torch.Tensor):
+            return "P"
+        raise TypeError(f"unsupported kernel argument {type(a).__name__}")
+    return code
+
+
+def param_value(a):
+    """The value :func:`launch` packs for argument ``a`` (a tensor's data pointer)."""
+    return a.data_ptr() if isinstance(a, torch.Tensor) else a
+
+
+class _Params:
+    """A kernel's argument buffer for one signature: the packed values in one C buffer and the
+    array of pointers to each of them that ``cuLaunchKernel`` reads (it copies the values at the
+    call, so the buffer is reused; one per thread)."""
+
+    def __init__(self, codes: str):
+        self.layout = struct.Struct("@" + codes)
+        self.buffer = ctypes.create_string_buffer(max(self.layout.size, 1))
+        base = ctypes.addressof(self.buffer)
+        offsets = [struct.calcsize("@" + codes[:i + 1]) - struct.calcsize(codes[i]) for i in range(len(codes))]
+        self.pointers = (ctypes.c_void_p * max(len(codes), 1))(*[base + o for o in offsets])
+        self.address = ctypes.addressof(self.pointers)
+
+
+_TENSOR = torch.Tensor
+_tls = threading.local()
+
+
+def _params(args):
+    """The per-thread argument buffer for the types of ``args``, filled with their values."""
+    try:
+        cache = _tls.params
+    except AttributeError:
+        cache = _tls.params = {}
+    sig = tuple(map(type, args))
+    params = cache.get(sig)
+    if params is None:
+        params = cache[sig] = _Params("".join(param_code(a) for a in args))
+    params.layout.pack_into(params.buffer, 0, *[a.data_ptr() if type(a) is _TENSOR else a
+                                                 for a in args])
+    return params
+
+
+def _driver():
+    global _driver_api
+    if _driver_api is None:
+        import cupy
+        from cuda.bindings import driver
+        _driver_api = (driver.cuLaunchKernel, driver.CUresult.CUDA_SUCCESS,
+                       driver.CUresult.CUDA_ERROR_INVALID_CONTEXT, cupy.cuda.runtime)
+    return _driver_api
+
+
+_driver_api = None
 
 
 def launch(module: str, kernel: str, grid, block, args, device: torch.device, shared_mem: int = 0):
     """Launch ``kernel`` of ``cuda_ops/<module>.cu`` on torch's current stream of ``device``.
+
+    The kernel is compiled by CuPy (:class:`cupy.RawModule`) and launched with the driver's
+    ``cuLaunchKernel`` (``cuda-bindings``) from a packed argument buffer: a few microseconds of
+    host time per launch.
 
     Args:
         module: file name of the ``.cu`` source without extension.
@@ -100,47 +160,43 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
         device: the CUDA device of the tensors.
         shared_mem: dynamic shared memory in bytes.
     """
-    grid = tuple(grid) if isinstance(grid, (tuple, list)) else (int(grid),)
-    block = tuple(block) if isinstance(block, (tuple, list)) else (int(block),)
-    if any(g <= 0 for g in grid):
+    gx, gy, gz = (tuple(grid) + (1, 1))[:3] if isinstance(grid, (tuple, list)) else (int(grid), 1, 1)
+    bx, by, bz = (tuple(block) + (1, 1))[:3] if isinstance(block, (tuple, list)) else (int(block), 1, 1)
+    if gx <= 0 or gy <= 0 or gz <= 0:
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
     key = (module, kernel, index)
     fn = _functions.get(key)
     if fn is None:
-        fn = _functions[key] = _module(module, index).get_function(kernel)
-    import cupy
-    stream = _cupy_stream(device, index)
-    cargs = tuple(_arg(a) for a in args)
-    if cupy.cuda.runtime.getDevice() == index:
-        fn(grid, block, cargs, stream=stream, shared_mem=shared_mem)
+        import cupy
+        with cupy.cuda.Device(index):  # the CUfunction of the device's (primary) context
+            function = _module(module, index).get_function(kernel).kernel
+        _keep_alive.append(function)
+        fn = _functions[key] = function.ptr
+    cu_launch, success, invalid_context, runtime = _driver()
+    params = _params(args)
+    stream = raw_stream(index)
+    if runtime.getDevice() == index:
+        result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]
+        if result == invalid_context:  # no context current on this thread yet
+            runtime.setDevice(index)
+            result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]
     else:
+        import cupy
         with cupy.cuda.Device(index):
-            fn(grid, block, cargs, stream=stream, shared_mem=shared_mem)
+            result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]
+    if result != success:
+        raise RuntimeError(f"launch of {kernel} (cuda_ops/{module}.cu) failed: {result.name}")
 
 
 _functions: dict = {}
-_streams: dict = {}
+_keep_alive: list = []
 
 try:  # torch's own fast accessor of the current stream's handle (what the Python API wraps)
-    _raw_stream = torch._C._cuda_getCurrentRawStream
+    raw_stream = torch._C._cuda_getCurrentRawStream
 except AttributeError:  # pragma: no cover - older torch
-    def _raw_stream(index):
+    def raw_stream(index):
         return torch.cuda.current_stream(index).cuda_stream
-
-
-def _cupy_stream(device, index):
-    """CuPy's view of torch's current stream on ``device`` (cached per stream handle)."""
-    handle = _raw_stream(index)
-    stream = _streams.get((index, handle))
-    if stream is None:
-        import cupy
-        if len(_streams) > 256:
-            _streams.clear()
-        with warnings.catch_warnings():  # CuPy 14 prefers Stream.from_external(protocol object)
-            warnings.simplefilter("ignore", DeprecationWarning)
-            stream = _streams[(index, handle)] = cupy.cuda.ExternalStream(handle, index)
-    return stream
 
 
 def blocks(n: int, threads: int) -> int:

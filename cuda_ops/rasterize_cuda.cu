@@ -1,8 +1,10 @@
 // The CUDA rasterizer behind RasterizeCudaContext: a visibility buffer.
 //
-// 1. setup_and_raster_small: one thread per (image, triangle). It finds the pixels whose centres
-//    the triangle may cover (after clipping against the near and far planes) and, when there are
-//    at most kSmallArea (256) of them, tests them itself; larger triangles go to a list.
+// 1. setup_and_raster_small: one thread per (image, triangle). It snaps the triangle to the
+//    pixel grid and finds the pixel centres it may cover. A triangle whose candidate box holds at
+//    most kThreadArea pixels is tested by its thread; one of up to big_area pixels by its whole
+//    warp (32 pixels at a time, so a warp never waits for one thread's long loop); larger ones,
+//    and those with a vertex at w <= 0 or far outside the viewport, go to a list.
 // 2. raster_big: blocks of 16 x 16 threads take contiguous runs of (big triangle, 16 x 16 tile)
 //    pairs from that list, one pixel per thread.
 //    A covered pixel takes the 64-bit atomicMin of (depth bits, triangle id): the nearest
@@ -11,12 +13,14 @@
 //    (as the OpenGL path does: a coplanar duplicate never shows).
 // 3. resolve: one thread per pixel computes (u, v, z/w, id + 1) and the barycentric derivatives
 //    from the winning triangle, with exactly the formulas of shaders/rasterize.frag (double
-//    precision from the float32 clip-space vertices, rounded once).
+//    precision from the float32 clip-space vertices, rounded once), and zeroes the list
+//    counters for the next call.
 //
 // Coverage follows the OpenGL rasterizer: window coordinates are snapped to 1/256 pixel
-// (8 sub-pixel bits) and tested with exact integer edge functions at pixel centres, with a
-// top-left fill rule in image (row-down) terms, so two triangles sharing an edge cover each pixel
-// once. Triangles with a vertex at w <= 0 or far outside the viewport are tested in homogeneous
+// (8 sub-pixel bits) and tested with exact edge functions at pixel centres (integers, in int64
+// or, for the small boxes of steps 1, in doubles, which hold them exactly), with a top-left fill
+// rule in image (row-down) terms, so two triangles sharing an edge cover each pixel once.
+// Triangles with a vertex at w <= 0 or far outside the viewport are tested in homogeneous
 // coordinates (no division by w) instead, in double precision. Pixels whose depth z/w lies
 // outside [-1, 1] are clipped, as by OpenGL's near and far planes.
 #include "triangle_id.cuh"
@@ -25,8 +29,10 @@ namespace {
 
 using namespace diffrast;
 
-constexpr int kSmallArea = 256;
+constexpr int kThreadArea = 16;  // candidate pixels a thread tests alone
+constexpr int kWarpExtent = 1024;  // largest snapped extent (pixels) of a warp-tested triangle
 constexpr int kTile = 16;
+constexpr int kSetupThreads = 128;  // block size of setup_and_raster_small
 constexpr unsigned long long kEmpty = ~0ull;
 constexpr double kSnapLimit = 2097152.0;  // 2^21 pixels: snapped products stay within int64
 
@@ -35,12 +41,11 @@ struct Setup {
     long long X[3], Y[3];  // snapped window coordinates (1/256 pixel), exact mode
     int x0, y0, x1, y1;  // candidate pixel box, inclusive; empty when x0 > x1
     double n[3][3];      // e_i(q) = n[i] . (qx, qy, 1), the barycentric edge functions (unnormalized)
-    double dz[3];        // depth plane: z/w = dz . (qx, qy, 1)
+    double dz[3];        // depth plane in pixel units (depth_at)
     double det;          // det(c_0, c_1, c_2) = sum_i w_i e_i(q) for every q
     int exact;           // 1: snapped integer edge test, 0: homogeneous test
     int flip;            // exact mode: 1 when the snapped triangle is clockwise
     int tri_id;          // global triangle index
-    int vbase;           // first vertex of this image's vertex set
 };
 
 __device__ __forceinline__ void cross3(double ax, double ay, double aw, double bx, double by,
@@ -78,55 +83,120 @@ __device__ int clip_plane(const float4* in, int n, float4* out, float sz)
     return m;
 }
 
-// Fills s for triangle t of image b; returns false when nothing can be drawn.
-__device__ bool setup_triangle(const float* __restrict__ pos, const int* __restrict__ tri,
-                               int num_vertices, int vbase, int t, int width, int height, Setup& s)
+// Loads the clip-space vertices of triangle t; false when an index is out of range, a coordinate
+// is not finite or the triangle lies entirely beyond one clip plane (nothing to draw).
+__device__ __forceinline__ bool load_triangle(const float* __restrict__ pos, const int* __restrict__ tri,
+                                              int num_vertices, long long vbase, int t, float4 c[3])
 {
-    s.x0 = 1; s.x1 = 0;
     int vi[3];
     if (!triangle_vertices(tri, t, num_vertices, vi))
         return false;
     const float4* p4 = reinterpret_cast<const float4*>(pos);
     for (int i = 0; i < 3; ++i) {
-        s.c[i] = p4[(long long)vbase + vi[i]];
-        if (!finite4(s.c[i]))
+        c[i] = p4[vbase + vi[i]];
+        if (!finite4(c[i]))
             return false;
     }
-    s.tri_id = t;
-    s.vbase = vbase;
+    const float4 a = c[0], b = c[1], d = c[2];
+    return !((a.z < -a.w && b.z < -b.w && d.z < -d.w) || (a.z > a.w && b.z > b.w && d.z > d.w) ||
+             (a.x < -a.w && b.x < -b.w && d.x < -d.w) || (a.x > a.w && b.x > b.w && d.x > d.w) ||
+             (a.y < -a.w && b.y < -b.w && d.y < -d.w) || (a.y > a.w && b.y > b.w && d.y > d.w));
+}
+
+// Window coordinates snapped to 1/256 pixel, when every w > 0 and the vertices lie within the
+// snapping range; false otherwise (the triangle is then tested in homogeneous coordinates).
+__device__ __forceinline__ bool snap(const float4 c[3], int width, int height, long long X[3], long long Y[3])
+{
     const float hw = 0.5f * width, hh = 0.5f * height;
-    // Entirely beyond one clip plane: nothing to draw.
-    const float4 a = s.c[0], b = s.c[1], c = s.c[2];
-    if ((a.z < -a.w && b.z < -b.w && c.z < -c.w) || (a.z > a.w && b.z > b.w && c.z > c.w) ||
-        (a.x < -a.w && b.x < -b.w && c.x < -c.w) || (a.x > a.w && b.x > b.w && c.x > c.w) ||
-        (a.y < -a.w && b.y < -b.w && c.y < -c.w) || (a.y > a.w && b.y > b.w && c.y > c.w))
+    if (!(c[0].w > 0.f && c[1].w > 0.f && c[2].w > 0.f))
         return false;
-    float xmin = 1e30f, xmax = -1e30f, ymin = 1e30f, ymax = -1e30f;
-    bool exact = a.w > 0.f && b.w > 0.f && c.w > 0.f;
-    if (exact) {
-        for (int i = 0; i < 3; ++i) {
-            const float xw = (s.c[i].x / s.c[i].w) * hw + hw;
-            const float yw = (s.c[i].y / s.c[i].w) * hh + hh;
-            if (!(fabsf(xw) < kSnapLimit && fabsf(yw) < kSnapLimit)) {
-                exact = false;
-                break;
-            }
-            s.X[i] = __float2ll_rn(xw * 256.f);
-            s.Y[i] = __float2ll_rn(yw * 256.f);
-        }
+    for (int i = 0; i < 3; ++i) {
+        const float xw = (c[i].x / c[i].w) * hw + hw;
+        const float yw = (c[i].y / c[i].w) * hh + hh;
+        if (!(fabsf(xw) < kSnapLimit && fabsf(yw) < kSnapLimit))
+            return false;
+        X[i] = __float2ll_rn(xw * 256.f);
+        Y[i] = __float2ll_rn(yw * 256.f);
     }
-    if (exact) {
+    return true;
+}
+
+// The inclusive box of pixels whose centres lie within [xmin, xmax] x [ymin, ymax] (window
+// coordinates), clamped to the viewport; empty when x0 > x1 or y0 > y1.
+__device__ __forceinline__ void pixel_box(float xmin, float ymin, float xmax, float ymax, int width,
+                                          int height, int& x0, int& y0, int& x1, int& y1)
+{
+    x0 = max(0, (int)ceilf(fmaxf(xmin, -1.f) - 0.5f));
+    y0 = max(0, (int)ceilf(fmaxf(ymin, -1.f) - 0.5f));
+    x1 = min(width - 1, (int)floorf(fminf(xmax, (float)width + 1.f) - 0.5f));
+    y1 = min(height - 1, (int)floorf(fminf(ymax, (float)height + 1.f) - 0.5f));
+}
+
+// The box of a snapped triangle.
+__device__ __forceinline__ void snapped_box(const long long X[3], const long long Y[3], int width,
+                                            int height, int& x0, int& y0, int& x1, int& y1)
+{
+    float xmin = 1e30f, xmax = -1e30f, ymin = 1e30f, ymax = -1e30f;
+    for (int i = 0; i < 3; ++i) {
+        const float x = X[i] * (1.f / 256.f), y = Y[i] * (1.f / 256.f);
+        xmin = fminf(xmin, x); xmax = fmaxf(xmax, x);
+        ymin = fminf(ymin, y); ymax = fmaxf(ymax, y);
+    }
+    pixel_box(xmin, ymin, xmax, ymax, width, height, x0, y0, x1, y1);
+}
+
+// e_i = (c_j x c_k) . q, the unnormalized barycentric edge functions of NDC point q = (qx, qy, 1);
+// sum_i w_i e_i = det(c_0, c_1, c_2) for every q, so z/w = sum_i z_i e_i / det is affine in q:
+// the depth plane, returned in pixel units (z/w = dz[0] x + dz[1] y + dz[2] at the centre of
+// pixel (x, y), see depth_at). False when det = 0 (the triangle's plane passes through the eye).
+__device__ __forceinline__ bool depth_plane(const float4 c[3], int width, int height, double n[3][3],
+                                            double& det, double dz[3])
+{
+    for (int i = 0; i < 3; ++i) {
+        const float4 cj = c[(i + 1) % 3], ck = c[(i + 2) % 3];
+        cross3(cj.x, cj.y, cj.w, ck.x, ck.y, ck.w, n[i][0], n[i][1], n[i][2]);
+    }
+    det = n[0][2] * c[0].w + n[1][2] * c[1].w + n[2][2] * c[2].w;
+    if (!(det != 0.0))
+        return false;
+    const double inv_det = 1.0 / det;
+    double ndc[3];
+    for (int k = 0; k < 3; ++k)
+        ndc[k] = (n[0][k] * c[0].z + n[1][k] * c[1].z + n[2][k] * c[2].z) * inv_det;
+    // qx = (x + 0.5) * 2 / width - 1 = x * (2 / width) + (1 / width - 1), likewise qy.
+    const double sx = 2.0 / width, sy = 2.0 / height;
+    dz[0] = ndc[0] * sx;
+    dz[1] = ndc[1] * sy;
+    dz[2] = ndc[0] * (0.5 * sx - 1.0) + ndc[1] * (0.5 * sy - 1.0) + ndc[2];
+    return true;
+}
+
+// The depth z/w of a depth plane at the centre of pixel (x, y); every kernel computes the keys'
+// depths with this one expression, so they agree to the bit.
+__device__ __forceinline__ double depth_at(const double dz[3], int x, int y)
+{
+    return fma(dz[0], (double)x, fma(dz[1], (double)y, dz[2]));
+}
+
+// Fills s for triangle t of image b; returns false when nothing can be drawn.
+__device__ bool setup_triangle(const float* __restrict__ pos, const int* __restrict__ tri,
+                               int num_vertices, long long vbase, int t, int width, int height, Setup& s)
+{
+    s.x0 = 1; s.x1 = 0;
+    if (!load_triangle(pos, tri, num_vertices, vbase, t, s.c))
+        return false;
+    s.tri_id = t;
+    s.exact = snap(s.c, width, height, s.X, s.Y);
+    if (s.exact) {
         const long long area = (s.X[1] - s.X[0]) * (s.Y[2] - s.Y[0]) - (s.Y[1] - s.Y[0]) * (s.X[2] - s.X[0]);
         if (area == 0)
             return false;  // zero area after snapping: OpenGL draws nothing
         s.flip = area < 0;
-        for (int i = 0; i < 3; ++i) {
-            const float x = s.X[i] * (1.f / 256.f), y = s.Y[i] * (1.f / 256.f);
-            xmin = fminf(xmin, x); xmax = fmaxf(xmax, x);
-            ymin = fminf(ymin, y); ymax = fmaxf(ymax, y);
-        }
+        snapped_box(s.X, s.Y, width, height, s.x0, s.y0, s.x1, s.y1);
     } else {
-        float4 p0[5] = {a, b, c}, p1[6];
+        const float hw = 0.5f * width, hh = 0.5f * height;
+        float xmin = 1e30f, xmax = -1e30f, ymin = 1e30f, ymax = -1e30f;
+        float4 p0[5] = {s.c[0], s.c[1], s.c[2]}, p1[6];
         int n = clip_plane(p0, 3, p1, 1.f);
         n = clip_plane(p1, n, p0, -1.f);
         if (n < 3)
@@ -141,25 +211,10 @@ __device__ bool setup_triangle(const float* __restrict__ pos, const int* __restr
             ymin = fminf(ymin, y); ymax = fmaxf(ymax, y);
         }
         // Float rounding of the projection: widen by a pixel; the test itself is exact.
-        xmin -= 1.f; ymin -= 1.f; xmax += 1.f; ymax += 1.f;
+        pixel_box(xmin - 1.f, ymin - 1.f, xmax + 1.f, ymax + 1.f, width, height, s.x0, s.y0, s.x1, s.y1);
     }
-    s.exact = exact;
-    // e_i = (c_j x c_k) . q; sum_i w_i e_i = det(c_0, c_1, c_2) for every q, so
-    // z/w = sum_i z_i e_i / det is affine in q: the depth plane.
-    for (int i = 0; i < 3; ++i) {
-        const float4 cj = s.c[(i + 1) % 3], ck = s.c[(i + 2) % 3];
-        cross3(cj.x, cj.y, cj.w, ck.x, ck.y, ck.w, s.n[i][0], s.n[i][1], s.n[i][2]);
-    }
-    const double det = s.n[0][2] * a.w + s.n[1][2] * b.w + s.n[2][2] * c.w;
-    s.det = det;
-    if (!(det != 0.0))
+    if (!depth_plane(s.c, width, height, s.n, s.det, s.dz))
         return false;  // the triangle's plane passes through the eye: nothing visible
-    for (int k = 0; k < 3; ++k)
-        s.dz[k] = (s.n[0][k] * a.z + s.n[1][k] * b.z + s.n[2][k] * c.z) / det;
-    s.x0 = max(0, (int)ceilf(fmaxf(xmin, -1.f) - 0.5f));
-    s.y0 = max(0, (int)ceilf(fmaxf(ymin, -1.f) - 0.5f));
-    s.x1 = min(width - 1, (int)floorf(fminf(xmax, (float)width + 1.f) - 0.5f));
-    s.y1 = min(height - 1, (int)floorf(fminf(ymax, (float)height + 1.f) - 0.5f));
     return s.x0 <= s.x1 && s.y0 <= s.y1;
 }
 
@@ -200,15 +255,19 @@ __device__ __forceinline__ double depth_of(const float4* c, const Bary& r)
 // Edge i -> j of a counter-clockwise snapped triangle covers a pixel centre exactly on it when
 // the edge is a top or left edge in image terms (rows down): in window coordinates (y up) that
 // is a bottom edge (dy == 0, dx > 0) or a left edge (dy < 0).
+__device__ __forceinline__ bool top_left(long long dx, long long dy)
+{
+    return dy < 0 || (dy == 0 && dx > 0);
+}
+
 __device__ __forceinline__ bool edge_covers(long long e, long long dx, long long dy)
 {
-    return e > 0 || (e == 0 && (dy < 0 || (dy == 0 && dx > 0)));
+    return e > 0 || (e == 0 && top_left(dx, dy));
 }
 
 // Whether the triangle covers pixel (x, y); on success its depth z/w (from the depth plane).
 __device__ bool covers(const Setup& s, int x, int y, int width, int height, float& depth)
 {
-    const double qx = (x + 0.5) * 2.0 / width - 1.0, qy = (y + 0.5) * 2.0 / height - 1.0;
     if (s.exact) {
         const long long px = 256LL * x + 128, py = 256LL * y + 128;
         const int o1 = s.flip ? 2 : 1, o2 = s.flip ? 1 : 2;
@@ -221,6 +280,7 @@ __device__ bool covers(const Setup& s, int x, int y, int width, int height, floa
                 return false;
         }
     } else {
+        const double qx = (x + 0.5) * 2.0 / width - 1.0, qy = (y + 0.5) * 2.0 / height - 1.0;
         // The point of the triangle on the pixel's ray is sum_i b_i c_i = t (qx, qy, 1) with
         // b_i = e_i / sum and t = det / sum, its w. Inside iff every b_i >= 0, in front iff t > 0.
         double e[3];
@@ -230,7 +290,7 @@ __device__ bool covers(const Setup& s, int x, int y, int width, int height, floa
         if (!(e[0] * sum >= 0.0 && e[1] * sum >= 0.0 && e[2] * sum >= 0.0 && s.det * sum > 0.0))
             return false;
     }
-    const double d = s.dz[0] * qx + s.dz[1] * qy + s.dz[2];
+    const double d = depth_at(s.dz, x, y);
     if (!(d >= -1.0 && d <= 1.0))
         return false;
     depth = (float)d;
@@ -244,32 +304,123 @@ __device__ __forceinline__ unsigned long long make_key(float depth, int tri_id)
     return ((unsigned long long)d << 32) | (unsigned)tri_id;
 }
 
+// Keeps key at pixel p when it is nearer than what is there (and, peeling, strictly behind the
+// previous layer's depth, as OpenGL's peeling: a coplanar duplicate never shows).
+__device__ __forceinline__ void store_key(unsigned long long key, long long p,
+                                          unsigned long long* __restrict__ keys,
+                                          const unsigned long long* __restrict__ prev)
+{
+    if (prev != nullptr && (key >> 32) <= (prev[p] >> 32))
+        return;
+    if (key < keys[p])
+        atomicMin(keys + p, key);
+}
+
 __device__ __forceinline__ void write_pixel(const Setup& s, int x, int y, int width, int height,
                                             unsigned long long* __restrict__ keys,
                                             const unsigned long long* __restrict__ prev,
                                             long long image_offset)
 {
     float depth;
-    if (!covers(s, x, y, width, height, depth))
-        return;
-    const unsigned long long key = make_key(depth, s.tri_id);
-    const long long p = image_offset + (long long)y * width + x;
-    if (prev != nullptr && (key >> 32) <= (prev[p] >> 32))
-        return;  // peeling, as OpenGL's: only surfaces strictly behind the previous layer's depth
-    if (key < keys[p])
-        atomicMin(keys + p, key);
+    if (covers(s, x, y, width, height, depth))
+        store_key(make_key(depth, s.tri_id), image_offset + (long long)y * width + x, keys, prev);
+}
+
+// A triangle whose box setup_and_raster_small tests itself: the snapped edge functions at the
+// centre of the box's first pixel, less 1 on edges that are not top-left (so a pixel is covered
+// iff all three are >= 0), and their steps per pixel. The values are integers below 2^40 (the
+// snapped extent is at most kWarpExtent pixels), exact in double precision.
+struct BoxRaster {
+    double e0[3], ex[3], ey[3];
+    double dz[3];       // depth plane in pixel units (depth_at)
+    int x0, y0, w, h;   // the box
+    int tri_id;
+    long long image_offset;
+};
+
+// Tests pixels first, first + step, ... of the box (row by row).
+__device__ __forceinline__ void raster_box(const BoxRaster& r, int first, int step, int width, int height,
+                                           unsigned long long* __restrict__ keys,
+                                           const unsigned long long* __restrict__ prev)
+{
+    const int area = r.w * r.h;
+    for (int k = first; k < area; k += step) {
+        const int j = k / r.w, i = k - j * r.w;
+        const double fi = i, fj = j;
+        if (r.e0[0] + r.ex[0] * fi + r.ey[0] * fj < 0.0 || r.e0[1] + r.ex[1] * fi + r.ey[1] * fj < 0.0 ||
+            r.e0[2] + r.ex[2] * fi + r.ey[2] * fj < 0.0)
+            continue;
+        const int x = r.x0 + i, y = r.y0 + j;
+        const double d = depth_at(r.dz, x, y);
+        if (!(d >= -1.0 && d <= 1.0))
+            continue;
+        store_key(make_key((float)d, r.tri_id), r.image_offset + (long long)y * width + x, keys, prev);
+    }
+}
+
+enum { kNothing = 0, kByThread = 1, kByWarp = 2, kBig = 3 };
+
+// Sorts triangle t of image b: nothing to draw, a box for its thread or its warp (r filled), or
+// a big triangle for raster_big (tiles: its number of 16 x 16 tiles).
+__device__ __forceinline__ int classify(const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices,
+                        long long vbase, int t, int b, int width, int height, int big_area,
+                        BoxRaster& r, long long& tiles)
+{
+    float4 c[3];
+    if (!load_triangle(pos, tri, num_vertices, vbase, t, c))
+        return kNothing;
+    long long X[3], Y[3];
+    int x0, y0, x1, y1;
+    if (!snap(c, width, height, X, Y)) {  // homogeneous test: raster_big, whatever its size
+        Setup s;
+        if (!setup_triangle(pos, tri, num_vertices, vbase, t, width, height, s))
+            return kNothing;
+        tiles = (long long)((s.x1 - s.x0) / kTile + 1) * ((s.y1 - s.y0) / kTile + 1);
+        return kBig;
+    }
+    const long long area2 = (X[1] - X[0]) * (Y[2] - Y[0]) - (Y[1] - Y[0]) * (X[2] - X[0]);
+    if (area2 == 0)
+        return kNothing;  // zero area after snapping: OpenGL draws nothing
+    snapped_box(X, Y, width, height, x0, y0, x1, y1);
+    if (x0 > x1 || y0 > y1)
+        return kNothing;
+    const long long box = (long long)(x1 - x0 + 1) * (y1 - y0 + 1);
+    const long long extent = 256LL * kWarpExtent;
+    if (box > big_area || max(max(X[0], X[1]), X[2]) - min(min(X[0], X[1]), X[2]) > extent ||
+        max(max(Y[0], Y[1]), Y[2]) - min(min(Y[0], Y[1]), Y[2]) > extent) {
+        tiles = (long long)((x1 - x0) / kTile + 1) * ((y1 - y0) / kTile + 1);
+        return kBig;  // raster_big sets it up again (a det = 0 triangle is dropped there)
+    }
+    double n[3][3], det;
+    if (!depth_plane(c, width, height, n, det, r.dz))
+        return kNothing;
+    const int o1 = area2 < 0 ? 2 : 1, o2 = area2 < 0 ? 1 : 2;  // counter-clockwise order
+    const long long XC[3] = {X[0], X[o1], X[o2]}, YC[3] = {Y[0], Y[o1], Y[o2]};
+    const long long px0 = 256LL * x0 + 128, py0 = 256LL * y0 + 128;
+    for (int i = 0; i < 3; ++i) {
+        const int j = i == 2 ? 0 : i + 1;
+        const long long dx = XC[j] - XC[i], dy = YC[j] - YC[i];
+        const long long e = dx * (py0 - YC[i]) - dy * (px0 - XC[i]);
+        r.e0[i] = (double)(top_left(dx, dy) ? e : e - 1);
+        r.ex[i] = (double)(-256LL * dy);
+        r.ey[i] = (double)(256LL * dx);
+    }
+    r.x0 = x0; r.y0 = y0; r.w = x1 - x0 + 1; r.h = y1 - y0 + 1;
+    r.tri_id = t;
+    r.image_offset = (long long)b * width * height;
+    return box <= kThreadArea ? kByThread : kByWarp;
 }
 
 // Work item w -> (image b, global triangle t, first vertex of the image's vertex set).
 __device__ __forceinline__ void work_item(long long w, int num_triangles, int num_vertices,
                                           int instanced, const long long* __restrict__ range_offsets,
                                           const int* __restrict__ range_starts, int num_images,
-                                          int& b, int& t, int& vbase)
+                                          int& b, int& t, long long& vbase)
 {
     if (instanced) {
         b = (int)(w / num_triangles);
         t = (int)(w - (long long)b * num_triangles);
-        vbase = b * num_vertices;
+        vbase = (long long)b * num_vertices;
     } else {
         int lo = 0, hi = num_images - 1;  // last image whose offset <= w
         while (lo < hi) {
@@ -282,56 +433,112 @@ __device__ __forceinline__ void work_item(long long w, int num_triangles, int nu
     }
 }
 
-}  // namespace
-
-extern "C" __global__ void setup_and_raster_small(
-    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
-    int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
-    int num_images, long long num_items, int width, int height,
-    unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
-    long long* __restrict__ big_items, long long* __restrict__ big_tiles,
-    unsigned long long* __restrict__ big_count)
+// Appends work item w, a big triangle of `tiles` tiles, to the list: one 64-bit counter,
+// *big_state = (count << tile_bits) + tiles so far, so the list is in order of first tile.
+__device__ __forceinline__ void push_big(long long w, long long tiles, int tile_bits,
+                                         long long* __restrict__ big_items,
+                                         long long* __restrict__ big_start,
+                                         unsigned long long* __restrict__ big_state)
 {
-    const long long w = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (w >= num_items)
-        return;
-    int b, t, vbase;
-    work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
-    Setup s;
-    if (!setup_triangle(pos, tri, num_vertices, vbase, t, width, height, s))
-        return;
-    const long long image_offset = (long long)b * width * height;
-    const long long area = (long long)(s.x1 - s.x0 + 1) * (s.y1 - s.y0 + 1);
-    if (area <= kSmallArea) {
-        for (int y = s.y0; y <= s.y1; ++y)
-            for (int x = s.x0; x <= s.x1; ++x)
-                write_pixel(s, x, y, width, height, keys, use_prev ? prev : nullptr, image_offset);
-        return;
-    }
-    const unsigned long long slot = atomicAdd(big_count, 1ull);
+    const unsigned long long old = atomicAdd(big_state, (1ull << tile_bits) + (unsigned long long)tiles);
+    const long long slot = (long long)(old >> tile_bits);
     big_items[slot] = w;
-    const long long tiles = (long long)((s.x1 - s.x0) / kTile + 1) * ((s.y1 - s.y0) / kTile + 1);
-    big_tiles[slot] = tiles;
+    big_start[slot] = (long long)(old & ((1ull << tile_bits) - 1));
 }
 
-// big_tiles_end: inclusive prefix sums of big_tiles over the first big_count slots. Each block
-// takes a contiguous run of (triangle, tile) items, so it sets a triangle up once for all of its
-// tiles in the run and finds its first triangle with a single binary search.
+}  // namespace
+
+// Work items item_offset .. item_offset + num_items - 1; big triangles go to the list of
+// push_big (big_items: work item, big_start: first tile).
+extern "C" __global__ void __launch_bounds__(kSetupThreads) setup_and_raster_small(
+    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
+    int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
+    int num_images, long long item_offset, long long num_items, int width, int height,
+    unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
+    int big_area, int tile_bits, long long* __restrict__ big_items, long long* __restrict__ big_start,
+    unsigned long long* __restrict__ big_state)
+{
+    __shared__ BoxRaster boxes[kSetupThreads];
+    const long long local = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const unsigned long long* prev_keys = use_prev ? prev : nullptr;
+    BoxRaster r;
+    int kind = kNothing;
+    if (local < num_items) {
+        const long long w = item_offset + local;
+        int b, t;
+        long long vbase, tiles = 0;
+        work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
+        kind = classify(pos, tri, num_vertices, vbase, t, b, width, height, big_area, r, tiles);
+        if (kind == kBig)
+            push_big(w, tiles, tile_bits, big_items, big_start, big_state);
+        else if (kind == kByThread) {
+            raster_box(r, 0, 1, width, height, keys, prev_keys);
+        }
+    }
+    // Boxes of up to big_area pixels: the warp tests them one after the other, 32 pixels at a time.
+    unsigned pending = __ballot_sync(0xffffffffu, kind == kByWarp);
+    if (pending == 0)
+        return;
+    const int lane = threadIdx.x & 31;
+    BoxRaster* warp_boxes = boxes + (threadIdx.x - lane);
+    if (kind == kByWarp)
+        warp_boxes[lane] = r;
+    __syncwarp();
+    while (pending) {
+        const int src = __ffs(pending) - 1;
+        pending &= pending - 1;
+        raster_box(warp_boxes[src], lane, 32, width, height, keys, prev_keys);
+    }
+}
+
+// As setup_and_raster_small with a warp per work item instead of a thread: for few triangles,
+// which would leave most of the GPU idle one per thread. Each lane sorts the triangle (all get
+// the same answer); the warp tests boxes of up to big_area pixels 32 at a time.
+extern "C" __global__ void setup_and_raster_by_warp(
+    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
+    int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
+    int num_images, long long item_offset, long long num_items, int width, int height,
+    unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
+    int big_area, int tile_bits, long long* __restrict__ big_items, long long* __restrict__ big_start,
+    unsigned long long* __restrict__ big_state)
+{
+    const long long local = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (local >= num_items)
+        return;
+    const long long w = item_offset + local;
+    int b, t;
+    long long vbase, tiles = 0;
+    work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
+    BoxRaster r;
+    const int kind = classify(pos, tri, num_vertices, vbase, t, b, width, height, big_area, r, tiles);
+    if (kind == kBig) {
+        if (lane == 0)
+            push_big(w, tiles, tile_bits, big_items, big_start, big_state);
+    } else if (kind != kNothing) {
+        raster_box(r, lane, 32, width, height, keys, use_prev ? prev : nullptr);
+    }
+}
+
+// The list of setup_and_raster_small in tiles: each block takes a contiguous run of (triangle,
+// tile) items, so it sets a triangle up once for all of its tiles in the run and finds its first
+// triangle with a single binary search.
 extern "C" __global__ void raster_big(
     const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
     int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
     int num_images, int width, int height,
     unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
-    const long long* __restrict__ big_items, const long long* __restrict__ big_tiles_end,
-    const unsigned long long* __restrict__ big_count)
+    int tile_bits, const long long* __restrict__ big_items, const long long* __restrict__ big_start,
+    const unsigned long long* __restrict__ big_state)
 {
     __shared__ Setup s;
     __shared__ long long slot, slot_begin, slot_end;
     __shared__ int valid, image;
-    const long long count = (long long)*big_count;
+    const unsigned long long state = *big_state;
+    const long long count = (long long)(state >> tile_bits);
+    const long long total = (long long)(state & ((1ull << tile_bits) - 1));
     if (count == 0)
         return;
-    const long long total = big_tiles_end[count - 1];
     const long long per_block = (total + gridDim.x - 1) / gridDim.x;
     const long long first = (long long)blockIdx.x * per_block;
     const long long last = min(total, first + per_block);
@@ -342,19 +549,20 @@ extern "C" __global__ void raster_big(
     }
     for (long long item = first; item < last; ++item) {
         if (lead && item >= slot_end) {
-            if (slot < 0) {  // first slot whose inclusive end exceeds item
+            if (slot < 0) {  // last slot whose first tile is at or before item
                 long long lo = 0, hi = count - 1;
                 while (lo < hi) {
-                    const long long mid = (lo + hi) >> 1;
-                    if (big_tiles_end[mid] > item) hi = mid; else lo = mid + 1;
+                    const long long mid = (lo + hi + 1) >> 1;
+                    if (big_start[mid] <= item) lo = mid; else hi = mid - 1;
                 }
                 slot = lo;
             } else {
-                do { ++slot; } while (big_tiles_end[slot] <= item);
+                do { ++slot; } while (slot + 1 < count && big_start[slot + 1] <= item);
             }
-            slot_begin = slot > 0 ? big_tiles_end[slot - 1] : 0;
-            slot_end = big_tiles_end[slot];
-            int b, t, vbase;
+            slot_begin = big_start[slot];
+            slot_end = slot + 1 < count ? big_start[slot + 1] : total;
+            int b, t;
+            long long vbase;
             work_item(big_items[slot], num_triangles, num_vertices, instanced, range_offsets,
                       range_starts, num_images, b, t, vbase);
             Setup local;
@@ -376,14 +584,18 @@ extern "C" __global__ void raster_big(
     }
 }
 
-// rast[p] = (u, v, z/w, id + 1) and rast_db[p] = (du/dX, du/dY, dv/dX, dv/dY) from keys[p].
+// rast[p] = (u, v, z/w, id + 1) and rast_db[p] = (du/dX, du/dY, dv/dX, dv/dY) from keys[p]. The
+// first num_states threads also zero the big-list counters for the next call.
 extern "C" __global__ void resolve(
     const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
-    int instanced, const unsigned long long* __restrict__ keys, int num_images, int width, int height,
-    float* __restrict__ rast, float* __restrict__ rast_db, int output_db)
+    int instanced, const unsigned long long* __restrict__ keys,
+    unsigned long long* __restrict__ big_states, int num_states, int num_images,
+    int width, int height, float* __restrict__ rast, float* __restrict__ rast_db, int output_db)
 {
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long pixels = (long long)width * height;
+    if (p < num_states)
+        big_states[p] = 0;
     if (p >= pixels * num_images)
         return;
     const unsigned long long key = keys[p];

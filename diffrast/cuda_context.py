@@ -13,6 +13,7 @@ import torch
 from .cuda_ops import loader
 
 _THREADS = 256
+_SETUP_THREADS = 128  # kSetupThreads of cuda_ops/rasterize_cuda.cu
 
 
 class RasterizeCudaContext:
@@ -57,13 +58,47 @@ class RasterizeCudaContext:
         self.device = device
         self.output_db = bool(output_db)
         self.active_peeler = None
-        self._peel_keys = None
         self._dummy = torch.zeros(1, dtype=torch.int64, device=device)  # unused range arguments
         props = torch.cuda.get_device_properties(device)
         self._persistent_blocks = props.multi_processor_count * 8
+        # Fewer work items than this would leave most of the GPU idle with a thread per item.
+        self._few_items = props.multi_processor_count * 256
         # Any size whose pixel indices fit the kernels' 64-bit arithmetic; bounded for sanity.
         self.max_resolution = (1 << 15, 1 << 15)
         self.max_layers = 1 << 30
+        # Scratch kept between calls, grown when a call needs more: two key buffers (the one a
+        # call rasterizes into, and the previous depth layer's when peeling), the big-triangle
+        # list and its counters (left at zero by the resolve kernel).
+        self._keys = None
+        self._peel_index = None
+        self._big = None
+        self._states = None
+        self._stream = None
+
+    def _scratch(self, pixels, items, chunks):
+        """Key buffers of at least ``pixels``, big lists of ``items``, ``chunks`` counters."""
+        dev = self.device
+        handle = loader.raw_stream(dev.index)
+        if self._stream is not None and handle != self._stream[0]:
+            # Another stream: it waits for what the previous one did with the scratch, and the
+            # allocator learns that the scratch is used on it.
+            current = torch.cuda.current_stream(dev)
+            current.wait_stream(self._stream[1])
+            for t in (self._keys, self._big, self._states):
+                if t is not None:
+                    t.record_stream(current)
+            self._stream = (handle, current)
+        elif self._stream is None:
+            self._stream = (handle, torch.cuda.current_stream(dev))
+        if self._keys is None or self._keys.shape[1] < pixels:
+            self._keys = None
+            self._keys = torch.empty((2, pixels), dtype=torch.int64, device=dev)
+            self._peel_index = None
+        if self._big is None or self._big.shape[1] < items:
+            self._big = None
+            self._big = torch.empty((2, items), dtype=torch.int64, device=dev)
+        if self._states is None or self._states.shape[0] < chunks:
+            self._states = torch.zeros(chunks, dtype=torch.int64, device=dev)
 
     def _render(self, pos, tri, resolution, ranges, layer_index=0, peel=False):
         """Rasterize all images; returns ``(rast, rast_db or None)``. Inputs are validated."""
@@ -87,26 +122,51 @@ class RasterizeCudaContext:
         rast_db = torch.empty_like(rast) if self.output_db else None
         if num_images == 0:
             return rast, rast_db
-        keys = torch.full((num_images, height, width), -1, dtype=torch.int64, device=dev)
-        prev = self._peel_keys if (peel and layer_index > 0) else None
-        use_prev = prev is not None
-        if prev is None:
-            prev = keys
-        if num_items > 0:
-            big_items = torch.empty(num_items, dtype=torch.int64, device=dev)
-            counters = torch.zeros(num_items + 1, dtype=torch.int64, device=dev)  # one fill
-            big_tiles, big_count = counters[:num_items], counters[num_items:]
-            common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
-            loader.launch("rasterize_cuda", "setup_and_raster_small", loader.blocks(num_items, _THREADS),
-                          _THREADS, common + (np.int64(num_items), width, height, keys, prev, use_prev,
-                                              big_items, big_tiles, big_count), dev)
-            tiles_end = torch.cumsum(big_tiles, 0)
-            loader.launch("rasterize_cuda", "raster_big", self._persistent_blocks, (16, 16, 1),
-                          common + (width, height, keys, prev, use_prev, big_items, tiles_end, big_count), dev)
         pixels = num_images * height * width
-        loader.launch("rasterize_cuda", "resolve", loader.blocks(pixels, _THREADS), _THREADS,
-                      (pos, tri, num_vertices, num_triangles, int(instanced), keys, num_images, width, height,
-                       rast, rast_db if rast_db is not None else rast, int(self.output_db)), dev)
-        if self.active_peeler is not None:  # the next layer keeps only keys behind these
-            self._peel_keys = keys
+        chunk, tile_bits = _chunking(num_items, width, height)
+        chunks = max(1, -(-num_items // chunk))
+        self._scratch(pixels, min(num_items, chunk), chunks)
+        peel_prev = peel and layer_index > 0 and self._peel_index is not None
+        prev_i = self._peel_index if peel_prev else None
+        cur = 1 - prev_i if peel_prev else 0
+        keys = self._keys[cur, :pixels]
+        keys.fill_(-1)  # (a fill kernel is ~3x faster than emptying the keys in resolve)
+        prev = self._keys[prev_i, :pixels] if peel_prev else keys
+        big_items, big_start = self._big[0], self._big[1]
+        if num_items < self._few_items:  # a warp per triangle, boxes of up to 4096 pixels
+            setup, lanes, big_area = "setup_and_raster_by_warp", 32, 4096
+        else:  # a thread per triangle; its warp shares boxes of up to 256 pixels
+            setup, lanes, big_area = "setup_and_raster_small", 1, 256
+        common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
+        for k in range(chunks):
+            first = k * chunk
+            n = min(chunk, num_items - first)
+            if n <= 0:
+                break
+            state = self._states[k]
+            loader.launch("rasterize_cuda", setup, loader.blocks(n * lanes, _SETUP_THREADS),
+                          _SETUP_THREADS, common + (np.int64(first), np.int64(n), width, height, keys, prev,
+                                                    peel_prev, big_area, tile_bits, big_items, big_start,
+                                                    state), dev)
+            loader.launch("rasterize_cuda", "raster_big", self._persistent_blocks, (16, 16, 1),
+                          common + (width, height, keys, prev, peel_prev, tile_bits, big_items, big_start,
+                                    state), dev)
+        loader.launch("rasterize_cuda", "resolve", loader.blocks(max(pixels, chunks), _THREADS), _THREADS,
+                      (pos, tri, num_vertices, num_triangles, int(instanced), keys, self._states, chunks,
+                       num_images, width, height, rast, rast_db if rast_db is not None else rast,
+                       int(self.output_db)), dev)
+        # Peeling: the next layer keeps only keys behind these.
+        self._peel_index = cur if self.active_peeler is not None else None
         return rast, rast_db
+
+
+def _chunking(num_items, width, height):
+    """``(chunk, tile_bits)``: work items per launch and the bits of the big list's tile count in
+    its 64-bit counter ((count << tile_bits) + tiles), so that neither part overflows."""
+    max_tiles = -(-width // 16) * -(-height // 16)
+    chunk = max(num_items, 1)
+    while True:
+        tile_bits = (chunk * max_tiles).bit_length()
+        if chunk.bit_length() + tile_bits <= 64:
+            return chunk, tile_bits
+        chunk = (chunk + 1) // 2

@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import tempfile
 
-import numpy as np
 import torch
 
 from diffrast.cuda_ops import loader
@@ -76,17 +75,13 @@ def build(module: str):
     return lib
 
 
+_CTYPES = {"P": ctypes.c_uint64, "i": ctypes.c_int32, "q": ctypes.c_int64, "Q": ctypes.c_uint64,
+           "f": ctypes.c_float}
+
+
 def _value(a):
-    v = loader._arg(a)  # the same conversions as the real launcher
-    if isinstance(v, np.uint64):
-        return ctypes.c_uint64(int(v))
-    if isinstance(v, np.int32):
-        return ctypes.c_int32(int(v))
-    if isinstance(v, np.int64):
-        return ctypes.c_int64(int(v))
-    if isinstance(v, np.float32):
-        return ctypes.c_float(float(v))
-    raise TypeError(type(v))
+    """``a`` as the C value the real launcher packs (same conversion rules)."""
+    return _CTYPES[loader.param_code(a)](loader.param_value(a))
 
 
 def launch(module, kernel, grid, block, args, device, shared_mem=0):

@@ -155,3 +155,57 @@ def test_cuda_rasterizer_makes_no_host_copies(contexts):
         torch.cuda.synchronize()
     names = [e.name for e in prof.events()]
     assert not any("DtoH" in n or "DeviceToHost" in n or "Device -> Pageable" in n for n in names)
+
+
+def test_scratch_is_reused_and_left_clean_between_calls(contexts):
+    """The scratch buffers persist between calls: renders of different sizes, depth peelers
+    (which keep each layer's keys for the next) and renders after them all equal a fresh
+    context's."""
+    _, cu = contexts
+    pos, tri = sphere_scene(16, 32, 2, seed=6)
+    fresh = dr.RasterizeCudaContext()
+    first = dr.rasterize(fresh, pos, tri, (96, 80))
+    for res in ((200, 300), (96, 80), (31, 17), (96, 80)):  # grow, shrink, other shapes
+        out = dr.rasterize(cu, pos, tri, res)
+        ref = dr.rasterize(dr.RasterizeCudaContext(), pos, tri, res)
+        assert torch.equal(out[0], ref[0]) and torch.equal(out[1], ref[1])
+    for _ in range(2):  # two peelers in a row, the second starting with the first's keys left
+        with dr.DepthPeeler(cu, pos, tri, (96, 80)) as peeler:
+            layers = [peeler.rasterize_next_layer()[0] for _ in range(3)]
+        assert torch.equal(layers[0], first[0])
+        assert (layers[1][..., 3] > 0).any() and (layers[2][..., 3] == 0).all()
+    again = dr.rasterize(cu, pos, tri, (96, 80))
+    assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+
+
+def test_results_do_not_depend_on_the_kernel_path_or_chunking(contexts, monkeypatch):
+    """The same triangles give the same pixels whether the setup kernel's thread, its warp or
+    the tiled kernel tests them (the choice depends on the number of work items) and whether the
+    work items run in one launch or in chunks."""
+    from diffrast import cuda_context
+    _, cu = contexts
+    pos, tri = sphere_scene(24, 48, 1, seed=7)
+    single = dr.rasterize(cu, pos, tri, (160, 224))
+    many = pos.expand(cu._few_items // tri.shape[0] + 1, -1, -1).contiguous()  # past _few_items
+    batch = dr.rasterize(cu, many, tri, (160, 224))
+    assert torch.equal(batch[0], single[0].expand_as(batch[0]))
+    assert torch.equal(batch[1], single[1].expand_as(batch[1]))
+    chunking = cuda_context._chunking
+    monkeypatch.setattr(cuda_context, "_chunking", lambda n, w, h: (97, chunking(97, w, h)[1]))
+    chunked = dr.rasterize(cu, pos, tri, (160, 224))
+    assert torch.equal(chunked[0], single[0]) and torch.equal(chunked[1], single[1])
+
+
+def test_scratch_follows_a_change_of_stream(contexts):
+    _, cu = contexts
+    pos, tri = sphere_scene(32, 64, 3, seed=8)
+    ref = dr.rasterize(cu, pos, tri, (256, 256))[0].clone()
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    outs = []
+    for i in range(6):  # alternate streams without synchronizing in between
+        with torch.cuda.stream(side if i % 2 else torch.cuda.current_stream()):
+            outs.append(dr.rasterize(cu, pos, tri, (256, 256))[0])
+    torch.cuda.synchronize()
+    for out in outs:
+        assert torch.equal(out, ref)
