@@ -4,7 +4,8 @@
 //    pixel grid and finds the pixel centres it may cover. A triangle whose candidate box holds at
 //    most kThreadArea pixels is tested by its thread; one of up to big_area pixels by its whole
 //    warp (32 pixels at a time, so a warp never waits for one thread's long loop); larger ones,
-//    and those with a vertex at w <= 0 or far outside the viewport, go to a list.
+//    and those that must be clipped, go to a list. (setup_and_raster_by_warp: the same with a
+//    warp per triangle, for small meshes.)
 // 2. raster_big: blocks of 16 x 16 threads take contiguous runs of (big triangle, 16 x 16 tile)
 //    pairs from that list, one pixel per thread.
 //    A covered pixel takes the 64-bit atomicMin of (depth bits, triangle id): the nearest
@@ -18,11 +19,12 @@
 //
 // Coverage follows the OpenGL rasterizer: window coordinates are snapped to 1/256 pixel
 // (8 sub-pixel bits) and tested with exact edge functions at pixel centres (integers, in int64
-// or, for the small boxes of steps 1, in doubles, which hold them exactly), with a top-left fill
+// or, for the small boxes of step 1, in doubles, which hold them exactly), with a top-left fill
 // rule in image (row-down) terms, so two triangles sharing an edge cover each pixel once.
-// Triangles with a vertex at w <= 0 or far outside the viewport are tested in homogeneous
-// coordinates (no division by w) instead, in double precision. Pixels whose depth z/w lies
-// outside [-1, 1] are clipped, as by OpenGL's near and far planes.
+// A triangle with a vertex beyond the near or far plane is clipped as OpenGL clips it: the
+// clipped polygon is snapped and drawn as a fan of triangles. Only when a clipped vertex lies at
+// w = 0 or beyond the snapping range is the triangle tested in homogeneous coordinates instead
+// (no division by w, double precision), its pixels clipped where their depth z/w leaves [-1, 1].
 #include "triangle_id.cuh"
 
 namespace {
@@ -36,15 +38,18 @@ constexpr int kSetupThreads = 128;  // block size of setup_and_raster_small
 constexpr unsigned long long kEmpty = ~0ull;
 constexpr double kSnapLimit = 2097152.0;  // 2^21 pixels: snapped products stay within int64
 
+enum { kHomogeneous = 0, kSnappedTriangle = 1, kSnappedPolygon = 2 };
+
 struct Setup {
     float4 c[3];        // clip-space vertices
-    long long X[3], Y[3];  // snapped window coordinates (1/256 pixel), exact mode
+    long long X[5], Y[5];  // snapped window coordinates (1/256 pixel) of the triangle or polygon
+    int num_points;     // kSnappedPolygon: vertices of the clipped polygon (3 to 5)
     int x0, y0, x1, y1;  // candidate pixel box, inclusive; empty when x0 > x1
     double n[3][3];      // e_i(q) = n[i] . (qx, qy, 1), the barycentric edge functions (unnormalized)
     double dz[3];        // depth plane in pixel units (depth_at)
     double det;          // det(c_0, c_1, c_2) = sum_i w_i e_i(q) for every q
-    int exact;           // 1: snapped integer edge test, 0: homogeneous test
-    int flip;            // exact mode: 1 when the snapped triangle is clockwise
+    int mode;            // kSnappedTriangle, kSnappedPolygon (clipped by the near or far plane,
+                         // as OpenGL clips, then snapped) or kHomogeneous (tested unprojected)
     int tri_id;          // global triangle index
 };
 
@@ -103,14 +108,14 @@ __device__ __forceinline__ bool load_triangle(const float* __restrict__ pos, con
              (a.y < -a.w && b.y < -b.w && d.y < -d.w) || (a.y > a.w && b.y > b.w && d.y > d.w));
 }
 
-// Window coordinates snapped to 1/256 pixel, when every w > 0 and the vertices lie within the
-// snapping range; false otherwise (the triangle is then tested in homogeneous coordinates).
-__device__ __forceinline__ bool snap(const float4 c[3], int width, int height, long long X[3], long long Y[3])
+// Window coordinates of points c[0..n) snapped to 1/256 pixel, when every w > 0 and the points lie
+// within the snapping range; false otherwise.
+__device__ __forceinline__ bool snap(const float4* c, int n, int width, int height, long long* X, long long* Y)
 {
     const float hw = 0.5f * width, hh = 0.5f * height;
-    if (!(c[0].w > 0.f && c[1].w > 0.f && c[2].w > 0.f))
-        return false;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < n; ++i) {
+        if (!(c[i].w > 0.f))
+            return false;
         const float xw = (c[i].x / c[i].w) * hw + hw;
         const float yw = (c[i].y / c[i].w) * hh + hh;
         if (!(fabsf(xw) < kSnapLimit && fabsf(yw) < kSnapLimit))
@@ -119,6 +124,14 @@ __device__ __forceinline__ bool snap(const float4 c[3], int width, int height, l
         Y[i] = __float2ll_rn(yw * 256.f);
     }
     return true;
+}
+
+// Whether every vertex lies between the near and far planes (-w <= z <= w): OpenGL clips the
+// triangle otherwise.
+__device__ __forceinline__ bool within_depth_range(const float4 c[3])
+{
+    return c[0].z >= -c[0].w && c[0].z <= c[0].w && c[1].z >= -c[1].w && c[1].z <= c[1].w &&
+           c[2].z >= -c[2].w && c[2].z <= c[2].w;
 }
 
 // The inclusive box of pixels whose centres lie within [xmin, xmax] x [ymin, ymax] (window
@@ -132,12 +145,12 @@ __device__ __forceinline__ void pixel_box(float xmin, float ymin, float xmax, fl
     y1 = min(height - 1, (int)floorf(fminf(ymax, (float)height + 1.f) - 0.5f));
 }
 
-// The box of a snapped triangle.
-__device__ __forceinline__ void snapped_box(const long long X[3], const long long Y[3], int width,
+// The box of snapped points X, Y [0, n).
+__device__ __forceinline__ void snapped_box(const long long* X, const long long* Y, int n, int width,
                                             int height, int& x0, int& y0, int& x1, int& y1)
 {
     float xmin = 1e30f, xmax = -1e30f, ymin = 1e30f, ymax = -1e30f;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < n; ++i) {
         const float x = X[i] * (1.f / 256.f), y = Y[i] * (1.f / 256.f);
         xmin = fminf(xmin, x); xmax = fmaxf(xmax, x);
         ymin = fminf(ymin, y); ymax = fmaxf(ymax, y);
@@ -186,32 +199,41 @@ __device__ bool setup_triangle(const float* __restrict__ pos, const int* __restr
     if (!load_triangle(pos, tri, num_vertices, vbase, t, s.c))
         return false;
     s.tri_id = t;
-    s.exact = snap(s.c, width, height, s.X, s.Y);
-    if (s.exact) {
+    s.mode = kHomogeneous;
+    if (within_depth_range(s.c) && snap(s.c, 3, width, height, s.X, s.Y)) {
         const long long area = (s.X[1] - s.X[0]) * (s.Y[2] - s.Y[0]) - (s.Y[1] - s.Y[0]) * (s.X[2] - s.X[0]);
         if (area == 0)
             return false;  // zero area after snapping: OpenGL draws nothing
-        s.flip = area < 0;
-        snapped_box(s.X, s.Y, width, height, s.x0, s.y0, s.x1, s.y1);
+        s.mode = kSnappedTriangle;
+        s.num_points = 3;
+        snapped_box(s.X, s.Y, 3, width, height, s.x0, s.y0, s.x1, s.y1);
     } else {
-        const float hw = 0.5f * width, hh = 0.5f * height;
-        float xmin = 1e30f, xmax = -1e30f, ymin = 1e30f, ymax = -1e30f;
+        // Clipped by the near and far planes as OpenGL clips: a convex polygon, drawn as a fan
+        // of snapped triangles when all its vertices project (w > 0) within the snapping range.
         float4 p0[5] = {s.c[0], s.c[1], s.c[2]}, p1[6];
         int n = clip_plane(p0, 3, p1, 1.f);
         n = clip_plane(p1, n, p0, -1.f);
         if (n < 3)
             return false;
-        for (int i = 0; i < n; ++i) {
-            if (!(p0[i].w > 0.f)) {  // touches w = 0: bound by the viewport
-                xmin = ymin = -1e30f; xmax = ymax = 1e30f;
-                break;
+        if (snap(p0, n, width, height, s.X, s.Y)) {
+            s.mode = kSnappedPolygon;
+            s.num_points = n;
+            snapped_box(s.X, s.Y, n, width, height, s.x0, s.y0, s.x1, s.y1);
+        } else {
+            const float hw = 0.5f * width, hh = 0.5f * height;
+            float xmin = 1e30f, xmax = -1e30f, ymin = 1e30f, ymax = -1e30f;
+            for (int i = 0; i < n; ++i) {
+                if (!(p0[i].w > 0.f)) {  // touches w = 0: bound by the viewport
+                    xmin = ymin = -1e30f; xmax = ymax = 1e30f;
+                    break;
+                }
+                const float x = (p0[i].x / p0[i].w) * hw + hw, y = (p0[i].y / p0[i].w) * hh + hh;
+                xmin = fminf(xmin, x); xmax = fmaxf(xmax, x);
+                ymin = fminf(ymin, y); ymax = fmaxf(ymax, y);
             }
-            const float x = (p0[i].x / p0[i].w) * hw + hw, y = (p0[i].y / p0[i].w) * hh + hh;
-            xmin = fminf(xmin, x); xmax = fmaxf(xmax, x);
-            ymin = fminf(ymin, y); ymax = fmaxf(ymax, y);
+            // Float rounding of the projection: widen by a pixel; the test itself is exact.
+            pixel_box(xmin - 1.f, ymin - 1.f, xmax + 1.f, ymax + 1.f, width, height, s.x0, s.y0, s.x1, s.y1);
         }
-        // Float rounding of the projection: widen by a pixel; the test itself is exact.
-        pixel_box(xmin - 1.f, ymin - 1.f, xmax + 1.f, ymax + 1.f, width, height, s.x0, s.y0, s.x1, s.y1);
     }
     if (!depth_plane(s.c, width, height, s.n, s.det, s.dz))
         return false;  // the triangle's plane passes through the eye: nothing visible
@@ -265,20 +287,42 @@ __device__ __forceinline__ bool edge_covers(long long e, long long dx, long long
     return e > 0 || (e == 0 && top_left(dx, dy));
 }
 
+// Whether the snapped triangle (X[i], Y[i]), either orientation, covers the pixel centre (px, py)
+// (1/256 pixel units), with the fill rule; a zero-area triangle covers nothing.
+__device__ __forceinline__ bool snapped_covers(long long X0, long long Y0, long long X1, long long Y1,
+                                               long long X2, long long Y2, long long px, long long py)
+{
+    const long long area = (X1 - X0) * (Y2 - Y0) - (Y1 - Y0) * (X2 - X0);
+    if (area == 0)
+        return false;
+    if (area < 0) {  // counter-clockwise order
+        long long t = X1; X1 = X2; X2 = t;
+        t = Y1; Y1 = Y2; Y2 = t;
+    }
+    const long long X[3] = {X0, X1, X2}, Y[3] = {Y0, Y1, Y2};
+    for (int i = 0; i < 3; ++i) {
+        const int j = i == 2 ? 0 : i + 1;
+        const long long dx = X[j] - X[i], dy = Y[j] - Y[i];
+        if (!edge_covers(dx * (py - Y[i]) - dy * (px - X[i]), dx, dy))
+            return false;
+    }
+    return true;
+}
+
 // Whether the triangle covers pixel (x, y); on success its depth z/w (from the depth plane).
+// Snapped, as OpenGL draws it after clipping, the depth of a covered pixel is clamped to the
+// depth range (snapping may move a pixel a hair past the near or far plane).
 __device__ bool covers(const Setup& s, int x, int y, int width, int height, float& depth)
 {
-    if (s.exact) {
+    double d;
+    if (s.mode != kHomogeneous) {
         const long long px = 256LL * x + 128, py = 256LL * y + 128;
-        const int o1 = s.flip ? 2 : 1, o2 = s.flip ? 1 : 2;
-        const long long X[3] = {s.X[0], s.X[o1], s.X[o2]}, Y[3] = {s.Y[0], s.Y[o1], s.Y[o2]};
-        for (int i = 0; i < 3; ++i) {
-            const int j = i == 2 ? 0 : i + 1;
-            const long long dx = X[j] - X[i], dy = Y[j] - Y[i];
-            const long long e = dx * (py - Y[i]) - dy * (px - X[i]);
-            if (!edge_covers(e, dx, dy))
-                return false;
-        }
+        bool inside = false;
+        for (int i = 1; i + 1 < s.num_points && !inside; ++i)  // a fan from the first vertex
+            inside = snapped_covers(s.X[0], s.Y[0], s.X[i], s.Y[i], s.X[i + 1], s.Y[i + 1], px, py);
+        if (!inside)
+            return false;
+        d = fmin(fmax(depth_at(s.dz, x, y), -1.0), 1.0);
     } else {
         const double qx = (x + 0.5) * 2.0 / width - 1.0, qy = (y + 0.5) * 2.0 / height - 1.0;
         // The point of the triangle on the pixel's ray is sum_i b_i c_i = t (qx, qy, 1) with
@@ -289,10 +333,10 @@ __device__ bool covers(const Setup& s, int x, int y, int width, int height, floa
         const double sum = e[0] + e[1] + e[2];
         if (!(e[0] * sum >= 0.0 && e[1] * sum >= 0.0 && e[2] * sum >= 0.0 && s.det * sum > 0.0))
             return false;
+        d = depth_at(s.dz, x, y);  // clipped here by the near and far planes
+        if (!(d >= -1.0 && d <= 1.0))
+            return false;
     }
-    const double d = depth_at(s.dz, x, y);
-    if (!(d >= -1.0 && d <= 1.0))
-        return false;
     depth = (float)d;
     return true;
 }
@@ -351,9 +395,7 @@ __device__ __forceinline__ void raster_box(const BoxRaster& r, int first, int st
             r.e0[2] + r.ex[2] * fi + r.ey[2] * fj < 0.0)
             continue;
         const int x = r.x0 + i, y = r.y0 + j;
-        const double d = depth_at(r.dz, x, y);
-        if (!(d >= -1.0 && d <= 1.0))
-            continue;
+        const double d = fmin(fmax(depth_at(r.dz, x, y), -1.0), 1.0);  // as covers()
         store_key(make_key((float)d, r.tri_id), r.image_offset + (long long)y * width + x, keys, prev);
     }
 }
@@ -371,7 +413,7 @@ __device__ __forceinline__ int classify(const float* __restrict__ pos, const int
         return kNothing;
     long long X[3], Y[3];
     int x0, y0, x1, y1;
-    if (!snap(c, width, height, X, Y)) {  // homogeneous test: raster_big, whatever its size
+    if (!within_depth_range(c) || !snap(c, 3, width, height, X, Y)) {  // raster_big, whatever its size
         Setup s;
         if (!setup_triangle(pos, tri, num_vertices, vbase, t, width, height, s))
             return kNothing;
@@ -381,7 +423,7 @@ __device__ __forceinline__ int classify(const float* __restrict__ pos, const int
     const long long area2 = (X[1] - X[0]) * (Y[2] - Y[0]) - (Y[1] - Y[0]) * (X[2] - X[0]);
     if (area2 == 0)
         return kNothing;  // zero area after snapping: OpenGL draws nothing
-    snapped_box(X, Y, width, height, x0, y0, x1, y1);
+    snapped_box(X, Y, 3, width, height, x0, y0, x1, y1);
     if (x0 > x1 || y0 > y1)
         return kNothing;
     const long long box = (long long)(x1 - x0 + 1) * (y1 - y0 + 1);

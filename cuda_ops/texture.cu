@@ -548,11 +548,32 @@ __device__ __forceinline__ void lod_jacobian_backward(float sx, float sy, float 
     gty = (g_b * ty + g_b * ty) + g_c * tx;
 }
 
+// The power of two that lod_2d divides uv_da by: 2^e with e = min(floor(log2 m), 126) for m the
+// largest |uv_da| component when that exceeds 2^14 (and is finite), else e = 0. Squaring the
+// Jacobian of so large a footprint would overflow float32 (and give NaN gradients); divided by
+// a power of two (exact), its lod is the divided one's plus e.
+__device__ __forceinline__ int lod_2d_exponent(const float* __restrict__ da)
+{
+    float m = 0.0f;
+    for (int i = 0; i < 4; ++i) {
+        const float a = abs_f(da[i]);
+        m = a > m ? a : m;
+    }
+    if (!(m > 16384.0f && m <= 3.40282347e38f))
+        return 0;
+    const int e = (int)((__float_as_uint(m) >> 23) & 0xffu) - 127;
+    return e < 126 ? e : 126;
+}
+
 // lod of a 2D sample from uv_da = (du/dX, du/dY, dv/dX, dv/dY); base level h x w.
 __device__ __forceinline__ float lod_2d(const float* __restrict__ da, int h, int w)
 {
     const float fw = (float)w, fh = (float)h;
-    return lod_jacobian(mul_rn(da[0], fw), mul_rn(da[1], fw), mul_rn(da[2], fh), mul_rn(da[3], fh));
+    const int e = lod_2d_exponent(da);
+    const float k = bits_to_float((unsigned)(127 - e) << 23);  // 2^-e
+    const float lod = lod_jacobian(mul_rn(mul_rn(da[0], k), fw), mul_rn(mul_rn(da[1], k), fw),
+                                   mul_rn(mul_rn(da[2], k), fh), mul_rn(mul_rn(da[3], k), fh));
+    return add_rn(lod, (float)e);
 }
 
 // Adds the gradient of lod_2d to gda[0..3] for an upstream gradient g.
@@ -560,13 +581,15 @@ __device__ __forceinline__ void lod_2d_backward(const float* __restrict__ da, in
                                                 float gda[6])
 {
     const float fw = (float)w, fh = (float)h;
+    const float k = bits_to_float((unsigned)(127 - lod_2d_exponent(da)) << 23);  // 2^-e
     float gsx, gsy, gtx, gty;
-    lod_jacobian_backward(mul_rn(da[0], fw), mul_rn(da[1], fw), mul_rn(da[2], fh),
-                          mul_rn(da[3], fh), g, gsx, gsy, gtx, gty);
-    gda[0] += gsx * fw;
-    gda[1] += gsy * fw;
-    gda[2] += gtx * fh;
-    gda[3] += gty * fh;
+    lod_jacobian_backward(mul_rn(mul_rn(da[0], k), fw), mul_rn(mul_rn(da[1], k), fw),
+                          mul_rn(mul_rn(da[2], k), fh), mul_rn(mul_rn(da[3], k), fh), g,
+                          gsx, gsy, gtx, gty);
+    gda[0] += gsx * fw * k;
+    gda[1] += gsy * fw * k;
+    gda[2] += gtx * fh * k;
+    gda[3] += gty * fh * k;
 }
 
 // Component i of face f's axis N, S or T, as a float (0 off the axis).

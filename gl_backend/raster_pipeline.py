@@ -73,6 +73,10 @@ class RasterPipeline:
         self.max_height = min(tex, int(vp[1]), fbh)
         self.program = Program(["rasterize.vert", "rasterize.geom", "rasterize.frag"])
         self.program.set_int("u_prev_depth", 0)
+        # Depth peeling's variant: depth from the reported z/w (gl_FragDepth, no early depth
+        # test), built on first use.
+        self.peel_program = None
+        self._active = self.program
         self.vao = GL.glGenVertexArrays(1)
         self.positions = _GrowingBuffer(GL.GL_SHADER_STORAGE_BUFFER)
         self.indices = _GrowingBuffer(GL.GL_ELEMENT_ARRAY_BUFFER)
@@ -128,7 +132,7 @@ class RasterPipeline:
             self._indices_source = source
 
     # -- drawing -------------------------------------------------------------------------------
-    def _begin(self, width, height, depth_index, peel) -> None:
+    def _begin(self, width, height, depth_index, peel, peeling) -> None:
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
         GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex, 0)
         if self.output_db:
@@ -148,7 +152,11 @@ class RasterPipeline:
         if self.output_db:
             GL.glClearBufferfv(GL.GL_COLOR, 1, zero)
         GL.glClearBufferfv(GL.GL_DEPTH, 0, (GL.GLfloat * 1)(1.0))
-        prog = self.program
+        if peeling and self.peel_program is None:
+            self.peel_program = Program(["rasterize.vert", "rasterize.geom", "rasterize.frag"],
+                                        defines=("DEPTH_FROM_RAST",))
+            self.peel_program.set_int("u_prev_depth", 0)
+        prog = self._active = self.peel_program if peeling else self.program
         prog.use()
         prog.set_vec2("u_size", width, height)
         prog.set_int("u_peel", 1 if peel else 0)
@@ -159,11 +167,12 @@ class RasterPipeline:
         GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, 0, self.positions.name)
 
     def draw_instances(self, num_vertices, num_triangles, first, count, width, height,
-                       depth_index=0, peel=False) -> None:
+                       depth_index=0, peel=False, peeling=False) -> None:
         """Instance mode: draw all triangles for batch items ``[first, first + count)`` into
-        layers ``[0, count)``."""
-        self._begin(width, height, depth_index, peel)
-        prog = self.program
+        layers ``[0, count)``. ``peeling``: a layer of a depth peeler (``peel``: not the first,
+        so fragments not behind the previous layer are dropped)."""
+        self._begin(width, height, depth_index, peel, peeling)
+        prog = self._active
         prog.set_int("u_num_vertices", num_vertices)
         prog.set_int("u_instance_base", first)
         prog.set_int("u_instanced", 1)
@@ -172,11 +181,12 @@ class RasterPipeline:
         if num_triangles > 0:
             GL.glDrawElementsInstanced(GL.GL_TRIANGLES, 3 * num_triangles, GL.GL_UNSIGNED_INT, None, count)
 
-    def draw_ranges(self, num_vertices, ranges, width, height, depth_index=0, peel=False) -> None:
+    def draw_ranges(self, num_vertices, ranges, width, height, depth_index=0, peel=False,
+                    peeling=False) -> None:
         """Range mode: ``ranges`` is a list of (first triangle, count); entry ``i`` draws into
-        layer ``i``."""
-        self._begin(width, height, depth_index, peel)
-        prog = self.program
+        layer ``i``. ``peel``, ``peeling``: as for :meth:`draw_instances`."""
+        self._begin(width, height, depth_index, peel, peeling)
+        prog = self._active
         prog.set_int("u_num_vertices", num_vertices)
         prog.set_int("u_instance_base", 0)
         prog.set_int("u_instanced", 0)
@@ -217,3 +227,5 @@ class RasterPipeline:
             GL.glDeleteVertexArrays(1, [self.vao])
             self.vao = 0
         self.program.release()
+        if self.peel_program is not None:
+            self.peel_program.release()

@@ -25,13 +25,17 @@ float encode_id(int n)
     return n <= 16777216 ? float(n) : intBitsToFloat(0x4a800000 + n);
 }
 
+float previous_depth()
+{
+    return texelFetch(u_prev_depth, ivec3(ivec2(gl_FragCoord.xy), g_layer), 0).r;
+}
+
 void main()
 {
-    if (u_peel != 0) {
-        float prev = texelFetch(u_prev_depth, ivec3(ivec2(gl_FragCoord.xy), g_layer), 0).r;
-        if (gl_FragCoord.z <= prev)
-            discard;
-    }
+#ifndef DEPTH_FROM_RAST
+    if (u_peel != 0 && gl_FragCoord.z <= previous_depth())
+        discard;
+#endif
     dvec2 size = dvec2(u_size);
     dvec3 q = dvec3(dvec2(gl_FragCoord.xy) * 2.0LF / size - 1.0LF, 1.0LF);
     dvec3 c0 = dvec3(g_p0.xyw), c1 = dvec3(g_p1.xyw), c2 = dvec3(g_p2.xyw);
@@ -58,6 +62,16 @@ void main()
     uvec4 exp_d = floatBitsToUint(db) & 0x7f800000u;
     if (any(equal(exp_r, uvec4(0x7f800000u))) || any(equal(exp_d, uvec4(0x7f800000u))))
         discard;
+#ifdef DEPTH_FROM_RAST
+    // Depth peeling: the depth test and the peeling compare the z/w reported in rast (mapped to
+    // [0, 1], which keeps its order), so each layer lies strictly behind the one before in what
+    // rasterize returns, even where snapping extends a nearly degenerate triangle and GL's own
+    // interpolated depth would disagree with the exact z/w.
+    float depth = clamp(rast.z * 0.5 + 0.5, 0.0, 1.0);
+    if (u_peel != 0 && depth <= previous_depth())
+        discard;
+    gl_FragDepth = depth;
+#endif
     o_rast = rast;
     o_rast_db = db;
 }

@@ -394,6 +394,24 @@ def test_special_values_2d(kernels):
                         bias if "bias" in lod else None, filter_mode=fm, boundary_mode=bm)
 
 
+def test_huge_footprints_keep_finite_gradients(kernels):
+    """uv_da so large that squaring the texel-space Jacobian would overflow float32: the lod is
+    that of uv_da scaled down by a power of two, plus its exponent; no NaN gradients."""
+    g = _gen(23)
+    tex = torch.rand(1, 16, 32, 3, generator=g)
+    uv = torch.rand(1, 4, 4, 2, generator=g)
+    scale = torch.tensor([1e3, 16384.0, 1e5, 1e12, 1e19, 1e38]).repeat(3)[:16].reshape(1, 4, 4, 1)
+    da = torch.randn(1, 4, 4, 4, generator=g).clamp(-3, 3) * scale  # finite
+    for fm in MIP_FILTERS:
+        compare(kernels, tex, uv, da, filter_mode=fm)
+        t = tex.clone().requires_grad_(True)
+        d = da.clone().to(kernels).requires_grad_(True)
+        out = dr.texture(t.to(kernels), uv.to(kernels), d, filter_mode=fm)
+        out.sum().backward()
+        assert torch.isfinite(out).all(), fm
+        assert d.grad is None or torch.isfinite(d.grad).all(), fm  # nearest level: no gradient
+
+
 def test_special_values_cube(kernels):
     nan, inf = float("nan"), float("inf")
     g = _gen(22)

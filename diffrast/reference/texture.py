@@ -180,8 +180,14 @@ def _lod_from_jacobian(sx, sy, tx, ty) -> torch.Tensor:
 
 
 def _lod_2d(uv_da: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    dudx, dudy, dvdx, dvdy = uv_da.unbind(-1)
-    return _lod_from_jacobian(dudx * w, dudy * w, dvdx * h, dvdy * h)
+    # Squaring the Jacobian of a huge footprint would overflow float32 (and give NaN gradients):
+    # where the largest |uv_da| component m exceeds 2^14 (finite), uv_da is divided by 2^e,
+    # e = min(floor(log2 m), 126) (exact), and e is added to the lod.
+    m = uv_da.abs().amax(-1)
+    e = torch.where((m > 16384.0) & (m <= torch.finfo(torch.float32).max),
+                    (torch.frexp(m).exponent - 1).clamp_max(126), torch.zeros_like(m, dtype=torch.int32))
+    dudx, dudy, dvdx, dvdy = torch.ldexp(uv_da, -e[..., None]).unbind(-1)
+    return _lod_from_jacobian(dudx * w, dudy * w, dvdx * h, dvdy * h) + e.to(uv_da.dtype)
 
 
 def _lod_cube(uv_da: torch.Tensor, face, ma, sc, tc, n: int) -> torch.Tensor:
