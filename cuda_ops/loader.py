@@ -102,7 +102,9 @@ class _Params:
     array of pointers to each of them that ``cuLaunchKernel`` reads (it copies the values at the
     call, so the buffer is reused; one per thread)."""
 
-    def __init__(self, codes: str):
+    def __init__(self, args):
+        codes = "".join(param_code(a) for a in args)
+        self.tensors = tuple(i for i, c in enumerate(codes) if c == "P" and isinstance(args[i], torch.Tensor))
         self.layout = struct.Struct("@" + codes)
         self.buffer = ctypes.create_string_buffer(max(self.layout.size, 1))
         base = ctypes.addressof(self.buffer)
@@ -111,7 +113,6 @@ class _Params:
         self.address = ctypes.addressof(self.pointers)
 
 
-_TENSOR = torch.Tensor
 _tls = threading.local()
 
 
@@ -124,9 +125,11 @@ def _params(args):
     sig = tuple(map(type, args))
     params = cache.get(sig)
     if params is None:
-        params = cache[sig] = _Params("".join(param_code(a) for a in args))
-    params.layout.pack_into(params.buffer, 0, *[a.data_ptr() if type(a) is _TENSOR else a
-                                                 for a in args])
+        params = cache[sig] = _Params(args)
+    values = list(args)
+    for i in params.tensors:
+        values[i] = args[i].data_ptr()
+    params.layout.pack_into(params.buffer, 0, *values)
     return params
 
 

@@ -131,15 +131,14 @@ def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
         for first in range(0, batch, chunk):
             count = min(chunk, batch - first)
             depth_index = layer_index % 2
-            peeling = glctx.active_peeler is not None
             if range_list is None:
                 pipe.draw_instances(num_vertices, tri.shape[0], first, count, width, height,
-                                    depth_index, peel, peeling)
+                                    depth_index, peel)
             else:
                 pipe.draw_ranges(num_vertices, range_list[first:first + count], width, height,
-                                 depth_index, peel, peeling)
+                                 depth_index, peel)
             pipe.read(rast[first:first + count],
-                      None if rast_db is None else rast_db[first:first + count])
+                      None if rast_db is None else rast_db[first:first + count], depth_index)
     return rast, rast_db
 
 

@@ -17,29 +17,21 @@ def shader_source(filename: str) -> str:
     return resources.files("diffrast.shaders").joinpath(filename).read_text()
 
 
-def _with_defines(source: str, defines) -> str:
-    if not defines:
-        return source
-    head, newline, rest = source.partition("\n")  # the #version line comes first
-    return head + newline + "".join(f"#define {d}\n" for d in defines) + rest
-
-
 class Program:
     """A linked GL program. Owns its GL name; ``release()`` deletes it (context current).
 
     Args:
         filenames: shader files of ``diffrast.shaders``, one per stage, e.g. ``["a.vert", "a.frag"]``.
-        defines: preprocessor names defined in every stage (after its ``#version`` line).
     """
 
-    def __init__(self, filenames, defines=()):
+    def __init__(self, filenames):
         shaders = []
         self.name = GL.glCreateProgram()
         try:
             for fn in filenames:
                 stage = _STAGES[fn[fn.rfind("."):]]
                 sh = GL.glCreateShader(stage)
-                GL.glShaderSource(sh, _with_defines(shader_source(fn), defines))
+                GL.glShaderSource(sh, shader_source(fn))
                 GL.glCompileShader(sh)
                 if not GL.glGetShaderiv(sh, GL.GL_COMPILE_STATUS):
                     log = GL.glGetShaderInfoLog(sh)

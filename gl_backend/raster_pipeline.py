@@ -73,16 +73,14 @@ class RasterPipeline:
         self.max_height = min(tex, int(vp[1]), fbh)
         self.program = Program(["rasterize.vert", "rasterize.geom", "rasterize.frag"])
         self.program.set_int("u_prev_depth", 0)
-        # Depth peeling's variant: depth from the reported z/w (gl_FragDepth, no early depth
-        # test), built on first use.
-        self.peel_program = None
-        self._active = self.program
+        self.program.set_int("u_prev_rast", 1)
         self.vao = GL.glGenVertexArrays(1)
         self.positions = _GrowingBuffer(GL.GL_SHADER_STORAGE_BUFFER)
         self.indices = _GrowingBuffer(GL.GL_ELEMENT_ARRAY_BUFFER)
         self.fbo = GL.glGenFramebuffers(1)
         self.size = (0, 0, 0)  # allocated width, height, layers
-        self.rast_tex = self.db_tex = 0
+        self.rast_tex = [0, 0]  # [1]: depth peeling's odd layers (the previous layer is read)
+        self.db_tex = 0
         self.depth_tex = [0, 0]
         self._registered = {}
         self._indices_source = None
@@ -92,10 +90,11 @@ class RasterPipeline:
         for reg in self._registered.values():
             reg.release()
         self._registered.clear()
-        names = [t for t in (self.rast_tex, self.db_tex, *self.depth_tex) if t]
+        names = [t for t in (*self.rast_tex, self.db_tex, *self.depth_tex) if t]
         if names:
             GL.glDeleteTextures(len(names), names)
-        self.rast_tex = self.db_tex = 0
+        self.rast_tex = [0, 0]
+        self.db_tex = 0
         self.depth_tex = [0, 0]
 
     @staticmethod
@@ -114,7 +113,7 @@ class RasterPipeline:
             return
         self._release_targets()
         w, h, n = max(width, w0), max(height, h0), max(layers, l0)
-        self.rast_tex = self._layered(GL.GL_RGBA32F, w, h, n)
+        self.rast_tex = [self._layered(GL.GL_RGBA32F, w, h, n), 0]
         if self.output_db:
             self.db_tex = self._layered(GL.GL_RGBA32F, w, h, n)
         self.depth_tex = [self._layered(GL.GL_DEPTH_COMPONENT32F, w, h, n) for _ in range(2)]
@@ -132,9 +131,12 @@ class RasterPipeline:
             self._indices_source = source
 
     # -- drawing -------------------------------------------------------------------------------
-    def _begin(self, width, height, depth_index, peel, peeling) -> None:
+    def _begin(self, width, height, depth_index, peel) -> None:
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
-        GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex, 0)
+        if not self.rast_tex[depth_index]:  # the second rast target: made for depth peeling
+            w, h, n = self.size
+            self.rast_tex[depth_index] = self._layered(GL.GL_RGBA32F, w, h, n)
+        GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex[depth_index], 0)
         if self.output_db:
             GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT1, self.db_tex, 0)
             GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
@@ -152,27 +154,26 @@ class RasterPipeline:
         if self.output_db:
             GL.glClearBufferfv(GL.GL_COLOR, 1, zero)
         GL.glClearBufferfv(GL.GL_DEPTH, 0, (GL.GLfloat * 1)(1.0))
-        if peeling and self.peel_program is None:
-            self.peel_program = Program(["rasterize.vert", "rasterize.geom", "rasterize.frag"],
-                                        defines=("DEPTH_FROM_RAST",))
-            self.peel_program.set_int("u_prev_depth", 0)
-        prog = self._active = self.peel_program if peeling else self.program
+        prog = self.program
         prog.use()
         prog.set_vec2("u_size", width, height)
         prog.set_int("u_peel", 1 if peel else 0)
         GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self.depth_tex[1 - depth_index] if peel else 0)
+        GL.glActiveTexture(GL.GL_TEXTURE1)
+        GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self.rast_tex[1 - depth_index] if peel else 0)
+        GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindVertexArray(self.vao)
         GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.indices.name)
         GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, 0, self.positions.name)
 
     def draw_instances(self, num_vertices, num_triangles, first, count, width, height,
-                       depth_index=0, peel=False, peeling=False) -> None:
+                       depth_index=0, peel=False) -> None:
         """Instance mode: draw all triangles for batch items ``[first, first + count)`` into
-        layers ``[0, count)``. ``peeling``: a layer of a depth peeler (``peel``: not the first,
-        so fragments not behind the previous layer are dropped)."""
-        self._begin(width, height, depth_index, peel, peeling)
-        prog = self._active
+        layers ``[0, count)``. Depth peeling alternates ``depth_index`` (0, 1, 0, ...) from layer
+        to layer; ``peel``: drop fragments not behind the previous layer (of the other index)."""
+        self._begin(width, height, depth_index, peel)
+        prog = self.program
         prog.set_int("u_num_vertices", num_vertices)
         prog.set_int("u_instance_base", first)
         prog.set_int("u_instanced", 1)
@@ -181,12 +182,11 @@ class RasterPipeline:
         if num_triangles > 0:
             GL.glDrawElementsInstanced(GL.GL_TRIANGLES, 3 * num_triangles, GL.GL_UNSIGNED_INT, None, count)
 
-    def draw_ranges(self, num_vertices, ranges, width, height, depth_index=0, peel=False,
-                    peeling=False) -> None:
+    def draw_ranges(self, num_vertices, ranges, width, height, depth_index=0, peel=False) -> None:
         """Range mode: ``ranges`` is a list of (first triangle, count); entry ``i`` draws into
-        layer ``i``. ``peel``, ``peeling``: as for :meth:`draw_instances`."""
-        self._begin(width, height, depth_index, peel, peeling)
-        prog = self._active
+        layer ``i``. ``depth_index``, ``peel``: as for :meth:`draw_instances`."""
+        self._begin(width, height, depth_index, peel)
+        prog = self.program
         prog.set_int("u_num_vertices", num_vertices)
         prog.set_int("u_instance_base", 0)
         prog.set_int("u_instanced", 0)
@@ -210,9 +210,10 @@ class RasterPipeline:
             GL.glGetTextureSubImage(tex, 0, 0, 0, 0, width, height, layers, GL.GL_RGBA, GL.GL_FLOAT,
                                     out.numel() * 4, ctypes.c_void_p(out.data_ptr()))
 
-    def read(self, rast: torch.Tensor, rast_db: torch.Tensor | None) -> None:
-        """Copy the first ``L`` layers into ``rast`` (and ``rast_db``), each ``[L, H, W, 4]``."""
-        self._read(self.rast_tex, rast)
+    def read(self, rast: torch.Tensor, rast_db: torch.Tensor | None, depth_index: int = 0) -> None:
+        """Copy the first ``L`` layers into ``rast`` (and ``rast_db``), each ``[L, H, W, 4]``, from
+        the targets of the last draw (its ``depth_index``)."""
+        self._read(self.rast_tex[depth_index], rast)
         if rast_db is not None:
             self._read(self.db_tex, rast_db)
 
@@ -227,5 +228,4 @@ class RasterPipeline:
             GL.glDeleteVertexArrays(1, [self.vao])
             self.vao = 0
         self.program.release()
-        if self.peel_program is not None:
-            self.peel_program.release()
+

@@ -13,8 +13,9 @@ flat in int g_tri_id_plus_one;
 flat in int g_layer;
 
 uniform vec2 u_size;              // viewport width and height in pixels
-uniform int u_peel;               // 1: drop fragments not behind the previous layer's depth
-uniform sampler2DArray u_prev_depth;
+uniform int u_peel;               // 1: drop fragments not behind the previous layer
+uniform sampler2DArray u_prev_depth;  // the previous layer's depth buffer
+uniform sampler2DArray u_prev_rast;   // and its rast output
 
 layout(location = 0) out vec4 o_rast;
 layout(location = 1) out vec4 o_rast_db;
@@ -32,10 +33,8 @@ float previous_depth()
 
 void main()
 {
-#ifndef DEPTH_FROM_RAST
     if (u_peel != 0 && gl_FragCoord.z <= previous_depth())
         discard;
-#endif
     dvec2 size = dvec2(u_size);
     dvec3 q = dvec3(dvec2(gl_FragCoord.xy) * 2.0LF / size - 1.0LF, 1.0LF);
     dvec3 c0 = dvec3(g_p0.xyw), c1 = dvec3(g_p1.xyw), c2 = dvec3(g_p2.xyw);
@@ -62,16 +61,16 @@ void main()
     uvec4 exp_d = floatBitsToUint(db) & 0x7f800000u;
     if (any(equal(exp_r, uvec4(0x7f800000u))) || any(equal(exp_d, uvec4(0x7f800000u))))
         discard;
-#ifdef DEPTH_FROM_RAST
-    // Depth peeling: the depth test and the peeling compare the z/w reported in rast (mapped to
-    // [0, 1], which keeps its order), so each layer lies strictly behind the one before in what
-    // rasterize returns, even where snapping extends a nearly degenerate triangle and GL's own
-    // interpolated depth would disagree with the exact z/w.
-    float depth = clamp(rast.z * 0.5 + 0.5, 0.0, 1.0);
-    if (u_peel != 0 && depth <= previous_depth())
-        discard;
-    gl_FragDepth = depth;
-#endif
+    // Peeling: also strictly behind the previous layer in the z/w reported in rast. GL's depth
+    // (interpolated in float from the clipped, snapped vertices) orders all but nearly
+    // degenerate triangles the same way; where snapping extends such a triangle its exact z/w
+    // is extrapolated and may disagree, and this keeps every layer behind the one before in what
+    // rasterize returns.
+    if (u_peel != 0) {
+        vec4 prev = texelFetch(u_prev_rast, ivec3(ivec2(gl_FragCoord.xy), g_layer), 0);
+        if (prev.w > 0.0 && rast.z <= prev.z)
+            discard;
+    }
     o_rast = rast;
     o_rast_db = db;
 }

@@ -132,3 +132,20 @@ def test_set_deterministic():
             dr.set_deterministic("yes")
     finally:
         dr.set_deterministic(saved)
+
+
+def test_launch_packs_arguments_in_the_kernels_c_layout():
+    """loader.launch's argument buffer: tensors (subclasses such as nn.Parameter included) as
+    their data pointers, ints as int, np.int64 as long long, floats as float, each at its C
+    alignment."""
+    import ctypes
+
+    import numpy as np
+    param = torch.nn.Parameter(torch.zeros(3))
+    plain = torch.zeros(2)
+    args = (param, 7, np.int64(-5), 2.5, True, plain)
+    p = loader._params(args)
+    assert p.layout.format == "@PiqfiP"
+    assert p.layout.unpack_from(p.buffer) == (param.data_ptr(), 7, -5, 2.5, 1, plain.data_ptr())
+    base = ctypes.addressof(p.buffer)
+    assert [p.pointers[i] - base for i in range(6)] == [0, 8, 16, 24, 28, 32]
