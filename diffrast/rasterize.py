@@ -148,6 +148,7 @@ class _Rasterize(torch.autograd.Function):
         rast, rast_db = _render(glctx, pos, tri, resolution, ranges, layer_index, peel)
         ctx.save_for_backward(pos, tri, rast)
         ctx.grad_db = grad_db and rast_db is not None
+        ctx.set_materialize_grads(False)  # an output the loss does not use costs no zero fill
         if rast_db is None:
             rast_db = rast.new_empty(*rast.shape[:3], 0)
         return rast, rast_db
@@ -155,7 +156,11 @@ class _Rasterize(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_rast, grad_rast_db):
         pos, tri, rast = ctx.saved_tensors
-        grad_db = grad_rast_db.contiguous() if ctx.grad_db else None
+        grad_db = grad_rast_db.contiguous() if ctx.grad_db and grad_rast_db is not None else None
+        if grad_rast is None:
+            if grad_db is None:
+                return (None,) * 8
+            grad_rast = torch.zeros_like(rast)
         grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast.contiguous(), grad_db)
         return grad, None, None, None, None, None, None, None
 

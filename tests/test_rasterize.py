@@ -289,6 +289,29 @@ def test_rasterize_backward_equals_reference_autograd(kind):
     assert torch.allclose(pos.grad.double(), p64.grad, rtol=1e-3, atol=1e-3)
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_backward_when_the_loss_uses_one_output(kind):
+    """A loss of rast alone or rast_db alone gives the gradient of the same loss written with a
+    zero-weighted term of the other output (the unused output's gradient is not materialized)."""
+    device = tensor_device(kind)
+    gen = torch.Generator().manual_seed(7)
+    pos0 = random_triangles(gen, 4).reshape(2, 6, 4).to(device)
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32, device=device)
+    grads = {}
+    for name in ("rast", "db", "rast+0db", "0rast+db", "id"):
+        pos = pos0.clone().requires_grad_(True)
+        rast, db = dr.rasterize(context(kind), pos, tri, (16, 16))
+        loss = {"rast": lambda: (rast[..., :2] ** 2).sum(), "db": lambda: (db ** 2).sum(),
+                "rast+0db": lambda: (rast[..., :2] ** 2).sum() + 0 * db.sum(),
+                "0rast+db": lambda: 0 * rast.sum() + (db ** 2).sum(),
+                "id": lambda: rast[..., 3].sum()}[name]()
+        loss.backward()
+        grads[name] = pos.grad
+    torch.testing.assert_close(grads["rast"], grads["rast+0db"])  # (GPU atomics: any order)
+    torch.testing.assert_close(grads["db"], grads["0rast+db"])
+    assert grads["db"].abs().sum() > 0 and not grads["id"].any()
+
+
 def test_manual_mode_and_threads():
     glctx = dr.RasterizeGLContext(mode="manual", device="cpu")
     pos = torch.tensor([[[-1, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]], dtype=torch.float32)
