@@ -9,9 +9,13 @@ import torch
 from ._checks import check_choice
 
 
-def _resolve_device(device) -> torch.device:
+def resolve_device(device, kinds=("cpu", "cuda")) -> torch.device:
+    """The ``torch.device`` a context renders on, from its ``device`` argument (a
+    ``torch.device``, a string, a CUDA ordinal or ``None``: the current CUDA device if there is
+    one and ``kinds`` allows it, else the CPU), checked against the device types in ``kinds``."""
+    what = " or ".join(k.upper() for k in kinds)
     if device is None:
-        if torch.cuda.is_available():
+        if "cuda" in kinds and torch.cuda.is_available():
             return torch.device("cuda", torch.cuda.current_device())
         return torch.device("cpu")
     if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
@@ -20,9 +24,9 @@ def _resolve_device(device) -> torch.device:
     try:
         dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
     except RuntimeError as exc:  # an unknown device string, a negative ordinal
-        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}") from exc
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be a CPU or CUDA device, got {device!r}")
+        raise ValueError(f"device must be a {what} device, got {device!r}") from exc
+    if dev.type not in kinds:
+        raise ValueError(f"device must be a {what} device, got {device!r}")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device must be 'cpu' (Mesa's software OpenGL) on a machine without "
@@ -63,7 +67,7 @@ class RasterizeGLContext:
         check_choice("mode", mode, ("automatic", "manual"))
         self.output_db = bool(output_db)
         self.mode = mode
-        self.device = _resolve_device(device)
+        self.device = resolve_device(device)
         self._lock = threading.RLock()
         self._owner = None  # thread holding the context in manual mode
         self.active_peeler = None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from .context import resolve_device
 from .cuda_ops import loader
 
 _THREADS = 256
@@ -36,30 +37,13 @@ class RasterizeCudaContext:
             raise RuntimeError("RasterizeCudaContext needs a CUDA device; use RasterizeGLContext "
                                "(Mesa's software OpenGL) on a machine without one")
         if not loader.available():
-            raise ImportError("RasterizeCudaContext needs CuPy: install diffrast[cuda13] (or [cuda12])")
-        if device is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        else:
-            if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
-                raise TypeError(f"device must be a torch.device, a string or a CUDA ordinal, "
-                                f"got {type(device).__name__}")
-            try:
-                device = (torch.device("cuda", device) if isinstance(device, int)
-                          else torch.device(device))
-            except RuntimeError as exc:  # an unknown device string, a negative ordinal
-                raise ValueError(f"device must be a CUDA device, got {device!r}") from exc
-            if device.type != "cuda":
-                raise ValueError(f"device must be a CUDA device, got {device}")
-            if device.index is None:
-                device = torch.device("cuda", torch.cuda.current_device())
-            elif device.index >= torch.cuda.device_count():
-                raise ValueError(f"device must be one of the {torch.cuda.device_count()} CUDA "
-                                 f"devices, got {device}")
-        self.device = device
+            raise ImportError("RasterizeCudaContext needs CuPy and cuda-bindings: install diffrast[cuda13] "
+                              "(or [cuda12])")
+        self.device = resolve_device(device, kinds=("cuda",))
         self.output_db = bool(output_db)
         self.active_peeler = None
-        self._dummy = torch.zeros(1, dtype=torch.int64, device=device)  # unused range arguments
-        props = torch.cuda.get_device_properties(device)
+        self._dummy = torch.zeros(1, dtype=torch.int64, device=self.device)  # unused range arguments
+        props = torch.cuda.get_device_properties(self.device)
         self._persistent_blocks = props.multi_processor_count * 8
         # Fewer work items than this would leave most of the GPU idle with a thread per item.
         self._few_items = props.multi_processor_count * 256

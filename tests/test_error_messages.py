@@ -189,9 +189,10 @@ def test_cuda_device_without_cuda():
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("device,exc,match", [
-    ("cpu", ValueError, "device must be a CUDA device, got cpu"),
+    ("cpu", ValueError, "device must be a CUDA device, got 'cpu'"),
     ("foo", ValueError, "device must be a CUDA device, got 'foo'"),
-    ("cuda:99", ValueError, r"device must be one of the \d+ CUDA devices, got cuda:99"),
+    ("cuda:99", ValueError, r"device must be one of the \d+ CUDA devices, got 'cuda:99'"),
+    (torch.device("cpu"), ValueError, r"device must be a CUDA device, got device\(type='cpu'\)"),
     (2.0, TypeError, "device must be a torch.device, a string or a CUDA ordinal, got float"),
 ])
 def test_cuda_context_device_errors(device, exc, match):
