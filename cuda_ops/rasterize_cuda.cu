@@ -400,14 +400,42 @@ __device__ __forceinline__ void raster_box(const BoxRaster& r, int first, int st
     }
 }
 
+// Work item w -> (image b, global triangle t, first vertex of the image's vertex set).
+__device__ __forceinline__ void work_item(long long w, int num_triangles, int num_vertices,
+                                          int instanced, const long long* __restrict__ range_offsets,
+                                          const int* __restrict__ range_starts, int num_images,
+                                          int& b, int& t, long long& vbase)
+{
+    if (instanced) {
+        b = (int)(w / num_triangles);
+        t = (int)(w - (long long)b * num_triangles);
+        vbase = (long long)b * num_vertices;
+    } else {
+        int lo = 0, hi = num_images - 1;  // last image whose offset <= w
+        while (lo < hi) {
+            const int mid = (lo + hi + 1) >> 1;
+            if (range_offsets[mid] <= w) lo = mid; else hi = mid - 1;
+        }
+        b = lo;
+        t = range_starts[b] + (int)(w - range_offsets[b]);
+        vbase = 0;
+    }
+}
+
 enum { kNothing = 0, kByThread = 1, kByWarp = 2, kBig = 3 };
 
-// Sorts triangle t of image b: nothing to draw, a box for its thread or its warp (r filled), or
-// a big triangle for raster_big (tiles: its number of 16 x 16 tiles).
-__device__ __forceinline__ int classify(const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices,
-                        long long vbase, int t, int b, int width, int height, int big_area,
-                        BoxRaster& r, long long& tiles)
+// Sorts work item w (triangle t of image b): nothing to draw, a box for its thread or its warp
+// (r filled), or a big triangle for raster_big (tiles: its number of 16 x 16 tiles).
+__device__ __forceinline__ int classify(const float* __restrict__ pos, const int* __restrict__ tri,
+                                        int num_vertices, int num_triangles, int instanced,
+                                        const long long* __restrict__ range_offsets,
+                                        const int* __restrict__ range_starts, int num_images,
+                                        long long w, int width, int height, int big_area,
+                                        BoxRaster& r, long long& tiles)
 {
+    int b, t;
+    long long vbase;
+    work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
     float4 c[3];
     if (!load_triangle(pos, tri, num_vertices, vbase, t, c))
         return kNothing;
@@ -453,28 +481,6 @@ __device__ __forceinline__ int classify(const float* __restrict__ pos, const int
     return box <= kThreadArea ? kByThread : kByWarp;
 }
 
-// Work item w -> (image b, global triangle t, first vertex of the image's vertex set).
-__device__ __forceinline__ void work_item(long long w, int num_triangles, int num_vertices,
-                                          int instanced, const long long* __restrict__ range_offsets,
-                                          const int* __restrict__ range_starts, int num_images,
-                                          int& b, int& t, long long& vbase)
-{
-    if (instanced) {
-        b = (int)(w / num_triangles);
-        t = (int)(w - (long long)b * num_triangles);
-        vbase = (long long)b * num_vertices;
-    } else {
-        int lo = 0, hi = num_images - 1;  // last image whose offset <= w
-        while (lo < hi) {
-            const int mid = (lo + hi + 1) >> 1;
-            if (range_offsets[mid] <= w) lo = mid; else hi = mid - 1;
-        }
-        b = lo;
-        t = range_starts[b] + (int)(w - range_offsets[b]);
-        vbase = 0;
-    }
-}
-
 // Appends work item w, a big triangle of `tiles` tiles, to the list: one 64-bit counter,
 // *big_state = (count << tile_bits) + tiles so far, so the list is in order of first tile.
 __device__ __forceinline__ void push_big(long long w, long long tiles, int tile_bits,
@@ -507,10 +513,9 @@ extern "C" __global__ void __launch_bounds__(kSetupThreads) setup_and_raster_sma
     int kind = kNothing;
     if (local < num_items) {
         const long long w = item_offset + local;
-        int b, t;
-        long long vbase, tiles = 0;
-        work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
-        kind = classify(pos, tri, num_vertices, vbase, t, b, width, height, big_area, r, tiles);
+        long long tiles = 0;
+        kind = classify(pos, tri, num_vertices, num_triangles, instanced, range_offsets, range_starts,
+                        num_images, w, width, height, big_area, r, tiles);
         if (kind == kBig)
             push_big(w, tiles, tile_bits, big_items, big_start, big_state);
         else if (kind == kByThread) {
@@ -549,11 +554,10 @@ extern "C" __global__ void setup_and_raster_by_warp(
     if (local >= num_items)
         return;
     const long long w = item_offset + local;
-    int b, t;
-    long long vbase, tiles = 0;
-    work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
+    long long tiles = 0;
     BoxRaster r;
-    const int kind = classify(pos, tri, num_vertices, vbase, t, b, width, height, big_area, r, tiles);
+    const int kind = classify(pos, tri, num_vertices, num_triangles, instanced, range_offsets, range_starts,
+                              num_images, w, width, height, big_area, r, tiles);
     if (kind == kBig) {
         if (lane == 0)
             push_big(w, tiles, tile_bits, big_items, big_start, big_state);
