@@ -149,6 +149,17 @@ def _check_mip(mip, tex: torch.Tensor, cube: bool) -> list:
 # Public API
 
 
+
+def _check_cube_layout(tex: torch.Tensor, cube: bool, switch: str, hint: str, got: str) -> None:
+    """A 5-D ``tex`` (a cube map) only with the cube ``switch`` on, and the switch only with one.
+    ``hint`` says what a cube map needs, ``got`` what the switch was."""
+    if tex.ndim == 5 and not cube:
+        raise ValueError(f"tex has shape {tuple(tex.shape)}, a cube map; {hint}, got {got}")
+    if cube and tex.ndim != 5:
+        raise ValueError(f"{switch} needs a cube map tex of shape [minibatch_size, 6, height, "
+                         f"width, channels], got shape {tuple(tex.shape)}")
+
+
 def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="auto",
             boundary_mode="wrap", max_mip_level=None):
     """Perform texture sampling.
@@ -217,12 +228,8 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     if not isinstance(tex, torch.Tensor):
         raise TypeError(f"tex must be a torch.Tensor, got {type(tex).__name__}")
     cube = boundary_mode == "cube"
-    if tex.ndim == 5 and not cube:
-        raise ValueError(f"tex has shape {tuple(tex.shape)}, a cube map; sampling a cube map "
-                         f"needs boundary_mode='cube', got boundary_mode={boundary_mode!r}")
-    if cube and tex.ndim != 5:
-        raise ValueError(f"boundary_mode='cube' needs a cube map tex of shape [minibatch_size, 6, "
-                         f"height, width, channels], got shape {tuple(tex.shape)}")
+    _check_cube_layout(tex, cube, "boundary_mode='cube'", "sampling a cube map needs "
+                       "boundary_mode='cube'", f"boundary_mode={boundary_mode!r}")
     tex = _check_texture("tex", tex, cube)
     uv = _checks.check_float("uv", uv, ndims=4, last_dim=3 if cube else 2)
     batch = uv.shape[0]
@@ -308,12 +315,8 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
         raise TypeError(f"cube_mode must be a bool, got {type(cube_mode).__name__}")
     max_mip_level = _check_max_mip_level(max_mip_level)
     if isinstance(tex, torch.Tensor):
-        if tex.ndim == 5 and not cube_mode:
-            raise ValueError(f"tex has shape {tuple(tex.shape)}, a cube map; "
-                             f"pass cube_mode=True to build its mipmap stack, got cube_mode=False")
-        if cube_mode and tex.ndim != 5:
-            raise ValueError(f"cube_mode=True needs a cube map tex of shape [minibatch_size, 6, "
-                             f"height, width, channels], got shape {tuple(tex.shape)}")
+        _check_cube_layout(tex, cube_mode, "cube_mode=True", "pass cube_mode=True to build its "
+                           "mipmap stack", "cube_mode=False")
     tex = _check_texture("tex", tex, cube_mode)
     _checks.check_device("tex", tex)
     levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
