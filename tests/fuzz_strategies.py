@@ -615,7 +615,7 @@ def prop_rasterize(env: Env, case: MeshCase):
     _check_rast_values(pos, tri, rast, rast_db if case.output_db else None)
     if env.is_cuda:
         want, want_db, _, _ = run_rasterize(env, case, device="cpu")
-        compare_rasts(rast, rast_db, want, want_db)
+        compare_rasts(rast, rast_db, want, want_db, geometry=(pos, tri))
     if env.compare:
         # The backward kernel against the reference on the same rast, at the well-conditioned
         # pixels (pixel centre inside or near the triangle): elsewhere float32 rounds arbitrarily
@@ -656,14 +656,54 @@ def assert_grad_close(name, got, ref64, ref32, tol=1e-3):
     assert bool(ok.all()), f"{name}: differs from the reference by up to {float(err.max()):.3g} (scale {scale:.3g})"
 
 
-def compare_rasts(rast, rast_db, want, want_db):
+def _exact_cover(pos, tri, b, t, x, y, height, width):
+    """Float64: whether triangle t of image b covers the centre of pixel (x, y) -- 'in' (clearly:
+    inside, in front of the eye, within the depth range), 'out' (clearly not) or 'edge' -- and
+    its z/w there."""
+    p = (pos[b] if pos.ndim == 3 else pos).double()[tri[t].long()]  # [3, 4]
+    cols = torch.stack([p[:, 0], p[:, 1], p[:, 3]])  # columns: (x, y, w) of each vertex
+    q = torch.tensor([(x + 0.5) * 2 / width - 1, (y + 0.5) * 2 / height - 1, 1.0], dtype=torch.float64)
+    e = torch.stack([torch.linalg.cross(cols[:, (i + 1) % 3], cols[:, (i + 2) % 3]) @ q for i in range(3)])
+    s = e.sum()
+    if not bool(s != 0):
+        return "edge", 0.0
+    bary, depth_t = e / s, torch.linalg.det(cols) / s
+    zw = float((bary * p[:, 2]).sum() / (bary * p[:, 3]).sum())
+    if bool((bary < -1e-6).any()) or not bool(depth_t > 0) or abs(zw) > 1 + 1e-7:
+        return "out", zw
+    if bool((bary >= 1e-6).all()) and abs(zw) <= 1 - 1e-7:
+        return "in", zw
+    return "edge", zw
+
+
+def _provably_right(geometry, b, y, x, ours, other, height, width) -> bool:
+    """Whether float64 arithmetic shows that a pixel where two renders disagree must show triangle
+    ``ours`` (-1: nothing) rather than ``other``: ours covers it clearly and is nearer (by more
+    than rounding) or other clearly does not cover it. Such a pixel is the other render's error
+    (e.g. a GL driver's float depth for triangles clipped near w = 0)."""
+    pos, tri = geometry
+    a = _exact_cover(pos, tri, b, ours, x, y, height, width) if ours >= 0 else ("out", 0.0)
+    o = _exact_cover(pos, tri, b, other, x, y, height, width) if other >= 0 else ("out", 0.0)
+    if ours < 0:
+        return o[0] == "out"
+    return a[0] == "in" and (o[0] == "out" or a[1] < o[1] - 1e-9)
+
+
+def compare_rasts(rast, rast_db, want, want_db, geometry=None):
     """Two renders of the same input: triangle ids equal on >= RAST_AGREEMENT of each image's
-    pixels (at least RAST_MIN_FLIPS may differ), values close where the ids agree."""
+    pixels (at least RAST_MIN_FLIPS may differ), values close where the ids agree. With
+    ``geometry`` = ``(pos, tri)`` of a single-layer render, a pixel where float64 arithmetic shows
+    ``rast`` right (:func:`_provably_right`) does not count against the budget."""
     assert rast.shape == want.shape and rast_db.shape == want_db.shape
     ids, wids = (triangle_id.decode(r[..., 3].contiguous()) for r in (rast, want))
+    height, width = rast.shape[1:3]
     for b in range(rast.shape[0]):
         differ = int((ids[b] != wids[b]).sum())
         budget = _flip_budget(ids[b].numel())
+        if geometry is not None and budget < differ <= 10 * budget:
+            differ -= sum(_provably_right(geometry, b, y, x, int(ids[b, y, x]) - 1,
+                                          int(wids[b, y, x]) - 1, height, width)
+                          for y, x in (ids[b] != wids[b]).nonzero().tolist())
         assert differ <= budget, f"image {b}: {differ} of {ids[b].numel()} pixels show another triangle (allowed {budget})"
     same = (ids == wids) & (wids > 0)
     if bool(same.any()):

@@ -314,3 +314,21 @@ def test_depth_peeling_of_coplanar_duplicates_matches_gl(cuda_env):
     got = peel(cuda_env.context(), "cuda")
     for k, ((r, d), (wr, wd)) in enumerate(zip(got, want)):
         assert torch.equal(r[..., 3].cpu(), wr[..., 3]), f"layer {k}: other triangles than GL's"
+
+
+def test_exact_arbiter_of_rasterizer_disagreements():
+    """The GPU fuzz's example where RasterizeCudaContext and NVIDIA's OpenGL disagreed on 3
+    pixels of a 46x46 image (triangles clipped near w = 0): float64 arithmetic shows the CUDA
+    rasterizer right on each (twice the nearer surface by ~2e-5 in z/w, once a triangle GL drew a
+    hair beyond the near plane), so they do not count against the flip budget; the reverse
+    choices are not provably right."""
+    case = fs.MeshCase(batch=3, num_triangles=200, topology="indexed",
+                       kinds=("normal", "w_zero", "normal", "w_zero", "inf", "behind", "normal",
+                              "normal", "behind", "normal", "far", "behind", "behind", "behind"),
+                       resolution=(46, 46), range_mode=False, extra_vertices=0, output_db=True,
+                       grad_db=False, seed=37929)
+    pos, tri, _ = case.build()
+    for (y, x), cuda, gl in (((21, 31), 139, 103), ((25, 1), 103, 139), ((45, 45), 62, 146)):
+        assert fs._provably_right((pos, tri), 1, y, x, cuda, gl, 46, 46)
+        assert not fs._provably_right((pos, tri), 1, y, x, gl, cuda, 46, 46)
+    assert not fs._provably_right((pos, tri), 1, 21, 31, -1, 139, 46, 46)  # 139 does cover it
