@@ -71,7 +71,7 @@ class Env:
     ``device``: 'cpu' (the CPU path: Mesa and the PyTorch reference), 'cuda' (CUDA tensors: the
     kernels, every result compared with the CPU path on the same inputs) or 'emulated' (CPU
     tensors, but interpolate, texture, antialias and the rasterize backward run their CUDA
-    kernels through the CPU emulators of tests/kernel_emulator.py and tests/cuda_emulation.py,
+    kernels through the CPU emulator of tests/kernel_emulator.py,
     and are compared with the reference like on CUDA; needs a C++ compiler; slow).
 
     ``raster_kind``: 'gl' (:class:`diffrast.RasterizeGLContext` on the device) or 'cudarast'
@@ -105,7 +105,6 @@ class Env:
     # -- emulation ---------------------------------------------------------------------------
     def _emulate(self):
         import importlib
-        import cuda_emulation
         import kernel_emulator
         from diffrast import cuda_backend, cuda_backend_antialias, cuda_backend_texture
         from diffrast.cuda_ops import loader
@@ -115,13 +114,9 @@ class Env:
         mods = {name: importlib.import_module(f"diffrast.{name}")
                 for name in ("interpolate", "texture", "antialias", "rasterize")}
 
-        def launch(module, kernel, *args, **kw):
-            emu = cuda_emulation if module == "antialias" else kernel_emulator
-            return emu.launch(module, kernel, *args, **kw)
-
         f32 = torch.float32
         self._patches = [
-            (loader, "launch", launch),
+            (loader, "launch", kernel_emulator.launch),
             (mods["interpolate"], "_backend_for", lambda device, dtype: cuda_backend.interpolate
              if dtype == f32 else ref_interpolate.interpolate),
             (mods["texture"], "_backend_for", lambda device, dtype: cuda_backend_texture.Backend

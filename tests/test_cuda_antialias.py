@@ -2,8 +2,8 @@
 topology construction against the reference.
 
 Tests that take the ``kernels`` fixture run twice: on a GPU (``cuda``, marked ``gpu``) and on the
-CPU (``emulated``: the kernels compiled as C++ and run thread by thread, tests/cuda_emulation.py;
-skipped without a C++ compiler), so that the kernels' logic is checked in CI too. Tests marked
+CPU (``emulated``: the kernels compiled as C++ and run by the lockstep warp emulator,
+tests/kernel_emulator.py; skipped without a C++ compiler), so that the kernels' logic is checked in CI too. Tests marked
 ``gpu`` alone need the real device (OpenGL rasterization on the GPU, streams, run-to-run
 determinism, sizes too large for the emulation).
 
@@ -25,7 +25,7 @@ from diffrast.cuda_ops import loader
 from diffrast.reference import antialias as ref
 
 import antialias_scenes as scenes
-import cuda_emulation
+import kernel_emulator
 
 aa_module = importlib.import_module("diffrast.antialias")
 
@@ -33,15 +33,12 @@ aa_module = importlib.import_module("diffrast.antialias")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which ``dr.antialias`` runs the CUDA kernels for float32 tensors."""
+    device = kernel_emulator.kernel_device(request.param, monkeypatch)
     if request.param == "emulated":
-        if cuda_emulation.compiler() is None:
-            pytest.skip("no C++ compiler for the kernel emulation")
-        monkeypatch.setattr(loader, "launch", cuda_emulation.launch)
         monkeypatch.setattr(aa_module, "_backend_for",
                             lambda device: (cb.construct_topology, cb.antialias))
-        return torch.device("cpu")
-    assert aa_module._backend_for(torch.device("cuda")) == (cb.construct_topology, cb.antialias)
-    return torch.device("cuda")
+    assert aa_module._backend_for(device) == (cb.construct_topology, cb.antialias)
+    return device
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@
 // during a launch as on the GPU build (-ftz=true; see launch.cpp).
 #pragma once
 
+#include <cmath>
 #include <cstring>
 
 #define __global__
@@ -28,12 +29,16 @@ extern EmuDim3 blockIdx;
 extern EmuDim3 blockDim;
 extern EmuDim3 gridDim;
 
+struct float2 {
+    float x, y;
+};
 struct float3 {
     float x, y, z;
 };
 struct alignas(16) float4 {
     float x, y, z, w;
 };
+inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float3 make_float3(float x, float y, float z) { return float3{x, y, z}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
@@ -49,7 +54,23 @@ inline float __uint_as_float(unsigned u)
     std::memcpy(&f, &u, sizeof f);
     return f;
 }
+inline int __float_as_int(float f)
+{
+    int i;
+    std::memcpy(&i, &f, sizeof i);
+    return i;
+}
+inline float __int_as_float(int i)
+{
+    float f;
+    std::memcpy(&f, &i, sizeof f);
+    return f;
+}
 inline float __fmul_rn(float a, float b) { return a * b; }
+inline float __fdiv_rn(float a, float b) { return a / b; }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+using std::fabs; using std::isfinite; using std::isnan;
+inline float fabsf(float x) { return std::fabs(x); }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
