@@ -654,17 +654,17 @@ def assert_grad_close(name, got, ref64, ref32, tol=1e-3):
 def _exact_cover(pos, tri, b, t, x, y, height, width):
     """Float64: whether triangle t of image b covers the centre of pixel (x, y) -- 'in' (clearly:
     inside, in front of the eye, within the depth range), 'out' (clearly not) or 'edge' -- and
-    its z/w there."""
+    its z/w there (the reference's barycentric formulas)."""
     p = (pos[b] if pos.ndim == 3 else pos).double()[tri[t].long()]  # [3, 4]
-    cols = torch.stack([p[:, 0], p[:, 1], p[:, 3]])  # columns: (x, y, w) of each vertex
-    q = torch.tensor([(x + 0.5) * 2 / width - 1, (y + 0.5) * 2 / height - 1, 1.0], dtype=torch.float64)
-    e = torch.stack([torch.linalg.cross(cols[:, (i + 1) % 3], cols[:, (i + 2) % 3]) @ q for i in range(3)])
-    s = e.sum()
-    if not bool(s != 0):
+    uv, _ = _ref_rasterize._formulas(p[None][..., [0, 1, 3]], torch.tensor([x]), torch.tensor([y]),
+                                     height, width)
+    u, v = uv[0]
+    bary = torch.stack([u, v, 1 - u - v])
+    if not bool(torch.isfinite(bary).all()):
         return "edge", 0.0
-    bary, depth_t = e / s, torch.linalg.det(cols) / s
-    zw = float((bary * p[:, 2]).sum() / (bary * p[:, 3]).sum())
-    if bool((bary < -1e-6).any()) or not bool(depth_t > 0) or abs(zw) > 1 + 1e-7:
+    w = (bary * p[:, 3]).sum()  # the w of the triangle's point on the pixel's ray: > 0 in front
+    zw = float((bary * p[:, 2]).sum() / w)
+    if bool((bary < -1e-6).any()) or not bool(w > 0) or abs(zw) > 1 + 1e-7:
         return "out", zw
     if bool((bary >= 1e-6).all()) and abs(zw) <= 1 - 1e-7:
         return "in", zw
