@@ -80,7 +80,7 @@ _PARAM_CODES = {torch.Tensor: "P", int: "i", bool: "i", float: "f", np.int32: "i
                 np.int64: "q", np.uint64: "Q", np.float32: "f", np.bool_: "i"}
 
 
-def param_code(a) -> str:
+def _param_code(a) -> str:
     """The ``struct`` format code of kernel argument ``a``: a tensor passes its data pointer
     (``P``), a Python int or bool an ``int`` (``i``), a float a ``float`` (``f``), a numpy scalar
     its own type (``np.int64(n)`` for a ``long long``)."""
@@ -92,19 +92,14 @@ def param_code(a) -> str:
     return code
 
 
-def param_value(a):
-    """The value :func:`launch` packs for argument ``a`` (a tensor's data pointer)."""
-    return a.data_ptr() if isinstance(a, torch.Tensor) else a
-
-
 class _Params:
     """A kernel's argument buffer for one signature: the packed values in one C buffer and the
     array of pointers to each of them that ``cuLaunchKernel`` reads (it copies the values at the
     call, so the buffer is reused; one per thread)."""
 
     def __init__(self, args):
-        codes = "".join(param_code(a) for a in args)
-        self.tensors = tuple(i for i, c in enumerate(codes) if c == "P" and isinstance(args[i], torch.Tensor))
+        codes = "".join(_param_code(a) for a in args)
+        self.tensors = tuple(i for i, c in enumerate(codes) if c == "P")
         self.layout = struct.Struct("@" + codes)
         self.buffer = ctypes.create_string_buffer(max(self.layout.size, 1))
         base = ctypes.addressof(self.buffer)
@@ -116,8 +111,9 @@ class _Params:
 _tls = threading.local()
 
 
-def _params(args):
-    """The per-thread argument buffer for the types of ``args``, filled with their values."""
+def pack_arguments(args) -> _Params:
+    """The per-thread argument buffer for the types of ``args``, filled with their values:
+    ``.pointers`` (at ``.address``) is the ``void**`` array a kernel launch takes."""
     try:
         cache = _tls.params
     except AttributeError:
@@ -177,7 +173,7 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
         _keep_alive.append(function)
         fn = _functions[key] = function.ptr
     cu_launch, success, invalid_context, runtime = _driver()
-    params = _params(args)
+    params = pack_arguments(args)
     stream = raw_stream(index)
     if runtime.getDevice() == index:
         result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]

@@ -76,15 +76,6 @@ def build(module: str):
     return lib
 
 
-_CTYPES = {"P": ctypes.c_uint64, "i": ctypes.c_int32, "q": ctypes.c_int64, "Q": ctypes.c_uint64,
-           "f": ctypes.c_float}
-
-
-def _value(a):
-    """``a`` as the C value the real launcher packs (same conversion rules)."""
-    return _CTYPES[loader.param_code(a)](loader.param_value(a))
-
-
 def launch(module, kernel, grid, block, args, device, shared_mem=0):
     """Drop-in for :func:`loader.launch` running the kernel on the CPU (1-D launches only).
     Tensors pass their data pointers, whatever their strides (a kernel given explicit strides,
@@ -97,9 +88,7 @@ def launch(module, kernel, grid, block, args, device, shared_mem=0):
     for a in args:
         if isinstance(a, torch.Tensor):
             assert a.device.type == "cpu", "the kernel emulator needs CPU tensors"
-    values = [_value(a) for a in args]
-    argv = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p)
-                                             for v in values])
+    argv = loader.pack_arguments(args).pointers  # the real launcher's packing
     rc = build(module).emu_launch(kernel.encode(), grid[0], block[0], argv)
     if rc == 1:
         raise RuntimeError(f"kernel {kernel} not found in cuda_ops/{module}.cu")

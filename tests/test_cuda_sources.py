@@ -144,7 +144,7 @@ def test_launch_packs_arguments_in_the_kernels_c_layout():
     param = torch.nn.Parameter(torch.zeros(3))
     plain = torch.zeros(2)
     args = (param, 7, np.int64(-5), 2.5, True, plain)
-    p = loader._params(args)
+    p = loader.pack_arguments(args)
     assert p.layout.format == "@PiqfiP"
     assert p.layout.unpack_from(p.buffer) == (param.data_ptr(), 7, -5, 2.5, 1, plain.data_ptr())
     base = ctypes.addressof(p.buffer)
