@@ -42,30 +42,19 @@ inline float2 make_float2(float x, float y) { return float2{x, y}; }
 inline float3 make_float3(float x, float y, float z) { return float3{x, y, z}; }
 inline float4 make_float4(float x, float y, float z, float w) { return float4{x, y, z, w}; }
 
-inline unsigned __float_as_uint(float f)
+// Bit casts between same-sized types (CUDA's __float_as_uint and friends).
+template <class To, class From>
+inline To emu_bit_cast(From from)
 {
-    unsigned u;
-    std::memcpy(&u, &f, sizeof u);
-    return u;
+    static_assert(sizeof(To) == sizeof(From), "bit casts keep the size");
+    To to;
+    std::memcpy(&to, &from, sizeof to);
+    return to;
 }
-inline float __uint_as_float(unsigned u)
-{
-    float f;
-    std::memcpy(&f, &u, sizeof f);
-    return f;
-}
-inline int __float_as_int(float f)
-{
-    int i;
-    std::memcpy(&i, &f, sizeof i);
-    return i;
-}
-inline float __int_as_float(int i)
-{
-    float f;
-    std::memcpy(&f, &i, sizeof f);
-    return f;
-}
+inline unsigned __float_as_uint(float f) { return emu_bit_cast<unsigned>(f); }
+inline float __uint_as_float(unsigned u) { return emu_bit_cast<float>(u); }
+inline int __float_as_int(float f) { return emu_bit_cast<int>(f); }
+inline float __int_as_float(int i) { return emu_bit_cast<float>(i); }
 inline float __fmul_rn(float a, float b) { return a * b; }
 inline float __fdiv_rn(float a, float b) { return a / b; }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
