@@ -10,6 +10,7 @@ import argparse
 import cProfile
 import io
 import pstats
+import statistics
 import time
 
 import torch
@@ -34,14 +35,16 @@ class _StandIn(torch.autograd.Function):
 
 
 def host_time_ms(fn, calls):
-    """Milliseconds of host time per call of ``fn`` when the GPU keeps up (no sync inside)."""
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
+    """Median milliseconds of host time to issue one call of ``fn``, the GPU idle at its start:
+    back-to-back calls would fill the launch queue and then measure the GPU instead."""
+    times = []
     for _ in range(calls):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
         fn()
-    host = (time.perf_counter() - t0) / calls * 1e3
+        times.append((time.perf_counter() - t0) * 1e3)
     torch.cuda.synchronize()
-    return host
+    return statistics.median(times)
 
 
 def kernel_table(fn, calls):
