@@ -111,26 +111,48 @@ __device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, fl
         grad[0] = grad[1] = grad[2] = f3(0.0f, 0.0f, 0.0f);  // the pixel contributes nothing
 }
 
+// A loss gradient with respect to a [B, H, W, 4] output, with the strides (in elements) that
+// autograd hands over: a sum's gradient is one value expanded (all strides 0), a slice's is
+// dense. Read in place, never copied; dense ones (contiguous, 16-byte aligned) as float4.
+struct GradImage {
+    const float* __restrict__ base;
+    long long sb, sy, sx, sc;
+    int dense;
+};
+
+__device__ __forceinline__ float4 grad_at(const GradImage& g, long long p, int b, int y, int x)
+{
+    if (g.dense)
+        return load4(g.base, p);
+    const float* q = g.base + b * g.sb + y * g.sy + x * g.sx;
+    return make_float4(q[0], q[g.sc], q[2 * g.sc], q[3 * g.sc]);
+}
+
 // The corner gradients of pixel p (already known to be covered by pt).
 __device__ __forceinline__ void pixel_grad(
-    long long p, const PixelTriangle& pt, const float* __restrict__ pos,
-    const float* __restrict__ grad_rast, const float* __restrict__ grad_db, int width, int height,
-    int has_db, float sx, float sy, float3 grad[3])
+    long long p, const PixelTriangle& pt, const float* __restrict__ pos, const GradImage& grad_rast,
+    const GradImage& grad_db, int width, int height, int has_db, float sx, float sy, float3 grad[3])
 {
     const long long per_image = (long long)width * height;
-    const long long in_image = p % per_image;
+    const int b = (int)(p / per_image);
+    const long long in_image = p - b * per_image;
     const int y = (int)(in_image / width), x = (int)(in_image - (long long)y * width);
     float3 c[3];
     for (int k = 0; k < 3; ++k) {
         const float4 pk = load4(pos, pt.row[k]);
         c[k] = f3(pk.x, pk.y, pk.w);
     }
-    const float4 gr = load4(grad_rast, p);
-    const float4 gdb = has_db ? load4(grad_db, p) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 gr = grad_at(grad_rast, p, b, y, x);
+    const float4 gdb = has_db ? grad_at(grad_db, p, b, y, x) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     barycentric_grad(c, ndc(x, sx), ndc(y, sy), sx, sy, gr.x, gr.y, gdb, grad);
 }
 
 }  // namespace
+
+// A GradImage as kernel parameters (pointer, four strides, dense flag) and back.
+#define GRAD_IMAGE_PARAMS(g) const float* __restrict__ g, long long g##_sb, long long g##_sy, \
+    long long g##_sx, long long g##_sc, int g##_dense
+#define GRAD_IMAGE(g) GradImage{g, g##_sb, g##_sy, g##_sx, g##_sc, g##_dense}
 
 // One thread per pixel. Fast mode: adds each covered pixel's corner gradients into grad_pos
 // (zeroed by the caller, viewed as [rows, 4]) with warp-aggregated atomics. Deterministic mode:
@@ -138,7 +160,7 @@ __device__ __forceinline__ void pixel_grad(
 // empty pixels) for rasterize_grad_reduce.
 extern "C" __global__ void rasterize_grad(
     const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
-    const float* __restrict__ grad_rast, const float* __restrict__ grad_db,
+    GRAD_IMAGE_PARAMS(grad_rast), GRAD_IMAGE_PARAMS(grad_db),
     float* __restrict__ grad_pos, int* __restrict__ entry_rows,
     int num_pixels, int width, int height, int num_vertices, int num_triangles,
     int instance_mode, int has_db, int deterministic, float sx, float sy)
@@ -168,7 +190,8 @@ extern "C" __global__ void rasterize_grad(
     for (int c = 0; c < 3; ++c)
         grad[c] = f3(0.0f, 0.0f, 0.0f);
     if (covered)
-        pixel_grad(p, pt, pos, grad_rast, grad_db, width, height, has_db, sx, sy, grad);
+        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db, sx, sy,
+                   grad);
 
     const long long key = covered
         ? (instance_mode ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
@@ -189,7 +212,7 @@ extern "C" __global__ void rasterize_grad(
 // fully written (z = 0, rows without entries 0).
 extern "C" __global__ void rasterize_grad_reduce(
     const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
-    const float* __restrict__ grad_rast, const float* __restrict__ grad_db,
+    GRAD_IMAGE_PARAMS(grad_rast), GRAD_IMAGE_PARAMS(grad_db),
     const long long* __restrict__ order, const long long* __restrict__ row_start,
     float* __restrict__ grad_pos, int num_rows, int width, int height, int num_vertices,
     int num_triangles, int instance_mode, int has_db, float sx, float sy)
@@ -209,7 +232,8 @@ extern "C" __global__ void rasterize_grad_reduce(
                             num_vertices, instance_mode, pt))
             continue;  // cannot happen: entries exist only for covered pixels
         float3 grad[3];
-        pixel_grad(p, pt, pos, grad_rast, grad_db, width, height, has_db, sx, sy, grad);
+        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db, sx, sy,
+                   grad);
         const float3 gc = corner == 0 ? grad[0] : corner == 1 ? grad[1] : grad[2];
         gx += gc.x;
         gy += gc.y;

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -227,6 +228,17 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 # ==============================================================================================
 # rasterize backward (cuda_ops/rasterize.cu).
 
+def _grad_image(g):
+    """A ``[B, H, W, 4]`` loss gradient as the kernels' ``GradImage`` parameters (pointer, strides
+    in elements, dense flag): read in place whatever its strides, so the expanded gradient of a
+    ``sum()`` (all strides 0) costs no copy."""
+    dense = g.is_contiguous() and g.data_ptr() % 16 == 0
+    return (g,) + tuple(np.int64(s) for s in g.stride()) + (int(dense),)
+
+
+_UNREAD_STRIDES = (np.int64(0),) * 4 + (1,)  # a GradImage the kernel does not read
+
+
 def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     """Gradient of ``rasterize`` with respect to ``pos`` (CUDA kernels, float32).
 
@@ -236,8 +248,9 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
         pos: clip-space positions, ``[B, V, 4]`` (instance mode) or ``[V, 4]`` (range mode).
         tri: ``[T, 3]`` int32 triangle indices.
         rast: the forward output ``[B, H, W, 4]``; only the triangle ids are read.
-        grad_rast: ``[B, H, W, 4]`` gradient with respect to ``rast`` (channels u, v are used).
-        grad_db: ``[B, H, W, 4]`` gradient with respect to ``rast_db``, or ``None``.
+        grad_rast: ``[B, H, W, 4]`` gradient with respect to ``rast`` (channels u, v are used),
+            any strides (read in place).
+        grad_db: ``[B, H, W, 4]`` gradient with respect to ``rast_db`` (any strides), or ``None``.
 
     Returns:
         The gradient with respect to ``pos``, shaped like ``pos`` (its z column is zero).
@@ -254,19 +267,19 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     det = deterministic()
     pos, rast = _aligned(pos.contiguous()), _aligned(rast.contiguous())
     tri = tri.contiguous()
-    grad_rast = _aligned(grad_rast.contiguous())
     has_db = grad_db is not None
-    grad_db = _aligned(grad_db.contiguous()) if has_db else _unused(device)
     sx, sy = 2.0 / W, 2.0 / H  # rounded to float32 at the launch, as torch rounds the scalar
+    grads = _grad_image(grad_rast) + (_grad_image(grad_db) if has_db
+                                      else (_unused(device),) + _UNREAD_STRIDES)
     grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
     entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
                   else _unused(device, torch.int32))
     _launch("rasterize", "rasterize_grad", N,
-            (pos, tri, rast, grad_rast, grad_db, grad_pos, entry_rows,
+            (pos, tri, rast) + grads + (grad_pos, entry_rows,
              N, W, H, V, tri.shape[0], instance, has_db, det, sx, sy), device)
     if det:
         order, row_start = _row_segments(entry_rows, num_rows)
         _launch("rasterize", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
-                (pos, tri, rast, grad_rast, grad_db, order, row_start, grad_pos,
+                (pos, tri, rast) + grads + (order, row_start, grad_pos,
                  num_rows, W, H, V, tri.shape[0], instance, has_db, sx, sy), device)
     return grad_pos

@@ -58,31 +58,69 @@ class RasterizeCudaContext:
         self._big = None
         self._states = None
         self._stream = None
+        self._plans = None  # _plan's results by call shape
 
-    def _scratch(self, pixels, items, chunks):
-        """Key buffers of at least ``pixels``, big lists of ``items``, ``chunks`` counters."""
-        dev = self.device
-        handle = loader.raw_stream(dev.index)
-        if self._stream is not None and handle != self._stream[0]:
-            # Another stream: it waits for what the previous one did with the scratch, and the
-            # allocator learns that the scratch is used on it.
-            current = torch.cuda.current_stream(dev)
+    def _follow_stream(self):
+        """Keeps the scratch usable on torch's current stream (it waits for the stream that
+        used it last, and the allocator learns the scratch is used on it)."""
+        handle = loader.raw_stream(self.device.index)
+        if self._stream is None:
+            self._stream = (handle, torch.cuda.current_stream(self.device))
+        elif handle != self._stream[0]:
+            current = torch.cuda.current_stream(self.device)
             current.wait_stream(self._stream[1])
             for t in (self._keys, self._big, self._states):
                 if t is not None:
                     t.record_stream(current)
             self._stream = (handle, current)
-        elif self._stream is None:
-            self._stream = (handle, torch.cuda.current_stream(dev))
+
+    def _scratch(self, pixels, items, chunks):
+        """Key buffers of at least ``pixels``, big lists of ``items``, ``chunks`` counters; a
+        reallocation forgets the plans (views of the old buffers)."""
+        dev = self.device
         if self._keys is None or self._keys.shape[1] < pixels:
-            self._keys = None
+            self._keys = self._plans = None
             self._keys = torch.empty((2, pixels), dtype=torch.int64, device=dev)
             self._peel_index = None
         if self._big is None or self._big.shape[1] < items:
-            self._big = None
+            self._big = self._plans = None
             self._big = torch.empty((2, items), dtype=torch.int64, device=dev)
         if self._states is None or self._states.shape[0] < chunks:
+            self._plans = None
             self._states = torch.zeros(chunks, dtype=torch.int64, device=dev)
+        if self._plans is None or len(self._plans) >= 64:
+            self._plans = {}
+
+    def _plan(self, num_items, width, height, pixels, cur, peel_prev):
+        """What a call of this shape launches: ``(keys, prev, setup kernel, lanes, launches of
+        setup and raster_big as (arguments after the common ones, raster_big's), resolve's
+        number of counters)``, with the scratch views made once (indexing costs host time)."""
+        key = (num_items, width, height, pixels, cur, peel_prev)
+        plan = self._plans.get(key) if self._plans is not None else None
+        if plan is not None:
+            return plan
+        chunk, tile_bits = _chunking(num_items, width, height)
+        chunks = max(1, -(-num_items // chunk))
+        self._scratch(pixels, min(num_items, chunk), chunks)
+        keys = self._keys[cur, :pixels]
+        prev = self._keys[1 - cur, :pixels] if peel_prev else keys
+        big_items, big_start = self._big[0], self._big[1]
+        if num_items < self._few_items:  # a warp per triangle, boxes of up to 4096 pixels
+            setup, lanes, big_area = "setup_and_raster_by_warp", 32, 4096
+        else:  # a thread per triangle; its warp shares boxes of up to 256 pixels
+            setup, lanes, big_area = "setup_and_raster_small", 1, 256
+        launches = []
+        for k in range(chunks):
+            first = k * chunk
+            n = min(chunk, num_items - first)
+            state = self._states[k]
+            launches.append((loader.blocks(n * lanes, _SETUP_THREADS),
+                             (np.int64(first), np.int64(n), width, height, keys, prev, int(peel_prev),
+                              big_area, tile_bits, big_items, big_start, state),
+                             (width, height, keys, prev, int(peel_prev), tile_bits, big_items,
+                              big_start, state)))
+        plan = self._plans[key] = (keys, setup, launches, chunks)
+        return plan
 
     def _render(self, pos, tri, resolution, ranges, layer_index=0, peel=False):
         """Rasterize all images; returns ``(rast, rast_db or None)``. Inputs are validated."""
@@ -106,35 +144,19 @@ class RasterizeCudaContext:
         rast_db = torch.empty_like(rast) if self.output_db else None
         if num_images == 0:
             return rast, rast_db
+        self._follow_stream()
         pixels = num_images * height * width
-        chunk, tile_bits = _chunking(num_items, width, height)
-        chunks = max(1, -(-num_items // chunk))
-        self._scratch(pixels, min(num_items, chunk), chunks)
         peel_prev = peel and layer_index > 0 and self._peel_index is not None
-        prev_i = self._peel_index if peel_prev else None
-        cur = 1 - prev_i if peel_prev else 0
-        keys = self._keys[cur, :pixels]
+        cur = 1 - self._peel_index if peel_prev else 0
+        keys, setup, launches, chunks = self._plan(max(num_items, 0), width, height, pixels, cur,
+                                                   peel_prev)
         keys.fill_(-1)  # (a fill kernel is ~3x faster than emptying the keys in resolve)
-        prev = self._keys[prev_i, :pixels] if peel_prev else keys
-        big_items, big_start = self._big[0], self._big[1]
-        if num_items < self._few_items:  # a warp per triangle, boxes of up to 4096 pixels
-            setup, lanes, big_area = "setup_and_raster_by_warp", 32, 4096
-        else:  # a thread per triangle; its warp shares boxes of up to 256 pixels
-            setup, lanes, big_area = "setup_and_raster_small", 1, 256
         common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
-        for k in range(chunks):
-            first = k * chunk
-            n = min(chunk, num_items - first)
-            if n <= 0:
-                break
-            state = self._states[k]
-            loader.launch("rasterize_cuda", setup, loader.blocks(n * lanes, _SETUP_THREADS),
-                          _SETUP_THREADS, common + (np.int64(first), np.int64(n), width, height, keys, prev,
-                                                    peel_prev, big_area, tile_bits, big_items, big_start,
-                                                    state), dev)
-            loader.launch("rasterize_cuda", "raster_big", self._persistent_blocks, (16, 16, 1),
-                          common + (width, height, keys, prev, peel_prev, tile_bits, big_items, big_start,
-                                    state), dev)
+        for blocks, setup_args, big_args in launches:
+            if blocks > 0:
+                loader.launch("rasterize_cuda", setup, blocks, _SETUP_THREADS, common + setup_args, dev)
+                loader.launch("rasterize_cuda", "raster_big", self._persistent_blocks, (16, 16, 1),
+                              common + big_args, dev)
         loader.launch("rasterize_cuda", "resolve", loader.blocks(max(pixels, chunks), _THREADS), _THREADS,
                       (pos, tri, num_vertices, num_triangles, int(instanced), keys, self._states, chunks,
                        num_images, width, height, rast, rast_db if rast_db is not None else rast,

@@ -142,26 +142,41 @@ def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
     return rast, rast_db
 
 
+def _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel):
+    """``(rast, rast_db)`` as returned to the user: ``rast_db`` empty ``[B, H, W, 0]`` without
+    ``output_db``."""
+    rast, rast_db = _render(glctx, pos, tri, resolution, ranges, layer_index, peel)
+    if rast_db is None:
+        rast_db = rast.new_empty(*rast.shape[:3], 0)
+    return rast, rast_db
+
+
+def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel):
+    """The outputs, through autograd only when a gradient can flow to ``pos`` (the autograd
+    node costs host time that matters for small images)."""
+    if pos.requires_grad and torch.is_grad_enabled():
+        return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel)
+    return _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
+
+
 class _Rasterize(torch.autograd.Function):
     @staticmethod
     def forward(ctx, pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel):
-        rast, rast_db = _render(glctx, pos, tri, resolution, ranges, layer_index, peel)
+        rast, rast_db = _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
         ctx.save_for_backward(pos, tri, rast)
-        ctx.grad_db = grad_db and rast_db is not None
+        ctx.grad_db = grad_db and rast_db.shape[-1] != 0
         ctx.set_materialize_grads(False)  # an output the loss does not use costs no zero fill
-        if rast_db is None:
-            rast_db = rast.new_empty(*rast.shape[:3], 0)
         return rast, rast_db
 
     @staticmethod
     def backward(ctx, grad_rast, grad_rast_db):
         pos, tri, rast = ctx.saved_tensors
-        grad_db = grad_rast_db.contiguous() if ctx.grad_db and grad_rast_db is not None else None
+        grad_db = grad_rast_db if ctx.grad_db else None  # (any strides: the backends read them)
         if grad_rast is None:
             if grad_db is None:
                 return (None,) * 8
             grad_rast = torch.zeros_like(rast)
-        grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast.contiguous(), grad_db)
+        grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db)
         return grad, None, None, None, None, None, None, None
 
 
@@ -200,7 +215,7 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
     if glctx is not None and getattr(glctx, "active_peeler", None) is not None:
         raise RuntimeError("rasterize() cannot be called while a DepthPeeler is active on glctx")
     pos, tri, resolution, ranges = _validate(glctx, pos, tri, resolution, ranges)
-    return _Rasterize.apply(pos, tri, resolution, ranges, glctx, bool(grad_db), 0, False)
+    return _rasterize(glctx, pos, tri, resolution, ranges, bool(grad_db), 0, False)
 
 
 class DepthPeeler:
@@ -254,7 +269,7 @@ class DepthPeeler:
             raise RuntimeError("rasterize_next_layer() must be called inside the DepthPeeler's "
                                "with-block")
         pos, tri, resolution, ranges = self._args
-        out = _Rasterize.apply(pos, tri, resolution, ranges, self._glctx, self._grad_db,
-                               self._layer, self._layer > 0)
+        out = _rasterize(self._glctx, pos, tri, resolution, ranges, self._grad_db, self._layer,
+                         self._layer > 0)
         self._layer += 1
         return out

@@ -161,6 +161,28 @@ def test_misaligned_gradient_views(kernels):
           reference64(pos, tri, rast, grad_rast, grad_db))
 
 
+
+@pytest.mark.parametrize("deterministic_mode", [False, True])
+def test_gradients_of_any_strides_are_read_in_place(kernels, deterministic, deterministic_mode):
+    """Autograd hands over expanded (stride 0), sliced and permuted gradients; the kernels read
+    them through their strides and must give what the dense copies give."""
+    deterministic(deterministic_mode)
+    pos, tri, rast, grad_rast, grad_db = make_case("instance", kernels, seed=8)
+    B, H, W, _ = rast.shape
+    expanded = torch.tensor([0.7, -1.3, 5.0, 9.0], device=kernels).expand(B, H, W, 4)
+    assert expanded.stride() == (0, 0, 0, 1)
+    scalar = torch.tensor(0.25, device=kernels).expand(B, H, W, 4)  # all strides 0
+    wide = torch.randn(B, H, W + 3, 6, device=kernels)[:, :, 1:W + 1, 1:5]  # a slice of a bigger image
+    permuted = grad_db.permute(0, 2, 1, 3).contiguous().permute(0, 2, 1, 3)  # x-major rows
+    for g_rast, g_db in ((expanded, scalar), (wide, permuted), (grad_rast, None)):
+        assert not g_rast.is_contiguous() or g_db is None
+        got = cuda_backend.rasterize_grad(pos, tri, rast, g_rast, g_db)
+        want = cuda_backend.rasterize_grad(pos, tri, rast, g_rast.contiguous(),
+                                           None if g_db is None else g_db.contiguous())
+        close(got, want, 1e-6)
+        close(got, reference64(pos, tri, rast, g_rast, g_db))
+
+
 # ----------------------------------------------------------------------------------------------
 # GPU only.
 

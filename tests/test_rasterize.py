@@ -312,6 +312,28 @@ def test_backward_when_the_loss_uses_one_output(kind):
     assert grads["db"].abs().sum() > 0 and not grads["id"].any()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+def test_outputs_without_a_gradient_to_pos_skip_autograd(kind):
+    """pos without requires_grad, or under no_grad, gives the same outputs with no autograd node;
+    with requires_grad the outputs carry one."""
+    device = tensor_device(kind)
+    pos = random_triangles(torch.Generator().manual_seed(9), 4).reshape(2, 6, 4).to(device)
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32, device=device)
+    for output_db in (True, False):
+        ctx = context(kind, output_db=output_db)
+        want = dr.rasterize(ctx, pos.clone().requires_grad_(True), tri, (16, 16))
+        assert all(t.grad_fn is not None for t in want)
+        for got in (dr.rasterize(ctx, pos, tri, (16, 16)), _no_grad_rasterize(ctx, pos, tri)):
+            assert all(t.grad_fn is None and not t.requires_grad for t in got)
+            for g, w in zip(got, want):
+                assert g.shape == w.shape and torch.equal(g, w.detach())
+
+
+def _no_grad_rasterize(ctx, pos, tri):
+    with torch.no_grad():
+        return dr.rasterize(ctx, pos.clone().requires_grad_(True), tri, (16, 16))
+
+
 def test_manual_mode_and_threads():
     glctx = dr.RasterizeGLContext(mode="manual", device="cpu")
     pos = torch.tensor([[[-1, -1, 0, 1], [1, -1, 0, 1], [-1, 1, 0, 1]]], dtype=torch.float32)
