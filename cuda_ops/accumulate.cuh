@@ -68,6 +68,20 @@ __device__ __forceinline__ void run_atomic_add(float* dst, float v, const WarpRu
         atomicAdd(dst, v);
 }
 
+// Adds (gx, gy, gw) to the x, y and w of a clip-space position row (x, y, z, w), 16-byte
+// aligned; z gets +0. On sm_90 and later one vector atomic (each component atomic on its own)
+// instead of three: a third of the atomic traffic where every pixel has its own triangle.
+__device__ __forceinline__ void atomic_add_xyw(float* row, float gx, float gy, float gw)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    atomicAdd(reinterpret_cast<float4*>(row), make_float4(gx, gy, 0.0f, gw));
+#else
+    atomicAdd(row + 0, gx);
+    atomicAdd(row + 1, gy);
+    atomicAdd(row + 3, gw);
+#endif
+}
+
 // Sum of v over the 32 lanes by a fixed butterfly; every lane gets the total. The order of the
 // additions depends only on the lane numbering, never on timing.
 __device__ __forceinline__ float warp_sum_fixed_order(float v)

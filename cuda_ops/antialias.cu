@@ -40,6 +40,7 @@
 // offsets are clamped to the incidence table. Corrupt input can never cause an out-of-bounds
 // access. w <= 0, NaN and zero-area triangles follow the reference: D == 0 or non-finite never
 // crosses, and the backward pass only differentiates pairs whose denominator is non-zero.
+#include "accumulate.cuh"
 #include "triangle_id.cuh"
 
 namespace {
@@ -507,12 +508,8 @@ extern "C" __global__ void antialias_bwd(
             } else if (G != 0.0f) {
                 EdgeGrad eg;
                 if (pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, G, eg)) {
-                    for (int e = 0; e < 2; ++e) {
-                        float* dst = grad_pos + eg.row[e] * 4;
-                        atomicAdd(dst + 0, eg.gx[e]);
-                        atomicAdd(dst + 1, eg.gy[e]);
-                        atomicAdd(dst + 3, eg.gw[e]);
-                    }
+                    for (int e = 0; e < 2; ++e)
+                        atomic_add_xyw(grad_pos + eg.row[e] * 4, eg.gx[e], eg.gy[e], eg.gw[e]);
                 }
             }
         }

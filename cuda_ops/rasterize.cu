@@ -111,21 +111,22 @@ __device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, fl
         grad[0] = grad[1] = grad[2] = f3(0.0f, 0.0f, 0.0f);  // the pixel contributes nothing
 }
 
-// A loss gradient with respect to a [B, H, W, 4] output, with the strides (in elements) that
-// autograd hands over: a sum's gradient is one value expanded (all strides 0), a slice's is
-// dense. Read in place, never copied; dense ones (contiguous, 16-byte aligned) as float4.
+// A loss gradient with respect to a [B, H, W, 4] output, read in place through the element
+// strides that autograd hands over (a sum's gradient is one value expanded, all strides 0); a
+// dense one (contiguous and 16-byte aligned) as float4.
 struct GradImage {
     const float* __restrict__ base;
-    long long sb, sy, sx, sc;
-    int dense;
+    int sb, sy, sx, sc;
 };
 
-__device__ __forceinline__ float4 grad_at(const GradImage& g, long long p, int b, int y, int x)
+__device__ __forceinline__ float4 grad_at(const GradImage& g, long long p, int b, int y, int x,
+                                          int width, int height)
 {
-    if (g.dense)
+    if (g.sc == 1 && g.sx == 4 && g.sy == 4LL * width && g.sb == 4LL * width * height &&
+        (reinterpret_cast<unsigned long long>(g.base) & 15) == 0)
         return load4(g.base, p);
-    const float* q = g.base + b * g.sb + y * g.sy + x * g.sx;
-    return make_float4(q[0], q[g.sc], q[2 * g.sc], q[3 * g.sc]);
+    const float* q = g.base + (long long)b * g.sb + (long long)y * g.sy + (long long)x * g.sx;
+    return make_float4(q[0], q[g.sc], q[2LL * g.sc], q[3LL * g.sc]);
 }
 
 // The corner gradients of pixel p (already known to be covered by pt).
@@ -142,17 +143,17 @@ __device__ __forceinline__ void pixel_grad(
         const float4 pk = load4(pos, pt.row[k]);
         c[k] = f3(pk.x, pk.y, pk.w);
     }
-    const float4 gr = grad_at(grad_rast, p, b, y, x);
-    const float4 gdb = has_db ? grad_at(grad_db, p, b, y, x) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 gr = grad_at(grad_rast, p, b, y, x, width, height);
+    const float4 gdb = has_db ? grad_at(grad_db, p, b, y, x, width, height)
+                               : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     barycentric_grad(c, ndc(x, sx), ndc(y, sy), sx, sy, gr.x, gr.y, gdb, grad);
 }
 
 }  // namespace
 
-// A GradImage as kernel parameters (pointer, four strides, dense flag) and back.
-#define GRAD_IMAGE_PARAMS(g) const float* __restrict__ g, long long g##_sb, long long g##_sy, \
-    long long g##_sx, long long g##_sc, int g##_dense
-#define GRAD_IMAGE(g) GradImage{g, g##_sb, g##_sy, g##_sx, g##_sc, g##_dense}
+// A GradImage as kernel parameters (pointer, strides of image, row, pixel, channel) and back.
+#define GRAD_IMAGE_PARAMS(g) const float* __restrict__ g, int g##_sb, int g##_sy, int g##_sx, int g##_sc
+#define GRAD_IMAGE(g) GradImage{g, g##_sb, g##_sy, g##_sx, g##_sc}
 
 // One thread per pixel. Fast mode: adds each covered pixel's corner gradients into grad_pos
 // (zeroed by the caller, viewed as [rows, 4]) with warp-aggregated atomics. Deterministic mode:
@@ -197,10 +198,10 @@ extern "C" __global__ void rasterize_grad(
         ? (instance_mode ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
     const WarpRun run = warp_run(key);
     for (int c = 0; c < 3; ++c) {
-        float* dst = grad_pos + 4 * pt.row[c];
-        run_atomic_add(dst + 0, grad[c].x, run, covered);
-        run_atomic_add(dst + 1, grad[c].y, run, covered);
-        run_atomic_add(dst + 3, grad[c].z, run, covered);  // w
+        const float gx = run_sum(grad[c].x, run), gy = run_sum(grad[c].y, run);
+        const float gw = run_sum(grad[c].z, run);  // (grad holds x, y, w)
+        if (covered && run.head)
+            atomic_add_xyw(grad_pos + 4 * pt.row[c], gx, gy, gw);
     }
 }
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 
-import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -49,7 +48,10 @@ def deterministic() -> bool:
 
 def _launch(module: str, kernel: str, num_threads: int, args, device: torch.device) -> None:
     """One thread per item, ``THREADS`` per block, on torch's current stream."""
-    loader.launch(module, kernel, loader.blocks(num_threads, THREADS), THREADS, args, device)
+    blocks = loader.blocks(num_threads, THREADS)
+    if blocks > _INT32_MAX:
+        raise ValueError(f"{kernel}: {num_threads} threads exceed the CUDA grid limit")
+    loader.launch(module, kernel, blocks, THREADS, args, device)
 
 
 def _aligned(t: torch.Tensor) -> torch.Tensor:
@@ -81,19 +83,19 @@ def _check_sizes(num_pixels: int, num_rows: int) -> None:
 
 
 def _row_segments(entry_rows: torch.Tensor, num_rows: int):
-    """Deterministic accumulation, step 2: group the (pixel, corner) entries by vertex row.
+    """Deterministic accumulation, step 2: group gradient entries by the vertex row they add to.
 
-    The kernels' first pass writes, for every entry ``3 * pixel + corner``, the vertex row the
-    entry contributes to (``0x7fffffff`` for empty pixels). A stable sort orders the entries by
-    row and, within a row, by entry index (pixel, then corner): a unique, run-independent order.
-    ``row_start`` (a CSR pointer array of ``num_rows + 1`` entries, by binary search) delimits each
-    row's entries; empty pixels sort behind the last row and are never visited. The ``*_reduce``
-    kernels then run one warp per row (and attribute): lane ``l`` recomputes the contributions of
-    the row's entries ``l, l + 32, ...`` and adds them in that order, and a fixed butterfly of
-    shuffles adds the 32 partial sums. Every addition has a fixed place, so the result is
-    bit-identical run to run, and a vertex shared by many pixels is summed 32-wide. Cost: a sort
-    of ``3 * pixels`` int32 keys and ~16 bytes of scratch per entry instead of atomics; no host
-    synchronization.
+    A backward kernel's first pass writes, for every entry (interpolate and rasterize: ``3 *
+    pixel + corner``; antialias: ``4 * pixel + 2 * pair + edge end``), the vertex row the entry
+    contributes to, ``0x7fffffff`` where it contributes nothing. A stable sort orders the entries
+    by row and, within a row, by entry index: a unique, run-independent order. ``row_start`` (a
+    CSR pointer array of ``num_rows + 1`` entries, by binary search) delimits each row's entries;
+    entries without a row sort behind the last row and are never visited. The ``*_reduce``
+    kernels then recompute each entry's contribution and add a row's entries in this order
+    (interpolate and rasterize: one warp per row, lane ``l`` taking entries ``l, l + 32, ...``,
+    then a fixed butterfly of shuffles; antialias: one thread per row), so every addition has a
+    fixed place and the result is bit-identical run to run. Cost: a sort of the int32 row keys and
+    ~16 bytes of scratch per entry instead of atomics; no host synchronization.
 
     Returns ``(order, row_start)``, both int64.
     """
@@ -101,6 +103,17 @@ def _row_segments(entry_rows: torch.Tensor, num_rows: int):
     bounds = torch.arange(num_rows + 1, dtype=torch.int32, device=entry_rows.device)
     row_start = torch.searchsorted(sorted_rows, bounds)
     return order, row_start
+
+
+def _grad_strides(grad: torch.Tensor):
+    """``grad`` and its element strides, as int32 kernel arguments: a loss gradient is read in
+    place whatever its layout, so an expanded one (stride 0, e.g. of ``out.sum()``) costs no
+    copy. Only strides beyond int32 make a contiguous copy."""
+    strides = grad.stride()
+    if any(s < 0 or s > _INT32_MAX for s in strides):
+        grad = grad.contiguous()
+        strides = grad.stride()
+    return grad, strides
 
 
 # ==============================================================================================
@@ -228,17 +241,6 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 # ==============================================================================================
 # rasterize backward (cuda_ops/rasterize.cu).
 
-def _grad_image(g):
-    """A ``[B, H, W, 4]`` loss gradient as the kernels' ``GradImage`` parameters (pointer, strides
-    in elements, dense flag): read in place whatever its strides, so the expanded gradient of a
-    ``sum()`` (all strides 0) costs no copy."""
-    dense = g.is_contiguous() and g.data_ptr() % 16 == 0
-    return (g,) + tuple(np.int64(s) for s in g.stride()) + (int(dense),)
-
-
-_UNREAD_STRIDES = (np.int64(0),) * 4 + (1,)  # a GradImage the kernel does not read
-
-
 def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     """Gradient of ``rasterize`` with respect to ``pos`` (CUDA kernels, float32).
 
@@ -269,8 +271,9 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     tri = tri.contiguous()
     has_db = grad_db is not None
     sx, sy = 2.0 / W, 2.0 / H  # rounded to float32 at the launch, as torch rounds the scalar
-    grads = _grad_image(grad_rast) + (_grad_image(grad_db) if has_db
-                                      else (_unused(device),) + _UNREAD_STRIDES)
+    grad_rast, gr_strides = _grad_strides(grad_rast)
+    grad_db, gd_strides = _grad_strides(grad_db) if has_db else (_unused(device), (0, 0, 0, 0))
+    grads = (grad_rast, *gr_strides, grad_db, *gd_strides)
     grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
     entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
                   else _unused(device, torch.int32))

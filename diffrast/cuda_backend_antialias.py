@@ -30,25 +30,14 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_ops import loader
+from .cuda_backend import (_INT32_MAX, _aligned, _grad_strides, _launch, _row_segments, _unused,
+                           available, deterministic)
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
 
 __all__ = ["available", "GpuTopologyHash", "construct_topology", "neighbor_table", "antialias"]
 
-THREADS = 256
-_INT32_MAX = 2**31 - 1
 _NO_ROW = 0x7FFFFFFF
-
-
-def available() -> bool:
-    """Whether the CUDA kernels can be used (CuPy importable; a GPU is checked by the caller)."""
-    return loader.available()
-
-
-def deterministic() -> bool:
-    """Whether gradients must be bit-identical run to run (no float atomics)."""
-    return loader.deterministic() or torch.are_deterministic_algorithms_enabled()
 
 
 # ==============================================================================================
@@ -132,50 +121,6 @@ def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
 # ==============================================================================================
 # antialias.
 
-def _launch(kernel: str, num_threads: int, args, device: torch.device) -> None:
-    loader.launch("antialias", kernel, loader.blocks(num_threads, THREADS), THREADS, args, device)
-
-
-def _aligned(t: torch.Tensor) -> torch.Tensor:
-    """``t`` (contiguous) with a 16-byte aligned data pointer, as the kernels' float4 loads need."""
-    return t if t.data_ptr() % 16 == 0 else t.clone()
-
-
-def _unused(device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    return torch.empty(0, dtype=dtype, device=device)
-
-
-def _row_segments(entry_rows: torch.Tensor, num_rows: int):
-    """Deterministic position gradient: group the edge-end entries by vertex row.
-
-    The backward kernel writes, for every entry ``4 * pixel + 2 * pair + end`` (pair 0: with the
-    right neighbour, 1: with the one above; end 0/1: the two vertices of the crossing edge), the
-    vertex row the entry contributes to, ``0x7fffffff`` where the pair does not blend, and the
-    pair's ``dLoss/dt`` in ``pair_grad``. A stable sort orders the entries by row and, within a
-    row, by entry index: a unique order that does not depend on the run. ``row_start`` (binary
-    search, ``num_rows + 1`` offsets) delimits each row's entries; entries without a row sort
-    behind the last row and are never visited. ``antialias_bwd_pos_reduce`` then runs one thread
-    per row that recomputes each entry's contribution and adds them in this order, so the result
-    is bit-identical run to run. No float atomics and no host synchronization; the price is a sort
-    of ``4 * pixels`` int32 keys.
-
-    Returns ``(order, row_start)``, both int64.
-    """
-    sorted_rows, order = torch.sort(entry_rows, stable=True)
-    bounds = torch.arange(num_rows + 1, dtype=torch.int32, device=entry_rows.device)
-    return order, torch.searchsorted(sorted_rows, bounds)
-
-
-def _grad_strides(grad: torch.Tensor):
-    """``grad`` and its four element strides, as int32 kernel arguments; an expanded gradient
-    (stride 0, e.g. of ``out.sum()``) is read in place rather than copied."""
-    strides = grad.stride()
-    if any(s < 0 or s > _INT32_MAX for s in strides):
-        grad = grad.contiguous()
-        strides = grad.stride()
-    return grad, strides
-
-
 class _Antialias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, color, pos, rast, tri, nbr, edge_ptr, inc_tri, inc_opp, boost):
@@ -188,11 +133,11 @@ class _Antialias(torch.autograd.Function):
         pos, rast = _aligned(pos), _aligned(rast)
         pair_t = torch.empty(N, 2, dtype=torch.float32, device=device)
         pair_meta = torch.empty(N, dtype=torch.int32, device=device)
-        _launch("antialias_fwd_pairs", N,
+        _launch("antialias", "antialias_fwd_pairs", N,
                 (rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, pair_t, pair_meta,
                  N, W, H, V, T, edge_ptr.shape[0] - 1, pos.ndim == 3), device)
         out = torch.empty_like(color)
-        _launch("antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C), device)
+        _launch("antialias", "antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C), device)
         ctx.save_for_backward(color, pos, rast, tri, pair_t, pair_meta)
         ctx.boost = boost
         ctx.num_rows = num_rows
@@ -219,7 +164,7 @@ class _Antialias(torch.autograd.Function):
         pair_grad = torch.empty(2 * N, dtype=torch.float32, device=device) if det else null
         entry_rows = (torch.empty(4 * N, dtype=torch.int32, device=device) if det
                       else _unused(device, torch.int32))
-        _launch("antialias_bwd", N,
+        _launch("antialias", "antialias_bwd", N,
                 (color, grad_out, rast, pos, tri, pair_t, pair_meta,
                  grad_color if want_color else null, grad_pos if want_pos else null,
                  pair_grad, entry_rows, N, W, H, C, V, T, pos.ndim == 3,
@@ -227,7 +172,7 @@ class _Antialias(torch.autograd.Function):
                 device)
         if det:
             order, row_start = _row_segments(entry_rows, num_rows)
-            _launch("antialias_bwd_pos_reduce", num_rows,
+            _launch("antialias", "antialias_bwd_pos_reduce", num_rows,
                     (rast, pos, tri, pair_meta, pair_grad, order, row_start, grad_pos,
                      num_rows, W, H, V, T, pos.ndim == 3), device)
         return grad_color, grad_pos, None, None, None, None, None, None, None

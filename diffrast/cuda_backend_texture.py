@@ -33,13 +33,11 @@ import threading
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_ops import loader
+from .cuda_backend import THREADS, _INT32_MAX, _launch, _unused, available, deterministic
 from .reference import mipmap as _ref_mipmap
 
 __all__ = ["Backend", "MipLevels", "texture", "construct_mip", "available", "deterministic"]
 
-THREADS = 256  # threads per block, a multiple of 32 (mip_down's warp shuffles need full warps)
-_INT32_MAX = 2**31 - 1
 
 FILTER_IDS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
 BOUNDARY_IDS = {"wrap": 0, "clamp": 1, "zero": 2, "cube": 3}
@@ -50,35 +48,6 @@ _FAST, _DET_SCAN, _DET_SUM = 0, 1, 2  # modes of the texture_bwd_* kernels
 
 # How texture() receives the mip levels.
 _MIP_NONE, _MIP_FLAT, _MIP_LIST = 0, 1, 2
-
-
-def available() -> bool:
-    """Whether the CUDA kernels can be used (CuPy importable; a GPU is checked by the caller)."""
-    return loader.available()
-
-
-def deterministic() -> bool:
-    """Whether gradients must be bit-identical run to run (no float atomics)."""
-    return loader.deterministic() or torch.are_deterministic_algorithms_enabled()
-
-
-def _launch(module: str, kernel: str, num_threads: int, args, device: torch.device) -> None:
-    """One thread per item, ``THREADS`` per block, on torch's current stream."""
-    blocks = loader.blocks(num_threads, THREADS)
-    if blocks > _INT32_MAX:
-        raise ValueError(f"{kernel}: {num_threads} threads exceed the CUDA grid limit")
-    loader.launch(module, kernel, blocks, THREADS, args, device)
-
-
-_placeholders: dict = {}
-
-
-def _unused(device: torch.device) -> torch.Tensor:
-    """Placeholder for a pointer argument the kernel does not read in this configuration."""
-    t = _placeholders.get(device)
-    if t is None:
-        t = _placeholders[device] = torch.empty(0, dtype=torch.float32, device=device)
-    return t
 
 
 def _chained(tensors) -> bool:
