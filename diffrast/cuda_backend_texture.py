@@ -65,6 +65,11 @@ def _chained(tensors) -> bool:
 # Mip pyramid (cuda_ops/texture_mip.cu).
 
 
+# A backward chain launch at a level of at least this many texels (all images) becomes a single
+# step from the level above, after the chain of the coarser levels.
+CHAIN_SPLIT_TEXELS = 1 << 20
+
+
 class MipPlan:
     """Sizes, offsets and launch schedules of the mip pyramid of one texture shape.
 
@@ -72,7 +77,7 @@ class MipPlan:
     position and size (in floats) of level k >= 1 in the flat buffer (``offsets[0]`` and
     ``numels[0]`` are unused), ``down`` the forward launches ``(k, depth)`` (levels k+1..k+depth
     from level k, depth <= 4), ``up`` the backward launches: ``("chain", j, cur)`` (levels cur-1 .. j in one
-    launch, every step a plain 2x2 mean) or ``("up", k)`` (level k from level k+1).
+    launch, every step a plain 2x2 mean; a large level j gets a launch of its own) or ``("up", k)`` (level k from level k+1).
     """
 
     __slots__ = ("tex_shape", "cube", "images", "channels", "sizes", "shapes", "offsets",
@@ -119,11 +124,23 @@ class MipPlan:
                 j = cur - 1
                 while j > 0 and even(j - 1):
                     j -= 1
-                self.up.append(("chain", j, cur))
+                self._chain(j, cur)
                 cur = j
             else:
                 self.up.append(("up", cur - 1))
                 cur -= 1
+
+    def _chain(self, j, top):
+        """Backward launches for levels top-1 .. j, every step a 2x2 mean: one chain, except that
+        a large finest level is split off into a single step from the level above (a chain reads,
+        for each texel of level j, one value per level: a 4M-texel base under 11 levels made that
+        launch ~6x slower than the split schedule)."""
+        h, w = self.sizes[j]
+        if top - j > 1 and self.images * h * w >= CHAIN_SPLIT_TEXELS:
+            self._chain(j + 1, top)
+            self.up.append(("chain", j, j + 1))
+        else:
+            self.up.append(("chain", j, top))
 
 
 _plans: dict = {}

@@ -346,13 +346,35 @@ def _check_mip(tex, max_mip_level, cube):
     torch.testing.assert_close(ga, gb, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(1, 64, 32, 1), (2, 48, 80, 2), (1, 256, 64, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_split_backward_chains_give_the_same_bits(kernels, shape, monkeypatch):
+    """Splitting a backward chain into single steps (done for large levels) changes no bit."""
+    tex = torch.rand(shape, generator=_gen(3)).to(kernels)
+    ups = None
+    grads = []
+    for split in (1 << 40, 1):  # never, always
+        monkeypatch.setattr(cbt, "CHAIN_SPLIT_TEXELS", split)
+        monkeypatch.setattr(cbt, "_plans", {})
+        t = tex.clone().requires_grad_(True)
+        levels = dr.texture_construct_mip(t).levels
+        if ups is None:
+            g = _gen(4)
+            ups = [torch.randn(lvl.shape, generator=g).to(kernels) for lvl in levels]
+        grads.append(torch.autograd.grad(levels, [t], ups)[0])
+        steps = [s for s in cbt._plans[next(iter(cbt._plans))].up if s[0] == "chain"]
+        assert all(top - j == 1 for _, j, top in steps) == (split == 1)
+    assert torch.equal(grads[0], grads[1])
+
+
 def test_mip_plan_schedules():
     """Forward launches fuse up to four levels through even sides; the backward chains every
     run of even steps into one launch."""
     p = cbt.mip_plan((1, 2048, 2048, 3), False, None)
     assert p.num_levels == 11
     assert p.down == [(0, 4), (4, 4), (8, 3)]
-    assert p.up == [("chain", 0, 11)]
+    assert p.up == [("chain", 2, 11), ("chain", 1, 2), ("chain", 0, 1)]  # large levels alone
+    assert cbt.mip_plan((1, 512, 512, 3), False, None).up == [("chain", 0, 9)]
     p = cbt.mip_plan((1, 37, 53, 3), False, None)   # 18x26, 9x13, 4x6, 2x3, 1x1
     assert p.sizes == [(37, 53), (18, 26), (9, 13), (4, 6), (2, 3), (1, 1)]
     assert p.down == [(0, 2), (2, 2), (4, 1)]
