@@ -92,9 +92,12 @@ class RasterizeCudaContext:
             self._plans = {}
 
     def _plan(self, num_items, width, height, pixels, cur, peel_prev):
-        """What a call of this shape launches: ``(keys, prev, setup kernel, lanes, launches of
-        setup and raster_big as (arguments after the common ones, raster_big's), resolve's
-        number of counters)``, with the scratch views made once (indexing costs host time)."""
+        """What a call of this shape launches: ``(keys, setup kernel, launches, chunks)``, one
+        launch per chunk of work items as ``(setup blocks, setup's arguments after the common
+        ones, raster_big's)``, ``chunks`` the counters resolve zeroes. The scratch views are made
+        once per shape (tensor indexing costs host time on every call). A key buffer reallocated
+        here (a larger call) forgets the previous depth layer, so peeling callers size the
+        scratch at layer 0."""
         key = (num_items, width, height, pixels, cur, peel_prev)
         plan = self._plans.get(key) if self._plans is not None else None
         if plan is not None:
