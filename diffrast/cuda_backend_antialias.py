@@ -137,7 +137,8 @@ class _Antialias(torch.autograd.Function):
                 (rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, pair_t, pair_meta,
                  N, W, H, V, T, edge_ptr.shape[0] - 1, pos.ndim == 3), device)
         out = torch.empty_like(color)
-        _launch("antialias", "antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C), device)
+        _launch("antialias", "antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C),
+                device)
         ctx.save_for_backward(color, pos, rast, tri, pair_t, pair_meta)
         ctx.boost = boost
         ctx.num_rows = num_rows

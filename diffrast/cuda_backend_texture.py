@@ -76,8 +76,9 @@ class MipPlan:
     ``sizes[k]`` is level k's (h, w) (level 0 the base), ``offsets[k]`` / ``numels[k]`` the
     position and size (in floats) of level k >= 1 in the flat buffer (``offsets[0]`` and
     ``numels[0]`` are unused), ``down`` the forward launches ``(k, depth)`` (levels k+1..k+depth
-    from level k, depth <= 4), ``up`` the backward launches: ``("chain", j, cur)`` (levels cur-1 .. j in one
-    launch, every step a plain 2x2 mean; a large level j gets a launch of its own) or ``("up", k)`` (level k from level k+1).
+    from level k, depth <= 4), ``up`` the backward launches: ``("chain", j, cur)`` (levels
+    cur-1 .. j in one launch, every step a plain 2x2 mean; a large level j gets a launch of its
+    own) or ``("up", k)`` (level k from level k+1).
     """
 
     __slots__ = ("tex_shape", "cube", "images", "channels", "sizes", "shapes", "offsets",

@@ -78,6 +78,8 @@ class RasterizeCudaContext:
         """Key buffers of at least ``pixels``, big lists of ``items``, ``chunks`` counters; a
         reallocation forgets the plans (views of the old buffers)."""
         dev = self.device
+        # The plans hold views of the buffers: drop them with a buffer before allocating its
+        # successor, so that the old memory is free for it.
         if self._keys is None or self._keys.shape[1] < pixels:
             self._keys = self._plans = None
             self._keys = torch.empty((2, pixels), dtype=torch.int64, device=dev)
@@ -118,8 +120,8 @@ class RasterizeCudaContext:
             n = min(chunk, num_items - first)
             state = self._states[k]
             launches.append((loader.blocks(n * lanes, _SETUP_THREADS),
-                             (np.int64(first), np.int64(n), width, height, keys, prev, int(peel_prev),
-                              big_area, tile_bits, big_items, big_start, state),
+                             (np.int64(first), np.int64(n), width, height, keys, prev,
+                              int(peel_prev), big_area, tile_bits, big_items, big_start, state),
                              (width, height, keys, prev, int(peel_prev), tile_bits, big_items,
                               big_start, state)))
         plan = self._plans[key] = (keys, setup, launches, chunks)
