@@ -68,18 +68,22 @@ class RegisteredBuffer(_Registered):
         flags = rt.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsWriteDiscard
         super().__init__(_check(rt.cudaGraphicsGLRegisterBuffer(int(gl_buffer), flags)))
 
-    def write(self, src: torch.Tensor) -> None:
-        """Copy the contiguous CUDA tensor ``src`` to the start of the buffer."""
+    def write(self, parts) -> None:
+        """Copy each ``(byte offset, contiguous CUDA tensor)`` of ``parts`` into the buffer, in
+        one mapping. The buffer is registered write-discard: bytes no part covers are undefined
+        afterwards."""
         rt = _rt()
         stream = _stream()
         self.map(stream)
         try:
             ptr, size = _check(rt.cudaGraphicsResourceGetMappedPointer(self.resource))
-            nbytes = src.numel() * src.element_size()
-            if nbytes > size:
-                raise RuntimeError(f"interop buffer of {size} bytes is too small for {nbytes}")
-            _check(rt.cudaMemcpyAsync(ptr, src.data_ptr(), nbytes,
-                                      rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+            for offset, src in parts:
+                nbytes = src.numel() * src.element_size()
+                if offset + nbytes > size:
+                    raise RuntimeError(f"interop buffer of {size} bytes is too small for "
+                                       f"{nbytes} bytes at offset {offset}")
+                _check(rt.cudaMemcpyAsync(int(ptr) + offset, src.data_ptr(), nbytes,
+                                          rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
         finally:
             self.unmap(stream)
 

@@ -19,32 +19,35 @@ from .program import Program
 class _GrowingBuffer:
     """A GL buffer that is reallocated (and re-registered for interop) only when it must grow."""
 
-    def __init__(self, target):
-        self.target = target
+    def __init__(self):
         self.name = GL.glGenBuffers(1)
         self.capacity = 0
         self.registered = None
 
-    def upload(self, data: torch.Tensor) -> None:
-        nbytes = max(data.numel() * data.element_size(), 16)
+    def upload(self, parts) -> None:
+        """Write each ``(byte offset, contiguous tensor)`` of ``parts`` into the buffer; all
+        tensors on one device. CUDA tensors go device to device in one interop mapping."""
+        nbytes = max(max(off + t.numel() * t.element_size() for off, t in parts), 16)
         if nbytes > self.capacity:
             if self.registered is not None:
                 self.registered.release()
                 self.registered = None
             self.capacity = max(nbytes, self.capacity * 3 // 2)
-            GL.glBindBuffer(self.target, self.name)
-            GL.glBufferData(self.target, self.capacity, None, GL.GL_DYNAMIC_DRAW)
-        if data.numel() == 0:
+            GL.glBindBuffer(GL.GL_COPY_WRITE_BUFFER, self.name)
+            GL.glBufferData(GL.GL_COPY_WRITE_BUFFER, self.capacity, None, GL.GL_DYNAMIC_DRAW)
+        parts = [(off, t) for off, t in parts if t.numel() > 0]
+        if not parts:
             return
-        if data.is_cuda:
+        if parts[0][1].is_cuda:
             if self.registered is None:
                 from .interop import RegisteredBuffer
                 self.registered = RegisteredBuffer(self.name)
-            self.registered.write(data)
+            self.registered.write(parts)
         else:
-            arr = np.ascontiguousarray(data.numpy())
-            GL.glBindBuffer(self.target, self.name)
-            GL.glBufferSubData(self.target, 0, arr.nbytes, arr)
+            GL.glBindBuffer(GL.GL_COPY_WRITE_BUFFER, self.name)
+            for off, t in parts:
+                arr = np.ascontiguousarray(t.numpy())
+                GL.glBufferSubData(GL.GL_COPY_WRITE_BUFFER, off, arr.nbytes, arr)
 
     def release(self) -> None:
         if self.registered is not None:
@@ -75,15 +78,16 @@ class RasterPipeline:
         self.program.set_int("u_prev_depth", 0)
         self.program.set_int("u_prev_rast", 1)
         self.vao = GL.glGenVertexArrays(1)
-        self.positions = _GrowingBuffer(GL.GL_SHADER_STORAGE_BUFFER)
-        self.indices = _GrowingBuffer(GL.GL_ELEMENT_ARRAY_BUFFER)
+        # Positions at offset 0 (the vertex shader's storage buffer), then the triangle indices
+        # (the element buffer) at ``_index_offset``: one buffer, one interop mapping per call.
+        self.geometry = _GrowingBuffer()
+        self._index_offset = 0
         self.fbo = GL.glGenFramebuffers(1)
         self.size = (0, 0, 0)  # allocated width, height, layers
         self.rast_tex = [0, 0]  # [1]: depth peeling's odd layers (the previous layer is read)
         self.db_tex = 0
         self.depth_tex = [0, 0]
         self._registered = {}
-        self._indices_source = None
 
     # -- render targets ------------------------------------------------------------------------
     def _release_targets(self) -> None:
@@ -121,14 +125,14 @@ class RasterPipeline:
 
     # -- uploads -------------------------------------------------------------------------------
     def upload(self, pos: torch.Tensor, tri: torch.Tensor) -> None:
-        """Upload clip-space positions (float32, contiguous) and triangle indices (int32)."""
-        self.positions.upload(pos)
-        # Meshes rarely change between calls: skip the index upload for the same, unmodified tensor.
-        source = (id(tri), tri.data_ptr(), tri._version, tuple(tri.shape), tri.device)
-        if source != self._indices_source:
-            GL.glBindVertexArray(self.vao)
-            self.indices.upload(tri)
-            self._indices_source = source
+        """Upload clip-space positions (float32, contiguous) and triangle indices (int32).
+
+        Both are uploaded on every call. (An earlier version skipped the index upload when
+        ``tri`` looked unchanged by its ``id``, address and version counter; a new tensor with
+        other indices can match all three once the old one is freed, and the stale indices drew
+        the wrong triangles, issue 19.)"""
+        self._index_offset = -(-pos.numel() * 4 // 256) * 256
+        self.geometry.upload([(0, pos), (self._index_offset, tri)])
 
     # -- drawing -------------------------------------------------------------------------------
     def _begin(self, width, height, depth_index, peel) -> None:
@@ -164,8 +168,8 @@ class RasterPipeline:
         GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self.rast_tex[1 - depth_index] if peel else 0)
         GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindVertexArray(self.vao)
-        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.indices.name)
-        GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, 0, self.positions.name)
+        GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.geometry.name)
+        GL.glBindBufferBase(GL.GL_SHADER_STORAGE_BUFFER, 0, self.geometry.name)
 
     def draw_instances(self, num_vertices, num_triangles, first, count, width, height,
                        depth_index=0, peel=False) -> None:
@@ -180,7 +184,8 @@ class RasterPipeline:
         prog.set_int("u_layer", 0)
         prog.set_int("u_tri_offset", 0)
         if num_triangles > 0:
-            GL.glDrawElementsInstanced(GL.GL_TRIANGLES, 3 * num_triangles, GL.GL_UNSIGNED_INT, None, count)
+            GL.glDrawElementsInstanced(GL.GL_TRIANGLES, 3 * num_triangles, GL.GL_UNSIGNED_INT,
+                                       ctypes.c_void_p(self._index_offset), count)
 
     def draw_ranges(self, num_vertices, ranges, width, height, depth_index=0, peel=False) -> None:
         """Range mode: ``ranges`` is a list of (first triangle, count); entry ``i`` draws into
@@ -195,7 +200,8 @@ class RasterPipeline:
                 continue
             prog.set_int("u_layer", layer)
             prog.set_int("u_tri_offset", start)
-            GL.glDrawElements(GL.GL_TRIANGLES, 3 * count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(12 * start))
+            GL.glDrawElements(GL.GL_TRIANGLES, 3 * count, GL.GL_UNSIGNED_INT,
+                              ctypes.c_void_p(self._index_offset + 12 * start))
 
     # -- read-back -----------------------------------------------------------------------------
     def _read(self, tex, out: torch.Tensor) -> None:
@@ -219,8 +225,7 @@ class RasterPipeline:
 
     def release(self) -> None:
         self._release_targets()
-        self.positions.release()
-        self.indices.release()
+        self.geometry.release()
         if self.fbo:
             GL.glDeleteFramebuffers(1, [self.fbo])
             self.fbo = 0
