@@ -94,7 +94,9 @@ def check_triangles(name: str, tri, num_vertices: int) -> torch.Tensor:
     memory access.)
     """
     tri = check_tensor(name, tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
-    if tri.shape[0] == 0:
+    if tri.shape[0] == 0 or torch.compiler.is_compiling():
+        # Under torch.compile the range check (a data-dependent read) is left to the kernels and
+        # shaders, which guard every index (call eagerly once to get the error message).
         return tri
     if tri.is_cuda:
         hit = _validated_tri_cache.get(id(tri))

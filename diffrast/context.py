@@ -6,6 +6,7 @@ import threading
 
 import torch
 
+from . import _library
 from ._checks import check_choice
 
 
@@ -72,6 +73,7 @@ class RasterizeGLContext:
         self._owner = None  # thread holding the context in manual mode
         self.active_peeler = None
         self._egl = self._pipeline = None
+        _library.context_handle(self)  # how custom ops name it under torch.compile
         from .gl_backend.egl import EGLContext
         from .gl_backend.raster_pipeline import RasterPipeline
         cuda_index = self.device.index if self.device.type == "cuda" else None

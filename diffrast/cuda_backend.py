@@ -195,35 +195,56 @@ class _Interpolate(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out, grad_out_da):
         attr, rast, rast_db, tri, table = ctx.saved_tensors
-        K = ctx.num_diff
-        want_attr, want_rast, want_db = ctx.needs_input_grad[:3]
-        want_db = want_db and K > 0
-        device = attr.device
-        N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
-        det = want_attr and deterministic()
+        grads = _interpolate_backward(attr, rast, rast_db, tri, table, ctx.num_diff, grad_out,
+                                      grad_out_da, *ctx.needs_input_grad[:3])
+        return (*grads, None, None)
 
-        grad_out = grad_out.contiguous()
-        grad_out_da = grad_out_da.contiguous() if K else _unused(device)
-        grad_attr = None
-        if want_attr:
-            grad_attr = torch.empty_like(attr) if det else torch.zeros_like(attr)
-        grad_rast = torch.empty_like(rast) if want_rast else None
-        grad_rast_db = torch.empty_like(rast_db) if want_db else None
-        entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
-                      else _unused(device, torch.int32))
-        null = _unused(device)
-        _launch("interpolate", "interpolate_bwd", N,
-                (attr, rast, tri, rast_db if K else null, table, grad_out, grad_out_da,
-                 grad_attr if want_attr else null, grad_rast if want_rast else null,
-                 grad_rast_db if want_db else null, entry_rows,
-                 N, per_image, V, A, tri.shape[0], batched, K,
-                 want_attr, want_rast, want_db, det), device)
-        if det:
-            order, row_start = _row_segments(entry_rows, num_rows)
-            _launch("interpolate", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
-                    (rast, rast_db if K else null, table, grad_out, grad_out_da, order, row_start,
-                     grad_attr, num_rows, A, K), device)
-        return grad_attr, grad_rast, grad_rast_db, None, None
+
+def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out_da,
+                          want_attr, want_rast, want_db):
+    """``(grad_attr, grad_rast, grad_rast_db)`` of the interpolate kernels, ``None`` where not
+    wanted; ``rast`` and ``rast_db`` 16-byte aligned, ``table`` the forward's diff table."""
+    want_db = want_db and K > 0
+    device = attr.device
+    N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
+    det = want_attr and deterministic()
+
+    grad_out = grad_out.contiguous()
+    grad_out_da = grad_out_da.contiguous() if K else _unused(device)
+    grad_attr = None
+    if want_attr:
+        grad_attr = torch.empty_like(attr) if det else torch.zeros_like(attr)
+    grad_rast = torch.empty_like(rast) if want_rast else None
+    grad_rast_db = torch.empty_like(rast_db) if want_db else None
+    entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
+                  else _unused(device, torch.int32))
+    null = _unused(device)
+    _launch("interpolate", "interpolate_bwd", N,
+            (attr, rast, tri, rast_db if K else null, table, grad_out, grad_out_da,
+             grad_attr if want_attr else null, grad_rast if want_rast else null,
+             grad_rast_db if want_db else null, entry_rows,
+             N, per_image, V, A, tri.shape[0], batched, K,
+             want_attr, want_rast, want_db, det), device)
+    if det:
+        order, row_start = _row_segments(entry_rows, num_rows)
+        _launch("interpolate", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
+                (rast, rast_db if K else null, table, grad_out, grad_out_da, order, row_start,
+                 grad_attr, num_rows, A, K), device)
+    return grad_attr, grad_rast, grad_rast_db
+
+
+def interpolate_backward(attr, rast, tri, grad_out, rast_db=None, diff_attrs=None,
+                         grad_out_da=None, needs=(True, True, True)):
+    """The CUDA kernels' backward of :func:`interpolate`, outside autograd (for the custom op).
+
+    Same contract as :func:`diffrast.reference.interpolate.interpolate_backward`, plus ``needs``:
+    which of ``(attr, rast, rast_db)`` get a gradient (``None`` for the others)."""
+    K = len(diff_attrs or ())
+    table = _diff_table(diff_attrs, attr.shape[-1], attr.device) if K else _unused(attr.device, torch.int32)
+    rast = _aligned(rast.contiguous())
+    rast_db = _aligned(rast_db.contiguous()) if K else None
+    return _interpolate_backward(attr.contiguous(), rast, rast_db, tri.contiguous(), table, K,
+                                 grad_out, grad_out_da, *needs)
 
 
 def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import _library
 from .context import resolve_device
 from .cuda_ops import loader
 
@@ -59,6 +60,7 @@ class RasterizeCudaContext:
         self._states = None
         self._stream = None
         self._plans = None  # _plan's results by call shape
+        _library.context_handle(self)  # how custom ops name it under torch.compile
 
     def _follow_stream(self):
         """Keeps the scratch usable on torch's current stream (it waits for the stream that

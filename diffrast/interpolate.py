@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import operator
+from typing import Optional
 
 import torch
 
-from . import _checks
+from . import _checks, _library
 from .reference import interpolate as _reference
 
 __all__ = ["interpolate"]
@@ -146,5 +147,67 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
     tri = _checks.check_triangles("tri", tri, attr.shape[-2])
 
+    if _library.compiling():
+        return _interpolate_op(attr, rast, tri, rast_db, diff_list)
     backend = _backend_for(device, dtype)
     return backend(attr, rast, tri, rast_db, diff_list)
+
+
+# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+
+@torch.library.custom_op(_library.op_name("interpolate"), mutates_args=())
+def _interpolate_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
+                    rast_db: Optional[torch.Tensor], diff_attrs: list[int]
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``interpolate`` on validated tensors: ``(out, out_da)``."""
+    with torch.no_grad():
+        return _backend_for(attr.device, attr.dtype)(attr.contiguous(), rast.contiguous(),
+                                                      tri.contiguous(), rast_db, diff_attrs)
+
+
+@_interpolate_op.register_fake
+def _(attr, rast, tri, rast_db, diff_attrs):
+    B, H, W, _ = rast.shape
+    return (attr.new_empty(B, H, W, attr.shape[-1]), attr.new_empty(B, H, W, 2 * len(diff_attrs)))
+
+
+@torch.library.custom_op(_library.op_name("interpolate_backward"), mutates_args=())
+def _interpolate_backward_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
+                             rast_db: Optional[torch.Tensor], diff_attrs: list[int],
+                             grad_out: torch.Tensor, grad_out_da: torch.Tensor,
+                             needs: list[bool]) -> list[torch.Tensor]:
+    """Gradients of :func:`_interpolate_op` with respect to those of ``(attr, rast, rast_db)``
+    flagged in ``needs``, in that order (only the flagged ones)."""
+    backend = _backend_for(attr.device, attr.dtype)
+    if backend is _reference.interpolate:  # autograd of the reference, as in eager calls
+        grads = _library.vjp(lambda a, r, d: backend(a, r, tri, d, diff_attrs),
+                             (attr, rast, rast_db), (grad_out, grad_out_da), needs)
+    else:
+        from . import cuda_backend
+        grads = cuda_backend.interpolate_backward(attr, rast, tri, grad_out, rast_db, diff_attrs,
+                                                  grad_out_da, needs)
+    return [g.contiguous() for g, n in zip(grads, needs) if n]
+
+
+@_interpolate_backward_op.register_fake
+def _(attr, rast, tri, rast_db, diff_attrs, grad_out, grad_out_da, needs):
+    return [torch.empty_like(t) for t, n in zip((attr, rast, rast_db), needs) if n]
+
+
+def _interpolate_setup(ctx, inputs, output):
+    attr, rast, tri, rast_db, diff_attrs = inputs
+    ctx.save_for_backward(attr, rast, tri, rast_db)
+    ctx.diff_attrs = diff_attrs
+
+
+def _interpolate_autograd(ctx, grad_out, grad_out_da):
+    attr, rast, tri, rast_db = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[1],
+             ctx.needs_input_grad[3] and bool(ctx.diff_attrs)]
+    grads = iter(_interpolate_backward_op(attr, rast, tri, rast_db, ctx.diff_attrs, grad_out,
+                                          grad_out_da, needs))
+    grad_attr, grad_rast, grad_db = (next(grads) if n else None for n in needs)
+    return grad_attr, grad_rast, None, grad_db, None
+
+
+_interpolate_op.register_autograd(_interpolate_autograd, setup_context=_interpolate_setup)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import operator
+from typing import Optional
 
 import torch
 
-from . import triangle_id
+from . import _library, triangle_id
 from ._checks import check_same_device, check_tensor, check_triangles
 from .context import RasterizeGLContext
 from .cuda_context import RasterizeCudaContext
@@ -93,7 +94,7 @@ def _validate(glctx, pos, tri, resolution, ranges):
     ranges = check_tensor("ranges", ranges, dtypes=(torch.int32,), ndims=2, last_dim=2)
     if ranges.device.type != "cpu":
         raise ValueError(f"ranges must be a CPU tensor, got device {ranges.device}")
-    if ranges.shape[0] > 0:
+    if ranges.shape[0] > 0 and not _library.compiling():  # (values: checked in eager calls)
         start, count = ranges[:, 0].long(), ranges[:, 1].long()
         negative = (start < 0) | (count < 0)
         if bool(negative.any()):
@@ -153,7 +154,11 @@ def _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel):
 
 def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel):
     """The outputs, through autograd only when a gradient can flow to ``pos`` (the autograd
-    node costs host time that matters for small images)."""
+    node costs host time that matters for small images); under ``torch.compile``, through the
+    custom op ``diffrast::rasterize``."""
+    if _library.compiling():
+        return _rasterize_op(glctx._library_handle, pos, tri, resolution[0], resolution[1], ranges,
+                             layer_index, peel, grad_db)
     if pos.requires_grad and torch.is_grad_enabled():
         return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel)
     return _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
@@ -178,6 +183,58 @@ class _Rasterize(torch.autograd.Function):
             grad_rast = torch.zeros_like(rast)
         grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db)
         return grad, None, None, None, None, None, None, None
+
+
+# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+
+@torch.library.custom_op(_library.op_name("rasterize"), mutates_args=())
+def _rasterize_op(context: int, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
+                  ranges: Optional[torch.Tensor], layer_index: int, peel: bool,
+                  grad_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(rast, rast_db)`` of validated inputs, rendered by the context of handle ``context``
+    (:func:`diffrast._library.context_handle`). ``grad_db`` only matters to the backward."""
+    glctx = _library.context_from_handle(context)
+    return _outputs(glctx, pos, tri, (height, width), ranges, layer_index, peel)
+
+
+@_rasterize_op.register_fake
+def _(context, pos, tri, height, width, ranges, layer_index, peel, grad_db):
+    batch = pos.shape[0] if ranges is None else ranges.shape[0]
+    channels = 4 if _library.context_from_handle(context).output_db else 0
+    return (pos.new_empty(batch, height, width, 4), pos.new_empty(batch, height, width, channels))
+
+
+@torch.library.custom_op(_library.op_name("rasterize_backward"), mutates_args=())
+def _rasterize_backward_op(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
+                           grad_rast: torch.Tensor, grad_db: Optional[torch.Tensor]
+                           ) -> torch.Tensor:
+    """The gradient of ``rasterize`` with respect to ``pos``, shaped like ``pos``."""
+    with _library.autograd_enabled():  # (the reference differentiates its formulas)
+        return _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db)
+
+
+@_rasterize_backward_op.register_fake
+def _(pos, tri, rast, grad_rast, grad_db):
+    return torch.empty_like(pos)
+
+
+def _rasterize_setup(ctx, inputs, output):
+    _, pos, tri, _, _, _, _, _, grad_db = inputs
+    rast, rast_db = output
+    ctx.save_for_backward(pos, tri, rast)
+    ctx.grad_db = grad_db and rast_db.shape[-1] != 0
+
+
+def _rasterize_autograd(ctx, grad_rast, grad_rast_db):
+    pos, tri, rast = ctx.saved_tensors
+    grad = None
+    if ctx.needs_input_grad[1]:
+        grad = _rasterize_backward_op(pos, tri, rast, grad_rast,
+                                      grad_rast_db if ctx.grad_db else None)
+    return None, grad, None, None, None, None, None, None, None
+
+
+_rasterize_op.register_autograd(_rasterize_autograd, setup_context=_rasterize_setup)
 
 
 def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):

@@ -1,0 +1,102 @@
+"""What diffrast's ops share as ``torch.library`` custom ops (namespace ``diffrast``).
+
+Under ``torch.compile`` every public op dispatches to a custom op (``diffrast::<op>``) with a fake
+implementation, so Dynamo sees one opaque node with known output shapes and no graph break, and
+AOTAutograd sees its backward as another custom op (``diffrast::<op>_backward``) registered with
+``torch.library.register_autograd``. In eager mode the public functions call their backends
+directly (a custom op's dispatch costs host time that matters for small images); both paths run
+the same backends, so compiled and eager results are identical.
+
+Contexts stay ordinary Python objects: a custom op receives a context as an integer handle from
+:func:`context_handle` and looks it up with :func:`context_from_handle`.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+import weakref
+
+import torch
+
+NAMESPACE = "diffrast"
+
+
+def compiling() -> bool:
+    """Whether the caller is being traced by ``torch.compile`` (Dynamo) or ``torch.export``."""
+    return torch.compiler.is_compiling()
+
+
+def op_name(name: str) -> str:
+    """The qualified name ``diffrast::<name>`` of a custom op."""
+    return f"{NAMESPACE}::{name}"
+
+
+_handles: "weakref.WeakValueDictionary[int, object]" = weakref.WeakValueDictionary()
+_handle_counter = itertools.count(1)
+_handle_lock = threading.Lock()
+
+
+def context_handle(ctx) -> int:
+    """A process-unique integer naming ``ctx`` (a rasterizer context) inside custom ops; the same
+    context always gets the same handle."""
+    handle = getattr(ctx, "_library_handle", None)
+    if handle is None:
+        with _handle_lock:
+            handle = getattr(ctx, "_library_handle", None)
+            if handle is None:
+                handle = next(_handle_counter)
+                _handles[handle] = ctx
+                ctx._library_handle = handle
+    return handle
+
+
+def context_from_handle(handle: int):
+    """The context :func:`context_handle` gave ``handle`` to."""
+    ctx = _handles.get(int(handle))
+    if ctx is None:
+        raise RuntimeError(f"diffrast: the rasterizer context of handle {handle} no longer exists")
+    return ctx
+
+
+@contextlib.contextmanager
+def autograd_enabled():
+    """Record autograd inside a custom op's implementation: torch runs those with the autograd
+    dispatch keys excluded (so ``torch.enable_grad()`` alone records nothing); this lifts the
+    exclusion and enables grad for the block, for backends that differentiate torch code."""
+    include = torch._C._dispatch_tls_local_include_set()
+    exclude = torch._C._dispatch_tls_local_exclude_set()
+    lifted = exclude.remove(torch._C.DispatchKey.AutogradFunctionality)
+    with torch._C._ForceDispatchKeyGuard(include, lifted), torch.enable_grad():
+        yield
+
+
+def vjp(fn, inputs, grads, needs):
+    """Gradients of ``fn(*inputs)`` (a differentiable function returning a tensor or a tuple of
+    tensors) with respect to the inputs flagged in ``needs``, given output gradients ``grads``
+    (``None`` entries: no gradient). Runs ``fn`` again with autograd on: the backward of ops
+    whose backend is differentiable torch code (the references) rather than a pair of kernels.
+
+    Returns a list like ``inputs``: a fresh tensor per needed input, ``None`` elsewhere."""
+    with autograd_enabled():
+        leaves = [x.detach().requires_grad_(bool(n)) if isinstance(x, torch.Tensor) and n else x
+                  for x, n in zip(inputs, needs)]
+        outs = fn(*leaves)
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        pairs = [(o, g) for o, g in zip(outs, grads)
+                 if g is not None and isinstance(o, torch.Tensor) and o.requires_grad]
+        wanted = [x for x, n in zip(leaves, needs) if isinstance(x, torch.Tensor) and n]
+        if pairs and wanted:
+            got = torch.autograd.grad([o for o, _ in pairs], wanted, [g for _, g in pairs],
+                                      allow_unused=True)
+        else:
+            got = [None] * len(wanted)
+    it = iter(got)
+    result = []
+    for x, n in zip(inputs, needs):
+        if isinstance(x, torch.Tensor) and n:
+            g = next(it)
+            result.append(torch.zeros_like(x) if g is None else g)
+        else:
+            result.append(None)
+    return result
