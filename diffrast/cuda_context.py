@@ -60,12 +60,21 @@ class RasterizeCudaContext:
         self._states = None
         self._stream = None
         self._plans = None  # _plan's results by call shape
+        self._capturing = False  # the current call is being captured into a CUDA graph
+        self._captured_scratch = {}  # scratch buffers CUDA graphs captured (kept alive)
         _library.context_handle(self)  # how custom ops name it under torch.compile
 
     def _follow_stream(self):
         """Keeps the scratch usable on torch's current stream (it waits for the stream that
-        used it last, and the allocator learns the scratch is used on it)."""
+        used it last, and the allocator learns the scratch is used on it). While a CUDA graph is
+        being captured nothing is done: ``torch.cuda.graph`` synchronizes before capturing, and
+        a captured stream may not wait on work outside the capture; the buffers the capture uses
+        are kept for the graph's lifetime instead (:meth:`_scratch`)."""
         handle = loader.raw_stream(self.device.index)
+        if torch.cuda.is_current_stream_capturing():
+            self._capturing = True
+            return
+        self._capturing = False
         if self._stream is None:
             self._stream = (handle, torch.cuda.current_stream(self.device))
         elif handle != self._stream[0]:
@@ -157,6 +166,11 @@ class RasterizeCudaContext:
         cur = 1 - self._peel_index if peel_prev else 0
         keys, setup, launches, chunks = self._plan(max(num_items, 0), width, height, pixels, cur,
                                                    peel_prev)
+        if self._capturing:
+            # A captured graph keeps raw pointers to the scratch it uses: never free those
+            # buffers (a later, larger call allocates new ones beside them).
+            self._captured_scratch.update(
+                {id(t): t for t in (self._keys, self._big, self._states)})
         keys.fill_(-1)  # (a fill kernel is ~3x faster than emptying the keys in resolve)
         common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
         for blocks, setup_args, big_args in launches:
@@ -169,7 +183,7 @@ class RasterizeCudaContext:
                        num_images, width, height, rast, rast_db if rast_db is not None else rast,
                        int(self.output_db)), dev)
         # Peeling: the next layer keeps only keys behind these.
-        self._peel_index = cur if self.active_peeler is not None else None
+        self._peel_index = cur if peel else None
         return rast, rast_db
 
 

@@ -111,7 +111,10 @@ def _validate(glctx, pos, tri, resolution, ranges):
 
 
 def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
-    """Render all batch items; returns ``(rast, rast_db or None)`` on the device of ``pos``."""
+    """Render all batch items; returns ``(rast, rast_db or None)`` on the device of ``pos``.
+    ``peel``: a ``DepthPeeler`` layer (``layer_index`` from 0), each layer behind the one before
+    (passed explicitly rather than read from ``glctx.active_peeler``, which ``torch.compile``
+    updates only after its graph has run)."""
     if isinstance(glctx, RasterizeCudaContext):
         return glctx._render(pos, tri, resolution, ranges, layer_index, peel)
     height, width = resolution
@@ -132,12 +135,13 @@ def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
         for first in range(0, batch, chunk):
             count = min(chunk, batch - first)
             depth_index = layer_index % 2
+            behind = peel and layer_index > 0
             if range_list is None:
                 pipe.draw_instances(num_vertices, tri.shape[0], first, count, width, height,
-                                    depth_index, peel)
+                                    depth_index, behind)
             else:
                 pipe.draw_ranges(num_vertices, range_list[first:first + count], width, height,
-                                 depth_index, peel)
+                                 depth_index, behind)
             pipe.read(rast[first:first + count],
                       None if rast_db is None else rast_db[first:first + count], depth_index)
     return rast, rast_db
@@ -327,6 +331,6 @@ class DepthPeeler:
                                "with-block")
         pos, tri, resolution, ranges = self._args
         out = _rasterize(self._glctx, pos, tri, resolution, ranges, self._grad_db, self._layer,
-                         self._layer > 0)
+                         True)
         self._layer += 1
         return out
