@@ -2,10 +2,13 @@
 
 A UV sphere of 2 * rows * cols triangles, rotated per batch item and perspective-projected, a
 random RGB float32 texture, UVs from the sphere. Times are medians in milliseconds (CUDA events
-on the GPU, wall clock on the CPU) after warm-up; peak GPU memory in MiB.
+on the GPU, wall clock on the CPU) after warm-up; peak GPU memory in MiB. With the CUDA
+context, ``train_step_graph`` is the training step captured once in a CUDA graph and replayed;
+with ``--compile``, ``train_step_compiled`` is the step under ``torch.compile(fullgraph=True)``.
 
     python benchmarks/run.py                       # all scenarios on CUDA
     python benchmarks/run.py --device cpu --scenarios small_1x512 --reps 3
+    python benchmarks/run.py --scenarios small_1x512 --compile
 """
 from __future__ import annotations
 
@@ -58,7 +61,21 @@ def scene(cfg, device, gen):
     return clip.to(device), tri.to(device), uv.to(device), tex.to(device)
 
 
-def run_scenario(name, cfg, device, glctx, reps, warmup, context_name):
+def capture(step, warmup=3):
+    """``step`` captured in a CUDA graph, after ``warmup`` eager runs on a side stream."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(warmup):
+            step()
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        step()
+    return graph
+
+
+def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_step=False):
     gen = torch.Generator().manual_seed(0)
     clip, tri, uv, tex = scene(cfg, device, gen)
     res = (cfg["res"], cfg["res"])
@@ -117,6 +134,21 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name):
         c = dr.antialias(c, r, pos_g, tri, topology_hash=topo)
         ((c - target) ** 2).mean().backward()
     out["train_step"] = measure(train_step)
+    leaves = (pos_g, uv_g, tex_g)
+
+    def step_zeroed(step):
+        def run():
+            for t in leaves:  # in place: a captured graph keeps the gradient buffers
+                if t.grad is not None:
+                    t.grad.zero_()
+            step()
+        return run
+    if compile_step:
+        compiled = torch.compile(train_step, fullgraph=True)
+        out["train_step_compiled"] = measure(step_zeroed(compiled))
+    if context_name == "cuda":
+        graph = capture(step_zeroed(train_step))
+        out["train_step_graph"] = measure(graph.replay)
     if device.type == "cuda":
         out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     return out
@@ -130,6 +162,8 @@ def main():
                    help="rasterizers: gl (RasterizeGLContext), cuda (RasterizeCudaContext; GPU only)")
     p.add_argument("--reps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--compile", action="store_true",
+                   help="also time the training step compiled with torch.compile(fullgraph=True)")
     args = p.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
@@ -139,8 +173,8 @@ def main():
     for ctx_name in args.contexts if device.type == "cuda" else ["gl"]:
         glctx = contexts[ctx_name]()
         for name in args.scenarios:
-            print(json.dumps(run_scenario(name, SCENARIOS[name], device, glctx, args.reps, args.warmup, ctx_name)),
-                  flush=True)
+            print(json.dumps(run_scenario(name, SCENARIOS[name], device, glctx, args.reps,
+                                          args.warmup, ctx_name, args.compile)), flush=True)
 
 
 if __name__ == "__main__":

@@ -86,9 +86,12 @@ def main():
     p.add_argument("--compare", action="store_true",
                    help="also run eagerly and check that both give the same losses")
     args = p.parse_args()
-    if not torch.cuda.is_available():
-        print("examples/cuda_graph.py needs a CUDA GPU (CUDA graphs); none is available")
+    if not torch.cuda.is_available() or args.device == "cpu":
+        print("examples/cuda_graph.py needs a CUDA GPU (CUDA graphs); none is available"
+              if not torch.cuda.is_available() else "examples/cuda_graph.py runs on CUDA only")
         return 2
+    if args.display:
+        print("--display: this example shows no window (its replay loop runs no Python per step)")
     device = torch.device("cuda")
     gen = torch.Generator().manual_seed(0)
     pos, tri, uv = geometry.uv_sphere(32, 64)

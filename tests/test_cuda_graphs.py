@@ -1,15 +1,15 @@
 """A whole training step with RasterizeCudaContext captured in a CUDA graph and replayed with new
 input values gives the results of eager calls; a steady-state eager step never synchronizes
 with the host."""
-import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 
 import diffrast as dr
 from diffrast import geometry
-
-pytestmark = pytest.mark.gpu
 
 
 def scene(batch=2, res=64):
@@ -47,6 +47,7 @@ def eager_grads(step, clip, tex, target):
     return loss.detach(), clip.grad, tex.grad
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("det", [False, True])
 def test_training_step_replays_from_a_cuda_graph(det, deterministic):
     deterministic(det)
@@ -89,6 +90,7 @@ def test_training_step_replays_from_a_cuda_graph(det, deterministic):
                 torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.gpu
 def test_steady_state_eager_step_does_not_synchronize():
     clip_of, tri, uv, tex0, target, res = scene()
     glctx = dr.RasterizeCudaContext()
@@ -103,13 +105,20 @@ def test_steady_state_eager_step_does_not_synchronize():
         torch.cuda.set_sync_debug_mode("default")
 
 
+EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples",
+                       "cuda_graph.py")
+
+
+@pytest.mark.gpu
 def test_cuda_graph_example_runs(tmp_path):
-    import subprocess
-    import sys
-    import os
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    out = subprocess.run([sys.executable, os.path.join(root, "examples", "cuda_graph.py"),
+    out = subprocess.run([sys.executable, EXAMPLE,
                           "--iterations", "60", "--resolution", "128", "--compare",
                           "--outdir", str(tmp_path)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "CUDA graph" in out.stdout and (tmp_path / "final.png").exists()
+
+
+def test_cuda_graph_example_says_it_needs_cuda():
+    out = subprocess.run([sys.executable, EXAMPLE, "--device", "cpu"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 2 and "CUDA" in out.stdout
