@@ -36,7 +36,8 @@ from torch.autograd.function import once_differentiable
 from .cuda_backend import THREADS, _INT32_MAX, _launch, _unused, available, deterministic
 from .reference import mipmap as _ref_mipmap
 
-__all__ = ["Backend", "MipLevels", "texture", "construct_mip", "available", "deterministic"]
+__all__ = ["Backend", "MipLevels", "texture", "construct_mip", "texture_backward",
+           "construct_mip_backward", "available", "deterministic"]
 
 
 FILTER_IDS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
@@ -310,13 +311,7 @@ class _Texture(torch.autograd.Function):
         C = tex.shape[-1]
         H, W = _tex_dims(tex, cube)
         null = _unused(device)
-        if mode == _MIP_FLAT:
-            mipbuf = mips[0].contiguous()
-        elif mode == _MIP_LIST:
-            mips = tuple(m.contiguous() for m in mips)
-            mipbuf = mips[0] if _chained(mips) else torch.cat([m.reshape(-1) for m in mips])
-        else:
-            mipbuf = null
+        mipbuf, mips = _mip_buffer(mode, mips, null)
         out = torch.empty(B, oh, ow, C, dtype=tex.dtype, device=device)
         kernel = "texture_fwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
         config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None)
@@ -333,10 +328,8 @@ class _Texture(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad_out):
         filt, bnd, mode, num_levels = ctx.cfg
-        cube = bnd == BOUNDARY_IDS["cube"]
         tex, uv, uv_da, bias, mipbuf, *mips = ctx.saved_tensors
         needs = ctx.needs_input_grad
-        device = tex.device
         want_tex0 = needs[1]
         want_uv = needs[2] and filt != _NEAREST
         want_da = needs[3] and uv_da is not None and filt == _MIP_LINEAR
@@ -346,51 +339,11 @@ class _Texture(torch.autograd.Function):
         if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
             return (None,) * (5 + n_mips)
 
-        grad_out = grad_out.contiguous()
-        B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
-        N = B * oh * ow
-        C = tex.shape[-1]
-        H, W = _tex_dims(tex, cube)
-        null = _unused(device)
         base_numel = tex.numel()
         mip_numel = sum(m.numel() for m in mips) if mode == _MIP_LIST else mipbuf.numel()
-        want_texgrad = want_tex0 or want_mip
-        det = want_texgrad and deterministic()
-        grad_flat = None
-        if want_texgrad:
-            size = base_numel + (mip_numel if want_mip else 0)
-            alloc = torch.empty if det else torch.zeros
-            grad_flat = alloc(size, dtype=tex.dtype, device=device)
-        grad_uv = torch.empty_like(uv) if want_uv else None
-        grad_da = torch.empty_like(uv_da) if want_da else None
-        grad_bias = torch.empty_like(bias) if want_bias else None
-        max_bits = flags = acc = null
-        count_log2 = 0
-        if det and grad_flat.numel() // C > _INT32_MAX:
-            raise ValueError(f"deterministic texture gradients support at most {_INT32_MAX} "
-                             f"texels (base and mip levels), got {grad_flat.numel() // C}")
-        if det:
-            # Fixed-point accumulation (see cuda_ops/texture.cu): a first pass records each
-            # texel channel's largest contribution, the second sums integers, the last converts.
-            max_bits = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
-            flags = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
-            acc = torch.zeros(grad_flat.numel(), dtype=torch.int64, device=device)
-            count_log2 = (N * _SLOTS[filt]).bit_length()
-        kernel = "texture_bwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
-        for pass_mode in ((_DET_SCAN, _DET_SUM) if det else (_FAST,)):
-            config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None,
-                             want_tex0, want_mip, want_uv, want_da, want_bias, pass_mode)
-            _launch("texture", kernel, N,
-                    (tex, mipbuf, uv, uv_da if uv_da is not None else null,
-                     bias if bias is not None else null, grad_out,
-                     grad_flat if grad_flat is not None else null,
-                     grad_uv if want_uv else null, grad_da if want_da else null,
-                     grad_bias if want_bias else null, max_bits, flags, acc,
-                     N, oh * ow, tex.shape[0], H, W, C, num_levels, config, count_log2), device)
-        if det:
-            _launch("texture", "texture_grad_finish", grad_flat.numel(),
-                    (acc, max_bits, flags, grad_flat, grad_flat.numel() // C, C, count_log2),
-                    device)
+        grad_flat, grad_uv, grad_da, grad_bias = _texture_grads(
+            ctx.cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
+            want_tex0, want_uv, want_da, want_bias, want_mip)
 
         grad_tex = grad_flat[:base_numel].view(tex.shape) if want_tex0 else None
         mip_grads = (None,) * n_mips
@@ -405,6 +358,76 @@ class _Texture(torch.autograd.Function):
                     off += n
                 mip_grads = tuple(grads)
         return (None, grad_tex, grad_uv, grad_da, grad_bias) + mip_grads
+
+
+def _mip_buffer(mode, mips, null):
+    """``(mipbuf, mips)``: the one buffer the kernels read the levels from (``null`` without
+    levels) and the levels made contiguous. Levels lying one after the other in memory are read
+    in place; others are copied into one buffer."""
+    if mode == _MIP_FLAT:
+        mipbuf = mips[0].contiguous()
+    elif mode == _MIP_LIST:
+        mips = tuple(m.contiguous() for m in mips)
+        mipbuf = mips[0] if _chained(mips) else torch.cat([m.reshape(-1) for m in mips])
+    else:
+        mipbuf = null
+    return mipbuf, mips
+
+
+def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
+                   want_tex0, want_uv, want_da, want_bias, want_mip):
+    """The texture backward kernels: ``(grad_flat, grad_uv, grad_da, grad_bias)``, ``None`` where
+    not wanted. ``grad_flat`` (``None`` unless ``want_tex0`` or ``want_mip``) holds the gradient of
+    the base texture (``tex.numel()`` floats; unspecified unless ``want_tex0``) followed, with
+    ``want_mip``, by those of the ``mip_numel`` floats of ``mipbuf``. Inputs contiguous."""
+    filt, bnd, mode, num_levels = cfg
+    cube = bnd == BOUNDARY_IDS["cube"]
+    device = tex.device
+    grad_out = grad_out.contiguous()
+    B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
+    N = B * oh * ow
+    C = tex.shape[-1]
+    H, W = _tex_dims(tex, cube)
+    null = _unused(device)
+    base_numel = tex.numel()
+    want_texgrad = want_tex0 or want_mip
+    det = want_texgrad and deterministic()
+    grad_flat = None
+    if want_texgrad:
+        size = base_numel + (mip_numel if want_mip else 0)
+        alloc = torch.empty if det else torch.zeros
+        grad_flat = alloc(size, dtype=tex.dtype, device=device)
+    grad_uv = torch.empty_like(uv) if want_uv else None
+    grad_da = torch.empty_like(uv_da) if want_da else None
+    grad_bias = torch.empty_like(bias) if want_bias else None
+    max_bits = flags = acc = null
+    count_log2 = 0
+    if det and grad_flat.numel() // C > _INT32_MAX:
+        raise ValueError(f"deterministic texture gradients support at most {_INT32_MAX} "
+                         f"texels (base and mip levels), got {grad_flat.numel() // C}")
+    if det:
+        # Fixed-point accumulation (see cuda_ops/texture.cu): a first pass records each
+        # texel channel's largest contribution, the second sums integers, the last converts.
+        max_bits = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
+        flags = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
+        acc = torch.zeros(grad_flat.numel(), dtype=torch.int64, device=device)
+        count_log2 = (N * _SLOTS[filt]).bit_length()
+    kernel = "texture_bwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
+    for pass_mode in ((_DET_SCAN, _DET_SUM) if det else (_FAST,)):
+        config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None,
+                         want_tex0, want_mip, want_uv, want_da, want_bias, pass_mode)
+        _launch("texture", kernel, N,
+                (tex, mipbuf, uv, uv_da if uv_da is not None else null,
+                 bias if bias is not None else null, grad_out,
+                 grad_flat if grad_flat is not None else null,
+                 grad_uv if want_uv else null, grad_da if want_da else null,
+                 grad_bias if want_bias else null, max_bits, flags, acc,
+                 N, oh * ow, tex.shape[0], H, W, C, num_levels, config, count_log2), device)
+    if det:
+        _launch("texture", "texture_grad_finish", grad_flat.numel(),
+                (acc, max_bits, flags, grad_flat, grad_flat.numel() // C, C, count_log2),
+                device)
+    return grad_flat, grad_uv, grad_da, grad_bias
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None,
@@ -423,6 +446,57 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None
         mips, mode, num_levels = _mip_inputs(mip_levels)
     cfg = (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels)
     return _Texture.apply(cfg, tex, uv, uv_da, mip_level_bias, *mips)
+
+
+def texture_backward(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias, mip_levels,
+                     filter_mode: str, boundary_mode: str, grad_out: torch.Tensor,
+                     needs=(True, True, True, True, True)):
+    """The CUDA kernels' backward of :func:`texture`, outside autograd (for the custom op
+    ``diffrast::texture_backward``); the kernels and buffers of ``_Texture.backward``.
+
+    Takes :func:`texture`'s arguments (``mip_levels`` a list of level tensors, or None), the
+    gradient of its output ``grad_out`` [B, h, w, C] and ``needs``: which of ``(tex, uv, uv_da,
+    mip_level_bias, mip_levels)`` get a gradient. Returns ``(grad_texels, grad_uv, grad_uv_da,
+    grad_mip_level_bias)``, ``None`` where not needed or structurally absent (``uv`` in 'nearest'
+    mode, ``uv_da`` and ``mip_level_bias`` unless given and 'linear-mipmap-linear', the levels
+    in the non-mipmapped modes or without levels). ``grad_texels`` is one flat float32 buffer:
+    the gradient of ``tex`` (``tex.numel()`` floats; unspecified unless ``needs[0]``) followed,
+    when the levels get a gradient, by those of the levels, one after the other; ``None`` when
+    neither gets one."""
+    filt = FILTER_IDS[filter_mode]
+    if filt < _MIP_NEAREST:
+        uv_da = mip_level_bias = None
+        mips, mode, num_levels = (), _MIP_NONE, 0
+    else:
+        mips, mode, num_levels = _mip_inputs(mip_levels)
+    cfg = (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels)
+    want_tex0 = bool(needs[0])
+    want_uv = bool(needs[1]) and filt != _NEAREST
+    want_da = bool(needs[2]) and uv_da is not None and filt == _MIP_LINEAR
+    want_bias = bool(needs[3]) and mip_level_bias is not None and filt == _MIP_LINEAR
+    want_mip = bool(needs[4]) and num_levels > 0
+    if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
+        return None, None, None, None
+    tex = tex.contiguous()
+    mipbuf, mips = _mip_buffer(mode, mips, _unused(tex.device))
+    mip_numel = sum(m.numel() for m in mips)
+    return _texture_grads(cfg, tex, uv.contiguous(),
+                          uv_da.contiguous() if uv_da is not None else None,
+                          mip_level_bias.contiguous() if mip_level_bias is not None else None,
+                          mipbuf, mip_numel, grad_out, want_tex0, want_uv, want_da, want_bias,
+                          want_mip)
+
+
+def construct_mip_backward(grad: torch.Tensor, tex_shape, cube_mode: bool = False,
+                           max_mip_level=None) -> torch.Tensor:
+    """The CUDA kernels' backward of :func:`construct_mip`, outside autograd (for the custom op
+    ``diffrast::texture_construct_mip_backward``): the gradient of the base texture (shape
+    ``tex_shape``, float32) from ``grad``, the gradient of the flat buffer of its mip levels
+    (``MipLevels.flat``: the levels one after the other, each in the texture's layout)."""
+    plan = mip_plan(tex_shape, cube_mode, max_mip_level)
+    if plan.num_levels == 0:
+        return grad.new_zeros(plan.tex_shape)
+    return _mip_backward(grad.contiguous(), plan, grad.dtype)
 
 
 class Backend:

@@ -5,12 +5,18 @@ to the backend for the tensors' device and dtype (:func:`_backend_for`): the CUD
 :mod:`diffrast.cuda_backend_texture` for float32 CUDA tensors, otherwise the reference
 implementation in :mod:`diffrast.reference.texture` (plain differentiable PyTorch). Both backends
 have the same two entry points.
+
+Under ``torch.compile`` the validated call goes through the custom ops at the bottom of this file
+(``diffrast::texture``, ``diffrast::texture_construct_mip`` and their ``_backward`` ops, see
+:mod:`diffrast._library`), which run the same backends; eager calls use the backends directly.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
-from . import _checks
+from . import _checks, _library
 from . import cuda_backend_texture as _cuda_texture
 from .cuda_ops import loader as _loader
 from .reference import mipmap as _ref_mipmap
@@ -271,6 +277,9 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
                                 f"({str(tex.dtype).replace('torch.', '')}), "
                                 f"got {str(lvl.dtype).replace('torch.', '')}")
 
+    if _library.compiling():
+        return _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode,
+                                 boundary_mode, max_mip_level)
     backend = _backend_for(device, tex.dtype)
     if mipmapped:
         if levels is None:
@@ -319,5 +328,245 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
                            "mipmap stack", "cube_mode=False")
     tex = _check_texture("tex", tex, cube_mode)
     _checks.check_device("tex", tex)
+    if _library.compiling():
+        flat = _construct_mip_op(tex, max_mip_level, cube_mode)
+        return TextureMipStack(_split_levels(flat, tex.shape, cube_mode, max_mip_level),
+                               cube_mode, tex.shape)
     levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
     return TextureMipStack(levels, cube_mode, tex.shape)
+
+
+# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+#
+# diffrast::texture_construct_mip returns the mip levels as one flat buffer (the levels one after
+# the other, each in the texture's layout: the CUDA backend's MipLevels.flat), since the outputs of
+# a custom op may not alias each other; the traced code cuts it into level views
+# (_split_levels). diffrast::texture takes the levels as a list of tensors; the CUDA backend reads
+# such views of one buffer in place. Backwards: the CUDA kernels' (cuda_backend_texture's
+# texture_backward, construct_mip_backward), or the reference differentiated again by autograd
+# (_library.vjp).
+
+
+def _level_shapes(tex_shape, cube: bool, max_mip_level) -> list:
+    """Shapes of the mip levels below a texture of shape ``tex_shape``."""
+    if cube:
+        b, _, h, w, c = tex_shape
+        return [(b, 6, hk, wk, c) for hk, wk in _ref_mipmap.mip_level_sizes(h, w, max_mip_level)]
+    b, h, w, c = tex_shape
+    return [(b, hk, wk, c) for hk, wk in _ref_mipmap.mip_level_sizes(h, w, max_mip_level)]
+
+
+def _numel(shape) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
+
+
+def _split_levels(flat: torch.Tensor, tex_shape, cube: bool, max_mip_level) -> list:
+    """The level tensors (views) of the flat buffer ``flat`` of :func:`_construct_mip_op`."""
+    levels, off = [], 0
+    for shape in _level_shapes(tex_shape, cube, max_mip_level):
+        n = _numel(shape)
+        levels.append(flat.narrow(0, off, n).view(shape))
+        off += n
+    return levels
+
+
+def _flatten_levels(levels, tex: torch.Tensor) -> torch.Tensor:
+    """The levels one after the other in one new flat tensor."""
+    if len(levels) == 0:
+        return tex.new_empty(0)
+    return torch.cat([lvl.reshape(-1) for lvl in levels])
+
+
+def _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode, boundary_mode,
+                      max_mip_level):
+    """:func:`texture` on validated arguments, through the custom ops (under ``torch.compile``);
+    ``filter_mode`` resolved, ``levels`` the validated ``mip`` levels or None."""
+    cube = boundary_mode == "cube"
+    if filter_mode in _MIPMAP_MODES:
+        if levels is None:
+            flat = _construct_mip_op(tex, max_mip_level, cube)
+            levels = _split_levels(flat, tex.shape, cube, max_mip_level)
+        elif max_mip_level is not None:
+            levels = levels[:max_mip_level]
+    else:
+        # Unused outside the mipmapped modes (by both backends): no gradient either.
+        uv_da = mip_level_bias = None
+        levels = []
+    return _texture_op(tex, uv, uv_da, mip_level_bias, list(levels), filter_mode, boundary_mode)
+
+
+def _contiguous(t):
+    return t.contiguous() if t is not None else None
+
+
+@torch.library.custom_op(_library.op_name("texture_construct_mip"), mutates_args=())
+def _construct_mip_op(tex: torch.Tensor, max_mip_level: Optional[int], cube_mode: bool
+                      ) -> torch.Tensor:
+    """The mip levels below ``tex`` (validated) as one flat tensor: the levels one after the
+    other, level 1 first, each in the texture's layout (empty without levels)."""
+    with torch.no_grad():
+        tex = tex.contiguous()
+        levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
+        if isinstance(levels, _cuda_texture.MipLevels):
+            return levels.flat
+        return _flatten_levels(levels, tex)
+
+
+@_construct_mip_op.register_fake
+def _(tex, max_mip_level, cube_mode):
+    shapes = _level_shapes(tex.shape, cube_mode, max_mip_level)
+    return tex.new_empty(sum(_numel(s) for s in shapes))
+
+
+@torch.library.custom_op(_library.op_name("texture_construct_mip_backward"), mutates_args=())
+def _construct_mip_backward_op(tex: torch.Tensor, max_mip_level: Optional[int],
+                               cube_mode: bool, grad: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``tex`` from ``grad``, that of the output of :func:`_construct_mip_op`."""
+    if _backend_for(tex.device, tex.dtype) is _cuda_texture.Backend:
+        return _cuda_texture.construct_mip_backward(grad, tex.shape, cube_mode, max_mip_level)
+
+    def flat_levels(t):
+        return _flatten_levels(_ref_mipmap.construct_mip_levels(t, max_mip_level, cube_mode), t)
+
+    return _library.vjp(flat_levels, [tex.contiguous()], [grad], [True])[0].contiguous()
+
+
+@_construct_mip_backward_op.register_fake
+def _(tex, max_mip_level, cube_mode, grad):
+    return torch.empty_like(tex, memory_format=torch.contiguous_format)
+
+
+def _construct_mip_setup(ctx, inputs, output):
+    tex, max_mip_level, cube_mode = inputs
+    ctx.save_for_backward(tex)
+    ctx.max_mip_level = max_mip_level
+    ctx.cube_mode = cube_mode
+
+
+def _construct_mip_autograd(ctx, grad):
+    (tex,) = ctx.saved_tensors
+    if not ctx.needs_input_grad[0]:
+        return None, None, None
+    return _construct_mip_backward_op(tex, ctx.max_mip_level, ctx.cube_mode, grad), None, None
+
+
+_construct_mip_op.register_autograd(_construct_mip_autograd, setup_context=_construct_mip_setup)
+
+
+@torch.library.custom_op(_library.op_name("texture"), mutates_args=())
+def _texture_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
+                mip_level_bias: Optional[torch.Tensor], mip_levels: list[torch.Tensor],
+                filter_mode: str, boundary_mode: str) -> torch.Tensor:
+    """``texture`` on validated tensors, ``filter_mode`` resolved, ``mip_levels`` the levels
+    used (already cut to ``max_mip_level``; ignored outside the mipmapped modes)."""
+    with torch.no_grad():
+        return _backend_for(tex.device, tex.dtype).texture(
+            tex.contiguous(), uv.contiguous(), _contiguous(uv_da), _contiguous(mip_level_bias),
+            [lvl.contiguous() for lvl in mip_levels], filter_mode, boundary_mode)
+
+
+@_texture_op.register_fake
+def _(tex, uv, uv_da, mip_level_bias, mip_levels, filter_mode, boundary_mode):
+    return tex.new_empty(uv.shape[0], uv.shape[1], uv.shape[2], tex.shape[-1])
+
+
+def _texture_grad_needs(needs, filter_mode: str, has_uv_da: bool, has_bias: bool,
+                        num_levels: int) -> list:
+    """Which of ``(tex, uv, uv_da, mip_level_bias, mip_levels)`` get a gradient from
+    :func:`_texture_backward_op`: those flagged in ``needs`` that the output depends on (as both
+    backends' autograd graphs have it: no ``uv`` in 'nearest' mode, ``uv_da`` and
+    ``mip_level_bias`` only in 'linear-mipmap-linear' mode, levels only in the mipmapped modes)."""
+    mip_linear = filter_mode == "linear-mipmap-linear"
+    return [bool(needs[0]), bool(needs[1]) and filter_mode != "nearest",
+            bool(needs[2]) and has_uv_da and mip_linear, bool(needs[3]) and has_bias and mip_linear,
+            bool(needs[4]) and filter_mode in _MIPMAP_MODES and num_levels > 0]
+
+
+@torch.library.custom_op(_library.op_name("texture_backward"), mutates_args=())
+def _texture_backward_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
+                         mip_level_bias: Optional[torch.Tensor], mip_levels: list[torch.Tensor],
+                         filter_mode: str, boundary_mode: str, grad_out: torch.Tensor,
+                         needs: list[bool]) -> list[torch.Tensor]:
+    """Gradients of :func:`_texture_op` with respect to those of ``(tex, uv, uv_da,
+    mip_level_bias, mip_levels)`` flagged in ``needs`` (5 flags, the last one for all levels)
+    that the output depends on (:func:`_texture_grad_needs`), in that order, only those: first,
+    if ``tex`` or the levels get one, a flat tensor holding the gradient of ``tex`` (if flagged)
+    followed by those of the levels (if flagged), one after the other; then those of ``uv``,
+    ``uv_da``, ``mip_level_bias``."""
+    needs = _texture_grad_needs(needs, filter_mode, uv_da is not None,
+                                mip_level_bias is not None, len(mip_levels))
+    want_tex, want_uv, want_da, want_bias, want_mip = needs
+    if not any(needs):
+        return []
+    if _backend_for(tex.device, tex.dtype) is _cuda_texture.Backend:
+        texels, g_uv, g_da, g_bias = _cuda_texture.texture_backward(
+            tex, uv, uv_da, mip_level_bias, list(mip_levels), filter_mode, boundary_mode,
+            grad_out, needs)
+        if texels is not None and not want_tex:
+            texels = texels[tex.numel():].clone()  # (an output at an offset: rare, levels only)
+    else:
+        def fn(tex, uv, uv_da, mip_level_bias, *levels):
+            return _ref_texture.texture(tex, uv, uv_da, mip_level_bias, list(levels),
+                                        filter_mode, boundary_mode)
+
+        inputs = [tex.contiguous(), uv.contiguous(), _contiguous(uv_da),
+                  _contiguous(mip_level_bias)] + [lvl.contiguous() for lvl in mip_levels]
+        grads = _library.vjp(fn, inputs, [grad_out], needs[:4] + [want_mip] * len(mip_levels))
+        g_uv, g_da, g_bias = grads[1:4]
+        parts = ([grads[0]] if want_tex else []) + (grads[4:] if want_mip else [])
+        texels = torch.cat([g.reshape(-1) for g in parts]) if parts else None
+    return [g.contiguous() for g, n in zip((texels, g_uv, g_da, g_bias),
+                                           (want_tex or want_mip, want_uv, want_da, want_bias))
+            if n]
+
+
+@_texture_backward_op.register_fake
+def _(tex, uv, uv_da, mip_level_bias, mip_levels, filter_mode, boundary_mode, grad_out, needs):
+    needs = _texture_grad_needs(needs, filter_mode, uv_da is not None,
+                                mip_level_bias is not None, len(mip_levels))
+    want_tex, want_uv, want_da, want_bias, want_mip = needs
+    out = []
+    if want_tex or want_mip:
+        n = (tex.numel() if want_tex else 0) + (sum(lvl.numel() for lvl in mip_levels)
+                                                 if want_mip else 0)
+        out.append(tex.new_empty(n))
+    out += [torch.empty_like(t, memory_format=torch.contiguous_format)
+            for t, n in zip((uv, uv_da, mip_level_bias), needs[1:4]) if n]
+    return out
+
+
+def _texture_setup(ctx, inputs, output):
+    tex, uv, uv_da, mip_level_bias, mip_levels, filter_mode, boundary_mode = inputs
+    ctx.save_for_backward(tex, uv, uv_da, mip_level_bias, *mip_levels)
+    ctx.filter_mode = filter_mode
+    ctx.boundary_mode = boundary_mode
+
+
+def _texture_autograd(ctx, grad_out):
+    tex, uv, uv_da, mip_level_bias, *levels = ctx.saved_tensors
+    level_needs = list(ctx.needs_input_grad[4])
+    needs = _texture_grad_needs(tuple(ctx.needs_input_grad[:4]) + (any(level_needs),),
+                                ctx.filter_mode,
+                                uv_da is not None, mip_level_bias is not None, len(levels))
+    grad_tex = grad_uv = grad_da = grad_bias = None
+    grad_levels = [None] * len(levels)
+    if any(needs):
+        grads = iter(_texture_backward_op(tex, uv, uv_da, mip_level_bias, levels,
+                                          ctx.filter_mode, ctx.boundary_mode, grad_out, needs))
+        if needs[0] or needs[4]:
+            texels, off = next(grads), 0
+            if needs[0]:
+                grad_tex, off = texels[:tex.numel()].view(tex.shape), tex.numel()
+            if needs[4]:
+                for k, lvl in enumerate(levels):
+                    if level_needs[k]:
+                        grad_levels[k] = texels.narrow(0, off, lvl.numel()).view(lvl.shape)
+                    off += lvl.numel()
+        grad_uv, grad_da, grad_bias = (next(grads) if n else None for n in needs[1:4])
+    return grad_tex, grad_uv, grad_da, grad_bias, grad_levels, None, None
+
+
+_texture_op.register_autograd(_texture_autograd, setup_context=_texture_setup)
