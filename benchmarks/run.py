@@ -4,7 +4,8 @@ A UV sphere of 2 * rows * cols triangles, rotated per batch item and perspective
 random RGB float32 texture, UVs from the sphere. Times are medians in milliseconds (CUDA events
 on the GPU, wall clock on the CPU) after warm-up; peak GPU memory in MiB. With the CUDA
 context, ``train_step_graph`` is the training step captured once in a CUDA graph and replayed;
-with ``--compile``, ``train_step_compiled`` is the step under ``torch.compile(fullgraph=True)``.
+with ``--compile``, ``train_step_compiled`` is the step under ``torch.compile(fullgraph=True)``
+and ``train_step_compiled_cudagraphs`` the same with ``mode="reduce-overhead"`` (CUDA context).
 
     python benchmarks/run.py                       # all scenarios on CUDA
     python benchmarks/run.py --device cpu --scenarios small_1x512 --reps 3
@@ -126,13 +127,16 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
 
     target = color.detach() * 0.5
 
-    def train_step():
+    def train_loss():
         r, db = dr.rasterize(glctx, pos_g, tri, res)
         t, td = dr.interpolate(uv_g, r, tri, rast_db=db, diff_attrs="all")
         c = dr.texture(tex_g, t, td, filter_mode="linear-mipmap-linear")
         c = torch.where(r[..., 3:] > 0, c, torch.zeros_like(c))
         c = dr.antialias(c, r, pos_g, tri, topology_hash=topo)
-        ((c - target) ** 2).mean().backward()
+        return ((c - target) ** 2).mean()
+
+    def train_step():
+        train_loss().backward()
     out["train_step"] = measure(train_step)
     leaves = (pos_g, uv_g, tex_g)
 
@@ -144,8 +148,13 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
             step()
         return run
     if compile_step:
-        compiled = torch.compile(train_step, fullgraph=True)
-        out["train_step_compiled"] = measure(step_zeroed(compiled))
+        compiled = torch.compile(train_loss, fullgraph=True)
+        out["train_step_compiled"] = measure(step_zeroed(lambda: compiled().backward()))
+        if context_name == "cuda":  # inductor's own CUDA graphs (GL work cannot be captured)
+            torch._dynamo.reset()
+            graphed = torch.compile(train_loss, fullgraph=True, mode="reduce-overhead")
+            out["train_step_compiled_cudagraphs"] = measure(
+                step_zeroed(lambda: graphed().backward()))
     if context_name == "cuda":
         graph = capture(step_zeroed(train_step))
         out["train_step_graph"] = measure(graph.replay)

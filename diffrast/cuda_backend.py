@@ -240,7 +240,8 @@ def interpolate_backward(attr, rast, tri, grad_out, rast_db=None, diff_attrs=Non
     Same contract as :func:`diffrast.reference.interpolate.interpolate_backward`, plus ``needs``:
     which of ``(attr, rast, rast_db)`` get a gradient (``None`` for the others)."""
     K = len(diff_attrs or ())
-    table = _diff_table(diff_attrs, attr.shape[-1], attr.device) if K else _unused(attr.device, torch.int32)
+    table = (_diff_table(diff_attrs, attr.shape[-1], attr.device) if K
+             else _unused(attr.device, torch.int32))
     rast = _aligned(rast.contiguous())
     rast_db = _aligned(rast_db.contiguous()) if K else None
     return _interpolate_backward(attr.contiguous(), rast, rast_db, tri.contiguous(), table, K,

@@ -33,7 +33,8 @@ def views(count, gen, device):
     """Clip-space transforms ``[count, 4, 4]`` of random orientations at distance 3."""
     proj = geometry.perspective(45.0) @ geometry.translate(0, 0, -3.0)
     angles = torch.rand(count, 2, generator=gen)
-    return torch.stack([proj @ geometry.rotate_x((a - 0.5) * 2.0) @ geometry.rotate_y(b * 2 * math.pi)
+    return torch.stack([proj @ geometry.rotate_x((a - 0.5) * 2.0)
+                        @ geometry.rotate_y(b * 2 * math.pi)
                         for a, b in angles.tolist()]).to(device)
 
 
@@ -146,7 +147,8 @@ def main():
         ref = make_step()
         ref_losses, ref_ms = fit(ref, False)
         diff = (losses - ref_losses).abs().max().item()
-        print(f"eager: {ref_ms:.3f} ms/iteration; largest loss difference graph vs eager {diff:.3e}")
+        print(f"eager: {ref_ms:.3f} ms/iteration; "
+              f"largest loss difference graph vs eager {diff:.3e}")
     print(f"{mode}: {ms:.3f} ms/iteration; "
           f"texture error {err0:.4f} -> {err1:.4f}")
     return 0

@@ -105,7 +105,8 @@ def check_image(name, rast, pos, tri, height, width, first=0, count=None):
         out.append(f"{name}: {bad.sum()} of {certain.sum()} checked pixels hold the wrong id "
                    f"(seen there: {seen})")
     hit = certain & (ids > 0)
-    err = max(np.abs(rast[..., 0] - u)[hit].max(initial=0), np.abs(rast[..., 1] - v)[hit].max(initial=0))
+    err = max(np.abs(rast[..., 0] - u)[hit].max(initial=0),
+              np.abs(rast[..., 1] - v)[hit].max(initial=0))
     if err > 2e-5:
         out.append(f"{name}: barycentric error {err:.2e}")
     return out
@@ -241,6 +242,7 @@ def test_no_draw_samples_a_texture_it_renders_to(kind):
 
 
 if __name__ == "__main__":
-    kind, repeats, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 0
+    kind, repeats = sys.argv[1], int(sys.argv[2])
+    seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     failures = run_sequence(make_context(kind), tensor_device(kind), repeats, seed)
     print("\n".join(failures) if failures else "ok")

@@ -1,0 +1,97 @@
+"""Where the time of the benchmark's training step goes: host time of each op's forward and of
+the backward (GPU idle at each call's start), the step's GPU time, the number of kernels it
+launches, and the Python functions that cost the most host time.
+
+    python benchmarks/profile_step.py                     # small_1x512, RasterizeCudaContext
+    python benchmarks/profile_step.py --scenarios mid_4x1024 --python
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import diffrast as dr
+from profile_rasterize import python_profile
+from run import SCENARIOS, scene, timer
+
+
+def staged_step(glctx, clip, tri, uv, tex, res, topo, target):
+    """The training step, split into stages ``[(name, fn)]`` that pass results along."""
+    state = {}
+
+    def rasterize():
+        state["r"], state["db"] = dr.rasterize(glctx, clip, tri, res)
+
+    def interpolate():
+        state["t"], state["td"] = dr.interpolate(uv, state["r"], tri, rast_db=state["db"],
+                                                 diff_attrs="all")
+
+    def texture():
+        state["c"] = dr.texture(tex, state["t"], state["td"], filter_mode="linear-mipmap-linear")
+
+    def mask():
+        state["c"] = torch.where(state["r"][..., 3:] > 0, state["c"], torch.zeros_like(state["c"]))
+
+    def antialias():
+        state["c"] = dr.antialias(state["c"], state["r"], clip, tri, topology_hash=topo)
+
+    def loss():
+        state["loss"] = ((state["c"] - target) ** 2).mean()
+
+    def backward():
+        state["loss"].backward()
+
+    return [("rasterize", rasterize), ("interpolate", interpolate), ("texture", texture),
+            ("mask", mask), ("antialias", antialias), ("loss", loss), ("backward", backward)]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenarios", nargs="*", default=["small_1x512"])
+    p.add_argument("--context", choices=("cuda", "gl"), default="cuda")
+    p.add_argument("--calls", type=int, default=30)
+    p.add_argument("--python", action="store_true", help="also print cProfile of the step")
+    args = p.parse_args()
+    device = torch.device("cuda", torch.cuda.current_device())
+    glctx = (dr.RasterizeCudaContext(device=device) if args.context == "cuda"
+             else dr.RasterizeGLContext(device=device))
+    for name in args.scenarios:
+        cfg = SCENARIOS[name]
+        clip, tri, uv, tex = scene(cfg, device, torch.Generator().manual_seed(0))
+        clip, uv, tex = (t.clone().requires_grad_() for t in (clip, uv, tex))
+        res = (cfg["res"], cfg["res"])
+        topo = dr.antialias_construct_topology_hash(tri)
+        target = torch.zeros(cfg["batch"], *res, 3, device=device)
+        stages = staged_step(glctx, clip, tri, uv, tex, res, topo, target)
+
+        def step():
+            for _, fn in stages:
+                fn()
+        for _ in range(5):
+            step()
+        host = {n: [] for n, _ in stages}
+        for _ in range(args.calls):
+            for n, fn in stages:
+                torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                fn()
+                host[n].append((time.perf_counter() - t0) * 1e3)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            step()
+            torch.cuda.synchronize()
+        kernels = sum(e.count for e in prof.key_averages() if e.device_type.name == "CUDA")
+        gpu = timer(device, args.calls, 3)(step)
+        row = {n: round(statistics.median(v), 3) for n, v in host.items()}
+        print(f"{name} ({args.context}): step {gpu} ms (CUDA events), host ms per stage {row}, "
+              f"host total {round(sum(row.values()), 3)} ms, {kernels} GPU activities per step")
+        if args.python:
+            print(python_profile(step, args.calls))
+
+
+if __name__ == "__main__":
+    main()
