@@ -120,6 +120,8 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
     topo = dr.antialias_construct_topology_hash(tri)
     color_g = color.clone().requires_grad_(True)
     out["antialias_fwd"] = measure(lambda: dr.antialias(color, rast, clip, tri, topology_hash=topo))
+    out["topology_hash"] = measure(lambda: dr.antialias_construct_topology_hash(tri))
+    out["antialias_fwd_nohash"] = measure(lambda: dr.antialias(color, rast, clip, tri))
 
     def aa_fwd_bwd():
         dr.antialias(color_g, rast, pos_g, tri, topology_hash=topo).sum().backward()

@@ -4,15 +4,22 @@ The inputs are validated here, then the work goes to the backend for the tensors
 (``_backend_for``): float32 CUDA tensors run the kernels of ``cuda_ops/antialias.cu`` through
 ``diffrast.cuda_backend_antialias``; everything else uses the plain-PyTorch reference in
 ``diffrast.reference.antialias``.
+
+Under ``torch.compile`` both functions dispatch to ``torch.library`` custom ops instead
+(``diffrast::antialias_construct_topology``, ``diffrast::antialias`` and its backward
+``diffrast::antialias_backward``, see :mod:`diffrast._library`), which run the same backends.
 """
 from __future__ import annotations
 
 import math
 import numbers
+import weakref
+from typing import Optional
 
 import torch
 
-from . import _checks
+from . import _checks, _library
+from . import cuda_backend_antialias as _cuda
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
 
@@ -27,16 +34,34 @@ def _backend_for(device: torch.device):
     ``cuda_ops/antialias.cu`` when CuPy is available; there, only float32 inputs take the kernels,
     float64 ones the reference. CPU tensors use the plain-PyTorch reference."""
     if device.type == "cuda":
-        from . import cuda_backend_antialias as _cuda
         return _cuda.construct_topology, (_cuda.antialias if _cuda.available() else _ref.antialias)
     return _ref.construct_topology, _ref.antialias
 
 
+# id(tensor) -> (weak reference, version counter) of CUDA triangle tensors found non-negative
+_nonnegative_tri_cache: dict = {}
+
+
 def _check_tri_only(tri) -> torch.Tensor:
+    """Check ``tri`` for ``antialias_construct_topology_hash``: int32 ``[T, 3]`` on a CPU or CUDA
+    device, no negative index. The index check reads one number back from the device; on a
+    CUDA tensor its result is cached per tensor object and version counter (as in
+    :func:`diffrast._checks.check_triangles`), and under ``torch.compile`` it is skipped (the
+    kernels guard every index)."""
     tri = _checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
     _checks.check_device("tri", tri)
-    if tri.numel() and int(tri.min()) < 0:
+    if not tri.numel() or _library.compiling():
+        return tri
+    if tri.is_cuda:
+        hit = _nonnegative_tri_cache.get(id(tri))
+        if hit is not None and hit[0]() is tri and hit[1] == tri._version:
+            return tri
+    if int(tri.min()) < 0:
         raise ValueError(f"tri indices must be non-negative, got a minimum of {int(tri.min())}")
+    if tri.is_cuda:
+        if len(_nonnegative_tri_cache) > 64:
+            _nonnegative_tri_cache.clear()
+        _nonnegative_tri_cache[id(tri)] = (weakref.ref(tri), tri._version)
     return tri
 
 
@@ -48,7 +73,10 @@ def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:
 
     In diffrast the topology "hash" is a ``TopologyHash`` object: the mesh's edge-to-triangle
     adjacency (undirected edges by vertex index, the triangles on each edge and the vertex each of
-    them has opposite the edge), on the device of ``tri``. Treat it as opaque.
+    them has opposite the edge), on the device of ``tri``. Treat it as opaque. On a CUDA device
+    (and under ``torch.compile`` on any device) it is built without host synchronization, as a
+    ``GpuTopologyHash`` (:mod:`diffrast.cuda_backend_antialias`) whose tables are sized from the
+    number of triangles; only the validation of a ``tri`` not seen before reads one number back.
 
     Args:
         tri: Triangle tensor with shape [num_triangles, 3] and dtype ``torch.int32``. Any device.
@@ -62,6 +90,8 @@ def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:
         ValueError: ``tri`` is not ``[num_triangles, 3]`` or has negative indices.
     """
     tri = _check_tri_only(tri)
+    if _library.compiling():
+        return _cuda.GpuTopologyHash(tri.shape[0], *_construct_topology_op(tri))
     construct, _ = _backend_for(tri.device)
     return construct(tri)
 
@@ -154,7 +184,150 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
                 f"topology_hash must be on the same device as color ({device}), got "
                 f"{topology_hash.device}")
 
+    if _library.compiling():
+        tables = (_construct_topology_op(tri) if topology_hash is None
+                  else _cuda.topology_tables(topology_hash))
+        out, _, _ = _antialias_op(color, rast, pos, tri, *tables, float(pos_gradient_boost))
+        return out
     construct, run = _backend_for(device)
     if topology_hash is None:
         topology_hash = construct(tri)
     return run(color, rast, pos, tri, topology_hash, float(pos_gradient_boost))
+
+
+# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+#
+# The topology travels as its tensors (``_cuda.topology_tables``), never as the Python object.
+# Under compile, the topology is built by ``diffrast::antialias_construct_topology`` on every
+# device: the sync-free construction, whose outputs are sized from ``T`` alone (``edge_ptr``
+# padded), so no size depends on data; it equals the reference's tables, and the reference reads
+# the padded offsets the same, so compiled results equal eager ones.
+
+@torch.library.custom_op(_library.op_name("antialias_construct_topology"), mutates_args=())
+def _construct_topology_op(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                       torch.Tensor, torch.Tensor]:
+    """``antialias_construct_topology_hash`` on a validated ``tri``: the tables of
+    :func:`diffrast.cuda_backend_antialias.construct_tables` ``(tri_edge, edge_ptr (padded),
+    inc_tri, inc_opp, neighbor)``."""
+    return _cuda.topology_tables(_cuda.construct_topology(tri.contiguous()))
+
+
+@_construct_topology_op.register_fake
+def _(tri):
+    T = tri.shape[0]
+    i64 = torch.int64
+    return (tri.new_empty(T, 3, dtype=i64), tri.new_empty(3 * T + 1, dtype=i64),
+            tri.new_empty(3 * T, dtype=i64), tri.new_empty(3 * T, dtype=i64),
+            tri.new_empty(T, 3, dtype=torch.int32))
+
+
+def _uses_kernels(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor) -> bool:
+    """Whether ``antialias`` on these tensors runs the CUDA kernels (rather than the reference)."""
+    _, run = _backend_for(color.device)
+    return run is _cuda.antialias and color.dtype == pos.dtype == rast.dtype == torch.float32
+
+
+def _is_trivial(color: torch.Tensor, tri: torch.Tensor) -> bool:
+    """Whether ``antialias`` returns a copy of ``color`` (no pixel or no triangle); ``pos`` then
+    gets no gradient, as in eager mode."""
+    B, H, W, _ = color.shape
+    return B * H * W == 0 or tri.shape[0] == 0
+
+
+@torch.library.custom_op(_library.op_name("antialias"), mutates_args=())
+def _antialias_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
+                  tri_edge: torch.Tensor, edge_ptr: torch.Tensor, inc_tri: torch.Tensor,
+                  inc_opp: torch.Tensor, neighbor: Optional[torch.Tensor],
+                  pos_gradient_boost: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``antialias`` on validated tensors and the tables of a topology hash: ``(out, pair_t,
+    pair_meta)``; the last two are the kernels' pair records for the backward (float32 ``[N,
+    2]`` and int32 ``[N]``, ``N = B * H * W``) or, on the reference, empty (``[0, 2]``,
+    ``[0]``)."""
+    color, rast, pos, tri = (t.contiguous() for t in (color, rast, pos, tri))
+    T = tri.shape[0]
+    if _uses_kernels(color, rast, pos):
+        B, H, W, _ = color.shape
+        if not _is_trivial(color, tri):
+            _cuda._check_kernel_sizes(B * H * W, pos.numel() // 4, T)
+            tables = _cuda.kernel_tables(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, T)
+        else:
+            tables = (neighbor, edge_ptr, inc_tri, inc_opp)
+        return _cuda.antialias_forward(color, rast, pos, tri, *tables)
+    _, run = _backend_for(color.device)
+    topology = TopologyHash(T, tri_edge, edge_ptr, inc_tri, inc_opp)
+    with torch.no_grad():
+        out = run(color, rast, pos, tri, topology, pos_gradient_boost)
+    return (out, color.new_empty(0, 2, dtype=torch.float32),
+            color.new_empty(0, dtype=torch.int32))
+
+
+@_antialias_op.register_fake
+def _(color, rast, pos, tri, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, pos_gradient_boost):
+    B, H, W, _ = color.shape
+    N = B * H * W if _uses_kernels(color, rast, pos) else 0
+    return (color.new_empty(color.shape), color.new_empty(N, 2, dtype=torch.float32),
+            color.new_empty(N, dtype=torch.int32))
+
+
+@torch.library.custom_op(_library.op_name("antialias_backward"), mutates_args=())
+def _antialias_backward_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor,
+                           tri: torch.Tensor, tri_edge: torch.Tensor, edge_ptr: torch.Tensor,
+                           inc_tri: torch.Tensor, inc_opp: torch.Tensor,
+                           neighbor: Optional[torch.Tensor], pos_gradient_boost: float,
+                           pair_t: torch.Tensor, pair_meta: torch.Tensor, grad_out: torch.Tensor,
+                           needs: list[bool]) -> list[torch.Tensor]:
+    """Gradients of :func:`_antialias_op` with respect to those of ``(color, pos)`` flagged in
+    ``needs``, in that order (only the flagged ones). The kernels' backward reads the pair
+    records of the forward; the reference is differentiated again (``_library.vjp``)."""
+    color, rast, pos, tri = (t.contiguous() for t in (color, rast, pos, tri))
+    if _is_trivial(color, tri):
+        grads = (grad_out.to(color.dtype, memory_format=torch.contiguous_format, copy=True),
+                 torch.zeros_like(pos))
+    elif _uses_kernels(color, rast, pos):
+        grads = _cuda.antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out,
+                                         pos_gradient_boost, *needs)
+    else:
+        _, run = _backend_for(color.device)
+        topology = TopologyHash(tri.shape[0], tri_edge, edge_ptr, inc_tri, inc_opp)
+        grads = _library.vjp(
+            lambda c, p: run(c, rast, p, tri, topology, pos_gradient_boost), [color, pos],
+            [grad_out], needs)
+    return [_fresh(g, grad_out) for g, n in zip(grads, needs) if n]
+
+
+def _fresh(grad: torch.Tensor, grad_out: torch.Tensor) -> torch.Tensor:
+    """``grad`` contiguous and sharing no memory with ``grad_out`` (a custom op's output may not
+    alias an input; autograd can hand an output gradient through unchanged)."""
+    grad = grad.contiguous()
+    if grad.numel() and grad.untyped_storage().data_ptr() == grad_out.untyped_storage().data_ptr():
+        grad = grad.clone()
+    return grad
+
+
+@_antialias_backward_op.register_fake
+def _(color, rast, pos, tri, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, pos_gradient_boost,
+      pair_t, pair_meta, grad_out, needs):
+    return [t.new_empty(t.shape) for t, n in zip((color, pos), needs) if n]
+
+
+def _antialias_setup(ctx, inputs, output):
+    color, rast, pos, tri, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, boost = inputs
+    _, pair_t, pair_meta = output
+    ctx.mark_non_differentiable(pair_t, pair_meta)
+    ctx.save_for_backward(color, rast, pos, tri, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor,
+                          pair_t, pair_meta)
+    ctx.boost = boost
+    ctx.trivial = _is_trivial(color, tri)
+
+
+def _antialias_autograd(ctx, grad_out, _grad_pair_t, _grad_pair_meta):
+    saved = ctx.saved_tensors
+    needs = [ctx.needs_input_grad[0], ctx.needs_input_grad[2] and not ctx.trivial]
+    if not any(needs):
+        return (None,) * 10
+    grads = iter(_antialias_backward_op(*saved[:9], ctx.boost, *saved[9:], grad_out, needs))
+    grad_color, grad_pos = (next(grads) if n else None for n in needs)
+    return (grad_color, None, grad_pos) + (None,) * 7
+
+
+_antialias_op.register_autograd(_antialias_autograd, setup_context=_antialias_setup)

@@ -1,19 +1,21 @@
-"""CUDA backend of ``antialias`` and of the topology construction (float32, ``cuda_ops/antialias.cu``).
+"""CUDA backend of ``antialias`` and of its topology construction (``cuda_ops/antialias.cu``).
 
 :func:`diffrast.antialias` validates its arguments and, for CUDA tensors, calls the two functions
 here (see ``_backend_for`` in :mod:`diffrast.antialias`):
 
-* :func:`construct_topology` builds the edge-to-triangle adjacency with torch GPU ops (a stable
-  sort of the undirected edge keys, no hashing, so its speed and result do not depend on how
-  vertices are duplicated). It returns a :class:`GpuTopologyHash`: the reference's
-  :class:`~diffrast.reference.antialias.TopologyHash` (the same tensors, equal to what the
-  reference builds) plus the kernels' neighbour table. Its only host round trip is one size read
-  (the number of distinct edges, which sizes ``edge_ptr``); build it once per mesh with
-  :func:`diffrast.antialias_construct_topology_hash`.
+* :func:`construct_topology` builds the edge-to-triangle adjacency with torch ops on the device
+  of ``tri`` (a stable sort of the undirected edge keys, no hashing, so its speed and result do
+  not depend on how vertices are duplicated). It returns a :class:`GpuTopologyHash`: the
+  reference's :class:`~diffrast.reference.antialias.TopologyHash` (the same tables, equal to
+  what the reference builds) plus the kernels' neighbour table. It never synchronizes with the
+  host: every table is sized from the number of triangles ``T`` (the CSR offsets are padded, see
+  :func:`construct_tables`), so the number of distinct edges is never read back.
 * :func:`antialias` runs the kernels for float32 ``color``, ``pos`` and ``rast`` (anything else
   goes to the reference), as a ``torch.autograd.Function``: outputs and scratch buffers allocated
   by torch, kernels launched on torch's current stream through :mod:`diffrast.cuda_ops.loader`, no
-  host synchronization and no Python loop over the batch.
+  host synchronization and no Python loop over the batch. :func:`antialias_forward` and
+  :func:`antialias_backward` are the same two halves outside autograd (for the custom ops that
+  ``torch.compile`` sees, see :mod:`diffrast.antialias`).
 
 Kernel passes (details in the header of ``cuda_ops/antialias.cu``): one thread per pixel evaluates
 the pixel's pair with its right neighbour and with the neighbour above and records, per pair, the
@@ -35,7 +37,9 @@ from .cuda_backend import (_INT32_MAX, _aligned, _grad_strides, _launch, _row_se
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
 
-__all__ = ["available", "GpuTopologyHash", "construct_topology", "neighbor_table", "antialias"]
+__all__ = ["available", "GpuTopologyHash", "construct_tables", "construct_topology",
+           "neighbor_table", "topology_tables", "antialias", "antialias_forward",
+           "antialias_backward"]
 
 _NO_ROW = 0x7FFFFFFF
 
@@ -45,7 +49,7 @@ _NO_ROW = 0x7FFFFFFF
 
 class GpuTopologyHash(TopologyHash):
     """A :class:`~diffrast.reference.antialias.TopologyHash` with the neighbour table that the
-    CUDA kernels read.
+    CUDA kernels read, built without host synchronization by :func:`construct_topology`.
 
     Attributes (besides those of ``TopologyHash``):
         neighbor: int32 ``[num_triangles, 3]``. For edge ``k`` of triangle ``t`` (from vertex
@@ -54,149 +58,296 @@ class GpuTopologyHash(TopologyHash):
             across it (a boundary edge, or its only other incidence is in ``t`` itself); or
             ``-2 - e`` when the edge ``e`` has three or more incidences (the kernel then reads
             them from the CSR tables ``edge_ptr``, ``inc_tri``, ``inc_opp``).
+        edge_ptr_padded: int64 ``[3 * num_triangles + 1]``, the CSR offsets padded to a size
+            known without reading the data: ``edge_ptr`` followed by copies of
+            ``3 * num_triangles`` (empty edges). The kernels and the custom ops read this one.
+        edge_ptr: int64 ``[num_edges + 1]``, as in ``TopologyHash``: the prefix of
+            ``edge_ptr_padded``, trimmed on first access (which reads the edge count back to the
+            host once; nothing in diffrast's own paths does).
     """
 
-    __slots__ = ("neighbor",)
+    __slots__ = ("neighbor", "edge_ptr_padded", "_edge_ptr")
 
     def __init__(self, num_triangles, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor):
+        # ``edge_ptr``: CSR offsets, exact or padded with entries of 3 * num_triangles.
         super().__init__(num_triangles, tri_edge, edge_ptr, inc_tri, inc_opp)
         self.neighbor = neighbor
+
+    @property
+    def edge_ptr(self) -> torch.Tensor:
+        if self._edge_ptr is None:
+            num_edges = int(self.tri_edge.max()) + 1 if self.tri_edge.numel() else 0
+            self._edge_ptr = self.edge_ptr_padded[:num_edges + 1]
+        return self._edge_ptr
+
+    @edge_ptr.setter
+    def edge_ptr(self, value: torch.Tensor) -> None:
+        self.edge_ptr_padded = value
+        self._edge_ptr = None
+
+
+def topology_tables(topology: TopologyHash):
+    """The tensors of any ``TopologyHash`` that the kernels and the custom ops read, without host
+    synchronization: ``(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor)``, where ``edge_ptr`` is
+    the padded table of a :class:`GpuTopologyHash` (the exact one otherwise) and ``neighbor`` is
+    ``None`` for a plain ``TopologyHash``."""
+    if isinstance(topology, GpuTopologyHash):
+        return (topology.tri_edge, topology.edge_ptr_padded, topology.inc_tri, topology.inc_opp,
+                topology.neighbor)
+    return topology.tri_edge, topology.edge_ptr, topology.inc_tri, topology.inc_opp, None
 
 
 def neighbor_table(topology: TopologyHash) -> torch.Tensor:
     """The int32 ``[T, 3]`` neighbour table of :class:`GpuTopologyHash` from the CSR tensors of
     any ``TopologyHash`` (torch ops on its device, no host synchronization)."""
+    tri_edge, edge_ptr, inc_tri, inc_opp, _ = topology_tables(topology)
     T = topology.num_triangles
-    dev = topology.device
+    dev = tri_edge.device
     if T == 0:
         return torch.zeros(0, 3, dtype=torch.int32, device=dev)
-    e = topology.tri_edge.reshape(-1)
-    start = topology.edge_ptr[e]
-    count = topology.edge_ptr[e + 1] - start
+    e = tri_edge.reshape(-1)
+    start = edge_ptr[e]
+    count = edge_ptr[e + 1] - start
     tri_of_slot = torch.arange(3 * T, device=dev, dtype=torch.int64) // 3
     # With two incidences, the other one is the incidence whose triangle is not this slot's (if
     # both are in this triangle, the edge occurs twice in it and nothing continues across).
     second = torch.clamp(start + 1, max=3 * T - 1)
-    other = torch.where(topology.inc_tri[start] == tri_of_slot, second, start)
-    opp = torch.where(topology.inc_tri[other] != tri_of_slot, topology.inc_opp[other],
-                      torch.full_like(start, -1))
+    other = torch.where(inc_tri[start] == tri_of_slot, second, start)
+    opp = torch.where(inc_tri[other] != tri_of_slot, inc_opp[other], torch.full_like(start, -1))
     nbr = torch.where(count == 2, opp, torch.where(count == 1, torch.full_like(e, -1), -2 - e))
     return nbr.to(torch.int32).reshape(T, 3)
 
 
-def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
-    """Build the topology of a validated int32 ``[T, 3]`` triangle tensor on its device.
+def construct_tables(tri: torch.Tensor):
+    """The topology tables of a validated int32 ``[T, 3]`` triangle tensor, on its device, with
+    no host synchronization (torch ops whose output sizes depend on ``T`` alone).
 
-    Equal, tensor for tensor, to :func:`diffrast.reference.antialias.construct_topology`: edges
-    are numbered in the order of their ``(min vertex, max vertex)`` keys, and each edge's
-    incidences are listed by increasing ``3 * triangle + k``. Method: a stable sort of the ``3T``
-    keys ``min << 32 | max`` (a radix sort on the GPU), a scan of the key changes for the edge
-    ids, a scatter back to the triangles and a binary search for the CSR offsets. Reads one
-    number back to the host: the edge count."""
+    Equal to :func:`diffrast.reference.antialias.construct_topology`'s tables: edges are numbered
+    in the order of their ``(min vertex, max vertex)`` keys, and each edge's incidences are
+    listed by increasing ``3 * triangle + k``; only ``edge_ptr`` is padded. Method: a stable sort
+    of the ``3T`` keys ``min * 2**32 + max`` (a radix sort on the GPU), a scan of the key changes
+    for the edge ids, a scatter back to the triangles, a binary search for the CSR offsets and,
+    for the neighbour table, the other incidence of each two-incidence edge, next to it in the
+    sorted order. About 27 torch ops, none of which synchronizes (no ``nonzero``, ``unique``,
+    boolean masks, ``.item()`` or sizes read back).
+
+    Args:
+        tri: int32 ``[T, 3]`` (any device).
+
+    Returns:
+        ``(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor)``: int64 ``[T, 3]``, int64
+        ``[3T + 1]`` (the CSR offsets of the ``E`` edges, then ``3T - E`` entries equal to
+        ``3T``), int64 ``[3T]``, int64 ``[3T]`` and int32 ``[T, 3]``, as documented in
+        :class:`GpuTopologyHash`.
+    """
     dev = tri.device
     T = tri.shape[0]
+    n = 3 * T
     if T == 0:
-        empty = torch.zeros(0, dtype=torch.int64, device=dev)
-        return GpuTopologyHash(0, empty.reshape(0, 3), torch.zeros(1, dtype=torch.int64, device=dev),
-                               empty, empty, torch.zeros(0, 3, dtype=torch.int32, device=dev))
+        return (torch.zeros(0, 3, dtype=torch.int64, device=dev),
+                torch.zeros(1, dtype=torch.int64, device=dev),
+                torch.zeros(0, dtype=torch.int64, device=dev),
+                torch.zeros(0, dtype=torch.int64, device=dev),
+                torch.zeros(0, 3, dtype=torch.int32, device=dev))
+    t = tri.to(torch.int64).repeat(1, 2)          # v0 v1 v2 v0 v1 v2
+    a, b, opp = t[:, 0:3], t[:, 1:4], t[:, 2:5]   # edge k: (v_k, v_k+1), opposite v_k+2
+    key = torch.add(torch.maximum(a, b), torch.minimum(a, b), alpha=1 << 32)
+    sorted_key, order = torch.sort(key.reshape(-1), stable=True)
+    edge = torch.zeros(n, dtype=torch.int64, device=dev)           # edge id of each sorted slot
+    torch.cumsum(sorted_key[1:] != sorted_key[:-1], 0, out=edge[1:])
+    tri_edge = torch.empty_like(edge).scatter_(0, order, edge).reshape(T, 3)
+    slots = torch.arange(n + 1, dtype=torch.int64, device=dev)
+    edge_ptr = torch.searchsorted(edge, slots)    # past the last edge id: n
+    inc_tri = torch.div(order, 3, rounding_mode="floor")
+    inc_opp = torch.take(opp, order)
+    # Neighbour table, in the sorted order, where the incidences of an edge are adjacent: the
+    # mirror image of slot i in its edge's run [start, end) is the other incidence of a
+    # two-incidence edge, and i itself for a single incidence (-1 then, as i's own triangle).
+    bounds = edge_ptr.unfold(0, 2, 1)[edge]       # [n, 2]: (start, end) of each slot's edge
+    other = torch.sub(bounds.sum(1), slots[1:])   # start + end - 1 - i
+    across = torch.where(inc_tri[other] != inc_tri, inc_opp[other], -1)
+    many = bounds[:, 1] - bounds[:, 0] > 2
+    nbr = torch.where(many, -2 - edge, across).to(torch.int32)
+    neighbor = torch.empty_like(nbr).scatter_(0, order, nbr).reshape(T, 3)
+    return tri_edge, edge_ptr, inc_tri, inc_opp, neighbor
+
+
+def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
+    """Build the topology of a validated int32 ``[T, 3]`` triangle tensor on its device, without
+    host synchronization (see :func:`construct_tables`).
+
+    Equal, tensor for tensor, to :func:`diffrast.reference.antialias.construct_topology` (its
+    ``edge_ptr`` is trimmed from ``edge_ptr_padded`` when first read), plus the neighbour table.
+    """
+    T = tri.shape[0]
     if 3 * T >= _INT32_MAX:
         raise ValueError(f"tri has {T} triangles; the CUDA antialias supports fewer than "
                          f"{_INT32_MAX // 3}")
-    t = tri.to(torch.int64)
-    a, b, opp = t, t.roll(-1, dims=1), t.roll(-2, dims=1)
-    key = (torch.minimum(a, b) << 32) | torch.maximum(a, b)
-    sorted_key, order = torch.sort(key.reshape(-1), stable=True)
-    new_edge = torch.ones_like(sorted_key, dtype=torch.bool)
-    new_edge[1:] = sorted_key[1:] != sorted_key[:-1]
-    edge_of_sorted = torch.cumsum(new_edge, 0) - 1
-    num_edges = int(edge_of_sorted[-1]) + 1  # the one size read
-    tri_edge = torch.empty_like(edge_of_sorted).scatter_(0, order, edge_of_sorted).reshape(T, 3)
-    edge_ptr = torch.searchsorted(
-        edge_of_sorted, torch.arange(num_edges + 1, dtype=torch.int64, device=dev))
-    topo = GpuTopologyHash(T, tri_edge, edge_ptr, order // 3, opp.reshape(-1)[order], None)
-    topo.neighbor = neighbor_table(topo)
-    return topo
+    return GpuTopologyHash(T, *construct_tables(tri))
 
 
 # ==============================================================================================
 # antialias.
 
+def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp):
+    """The forward kernels on validated, contiguous float32 tensors, outside autograd.
+
+    Args:
+        color: ``[B, H, W, C]``.
+        rast: ``[B, H, W, 4]``.
+        pos: ``[B, V, 4]`` or ``[V, 4]``.
+        tri: int32 ``[T, 3]``.
+        nbr, edge_ptr, inc_tri, inc_opp: the topology tables (see :class:`GpuTopologyHash`;
+            ``edge_ptr`` exact or padded), checked by :func:`_check_topology_tables`.
+
+    Returns:
+        ``(out, pair_t, pair_meta)``: the output ``[B, H, W, C]`` and the per-pixel pair records
+        that :func:`antialias_backward` reads, float32 ``[N, 2]`` and int32 ``[N]``
+        (``N = B * H * W``; zeros when ``N`` or ``T`` is 0, where ``out`` is a copy of
+        ``color``).
+    """
+    device = color.device
+    B, H, W, C = color.shape
+    N = B * H * W
+    V = pos.shape[-2]
+    T = tri.shape[0]
+    if N == 0 or T == 0:
+        return (color.clone(), torch.zeros(N, 2, dtype=torch.float32, device=device),
+                torch.zeros(N, dtype=torch.int32, device=device))
+    pos, rast = _aligned(pos), _aligned(rast)
+    pair_t = torch.empty(N, 2, dtype=torch.float32, device=device)
+    pair_meta = torch.empty(N, dtype=torch.int32, device=device)
+    _launch("antialias", "antialias_fwd_pairs", N,
+            (rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, pair_t, pair_meta,
+             N, W, H, V, T, edge_ptr.shape[0] - 1, pos.ndim == 3), device)
+    out = torch.empty_like(color)
+    _launch("antialias", "antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C),
+            device)
+    return out, pair_t, pair_meta
+
+
+def antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out, pos_gradient_boost,
+                       want_color=True, want_pos=True):
+    """The backward kernels, outside autograd: the gradients of :func:`antialias_forward`.
+
+    Args:
+        color, rast, pos, tri: the forward's inputs (float32, contiguous).
+        pair_t, pair_meta: the forward's pair records.
+        grad_out: ``[B, H, W, C]`` gradient of the output (any strides).
+        pos_gradient_boost: multiplier of the gradient of ``pos``.
+        want_color, want_pos: which gradients to compute.
+
+    Returns:
+        ``(grad_color, grad_pos)`` shaped like ``color`` and ``pos``, ``None`` where not wanted.
+        ``grad_pos`` is bit-identical run to run only in deterministic mode.
+    """
+    device = color.device
+    B, H, W, C = color.shape
+    N = B * H * W
+    V = pos.shape[-2]
+    T = tri.shape[0]
+    if N == 0 or T == 0:
+        return (grad_out.to(color.dtype, memory_format=torch.contiguous_format, copy=True)
+                if want_color else None,
+                torch.zeros_like(pos) if want_pos else None)
+    pos, rast = _aligned(pos), _aligned(rast)
+    num_rows = pos.numel() // 4
+    det = want_pos and deterministic()
+    grad_out, gs = _grad_strides(grad_out.to(torch.float32))
+    null = _unused(device)
+    grad_color = torch.empty_like(color) if want_color else None
+    grad_pos = None
+    if want_pos:
+        grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
+    pair_grad = torch.empty(2 * N, dtype=torch.float32, device=device) if det else null
+    entry_rows = (torch.empty(4 * N, dtype=torch.int32, device=device) if det
+                  else _unused(device, torch.int32))
+    _launch("antialias", "antialias_bwd", N,
+            (color, grad_out, rast, pos, tri, pair_t, pair_meta,
+             grad_color if want_color else null, grad_pos if want_pos else null,
+             pair_grad, entry_rows, N, W, H, C, V, T, pos.ndim == 3,
+             gs[0], gs[1], gs[2], gs[3], want_color, want_pos, det, float(pos_gradient_boost)),
+            device)
+    if det:
+        order, row_start = _row_segments(entry_rows, num_rows)
+        _launch("antialias", "antialias_bwd_pos_reduce", num_rows,
+                (rast, pos, tri, pair_meta, pair_grad, order, row_start, grad_pos,
+                 num_rows, W, H, V, T, pos.ndim == 3), device)
+    return grad_color, grad_pos
+
+
 class _Antialias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, color, pos, rast, tri, nbr, edge_ptr, inc_tri, inc_opp, boost):
-        device = color.device
-        B, H, W, C = color.shape
-        N = B * H * W
-        V = pos.shape[-2]
-        num_rows = pos.numel() // 4
-        T = tri.shape[0]
         pos, rast = _aligned(pos), _aligned(rast)
-        pair_t = torch.empty(N, 2, dtype=torch.float32, device=device)
-        pair_meta = torch.empty(N, dtype=torch.int32, device=device)
-        _launch("antialias", "antialias_fwd_pairs", N,
-                (rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, pair_t, pair_meta,
-                 N, W, H, V, T, edge_ptr.shape[0] - 1, pos.ndim == 3), device)
-        out = torch.empty_like(color)
-        _launch("antialias", "antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C),
-                device)
+        out, pair_t, pair_meta = antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri,
+                                                   inc_opp)
         ctx.save_for_backward(color, pos, rast, tri, pair_t, pair_meta)
         ctx.boost = boost
-        ctx.num_rows = num_rows
         return out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_out):
         color, pos, rast, tri, pair_t, pair_meta = ctx.saved_tensors
-        want_color, want_pos = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        device = color.device
-        B, H, W, C = color.shape
-        N = B * H * W
-        V = pos.shape[-2]
-        T = tri.shape[0]
-        num_rows = ctx.num_rows
-        det = want_pos and deterministic()
-        grad_out, gs = _grad_strides(grad_out.to(torch.float32))
-        null = _unused(device)
-        grad_color = torch.empty_like(color) if want_color else None
-        grad_pos = None
-        if want_pos:
-            grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
-        pair_grad = torch.empty(2 * N, dtype=torch.float32, device=device) if det else null
-        entry_rows = (torch.empty(4 * N, dtype=torch.int32, device=device) if det
-                      else _unused(device, torch.int32))
-        _launch("antialias", "antialias_bwd", N,
-                (color, grad_out, rast, pos, tri, pair_t, pair_meta,
-                 grad_color if want_color else null, grad_pos if want_pos else null,
-                 pair_grad, entry_rows, N, W, H, C, V, T, pos.ndim == 3,
-                 gs[0], gs[1], gs[2], gs[3], want_color, want_pos, det, float(ctx.boost)),
-                device)
-        if det:
-            order, row_start = _row_segments(entry_rows, num_rows)
-            _launch("antialias", "antialias_bwd_pos_reduce", num_rows,
-                    (rast, pos, tri, pair_meta, pair_grad, order, row_start, grad_pos,
-                     num_rows, W, H, V, T, pos.ndim == 3), device)
+        grad_color, grad_pos = antialias_backward(color, rast, pos, tri, pair_t, pair_meta,
+                                                  grad_out, ctx.boost, ctx.needs_input_grad[0],
+                                                  ctx.needs_input_grad[1])
         return grad_color, grad_pos, None, None, None, None, None, None, None
 
 
-def _check_topology_tables(topology: TopologyHash, nbr, T: int) -> None:
+def _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int) -> None:
     """The kernels trust these sizes and dtypes for their bounds; a hand-made or altered
     ``TopologyHash`` that breaks them is refused rather than read out of bounds. (Shape checks
     only: the values are guarded in the kernels.)"""
-    ok = topology.edge_ptr.ndim == 1 and topology.edge_ptr.numel() >= 1
-    ok = ok and tuple(topology.tri_edge.shape) == (T, 3)
+    ok = edge_ptr.ndim == 1 and edge_ptr.numel() >= 1
+    ok = ok and tuple(tri_edge.shape) == (T, 3)
     if nbr is not None:
         ok = ok and nbr.dtype == torch.int32 and tuple(nbr.shape) == (T, 3) and nbr.is_contiguous()
-    for t in (topology.edge_ptr, topology.inc_tri, topology.inc_opp):
+    for t in (edge_ptr, inc_tri, inc_opp):
         ok = ok and t.dtype == torch.int64 and t.is_contiguous()
-    ok = ok and topology.inc_tri.numel() == 3 * T and topology.inc_opp.numel() == 3 * T
+    ok = ok and inc_tri.numel() == 3 * T and inc_opp.numel() == 3 * T
     if not ok:
         raise ValueError(f"topology_hash is inconsistent with a mesh of {T} triangles; build it "
                          "with antialias_construct_topology_hash(tri)")
 
 
+def _check_kernel_sizes(N: int, num_rows: int, T: int) -> None:
+    if N > _INT32_MAX // 4:
+        raise ValueError(f"the image batch has {N} pixels; the CUDA antialias supports at most "
+                         f"{_INT32_MAX // 4}")
+    if num_rows >= _INT32_MAX:
+        raise ValueError(f"pos has {num_rows} vertex rows; the CUDA antialias supports "
+                         f"fewer than {_INT32_MAX}")
+    if 3 * T >= _INT32_MAX:
+        raise ValueError(f"tri has {T} triangles; the CUDA antialias supports fewer than "
+                         f"{_INT32_MAX // 3}")
+
+
+def kernel_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int):
+    """Checked tables for the kernels, ``(nbr, edge_ptr, inc_tri, inc_opp)``, from those of
+    :func:`topology_tables` (``nbr`` ``None``: derived from the CSR tables by
+    :func:`neighbor_table`). Raises ``ValueError`` for tables of another mesh size."""
+    _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, None, T)
+    if nbr is None:
+        nbr = neighbor_table(TopologyHash(T, tri_edge, edge_ptr, inc_tri, inc_opp))
+    _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T)
+    return nbr, edge_ptr, inc_tri, inc_opp
+
+
+def reference_topology(topology: TopologyHash) -> TopologyHash:
+    """A plain ``TopologyHash`` view of ``topology`` that the reference reads without host
+    synchronization (the padded ``edge_ptr`` of a :class:`GpuTopologyHash`; the reference only
+    reads the offsets of edges that ``tri_edge`` names, so the result is the same)."""
+    if not isinstance(topology, GpuTopologyHash):
+        return topology
+    return TopologyHash(topology.num_triangles, topology.tri_edge, topology.edge_ptr_padded,
+                        topology.inc_tri, topology.inc_opp)
+
+
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
-              topology: TopologyHash | None = None, pos_gradient_boost: float = 1.0) -> torch.Tensor:
+              topology: TopologyHash | None = None,
+              pos_gradient_boost: float = 1.0) -> torch.Tensor:
     """CUDA backend of :func:`diffrast.antialias` on validated, contiguous inputs.
 
     Same contract as :func:`diffrast.reference.antialias.antialias`. float32 ``color``, ``pos``
@@ -216,24 +367,14 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     if topology is None:
         topology = construct_topology(tri)
     if not (color.dtype == pos.dtype == rast.dtype == torch.float32):
-        return _ref.antialias(color, rast, pos, tri, topology, pos_gradient_boost)
+        return _ref.antialias(color, rast, pos, tri, reference_topology(topology),
+                              pos_gradient_boost)
     B, H, W, C = color.shape
     N = B * H * W
     T = tri.shape[0]
     if N == 0 or T == 0:
         return color.clone()
-    if N > _INT32_MAX // 4:
-        raise ValueError(f"the image batch has {N} pixels; the CUDA antialias supports at most "
-                         f"{_INT32_MAX // 4}")
-    if pos.numel() // 4 >= _INT32_MAX:
-        raise ValueError(f"pos has {pos.numel() // 4} vertex rows; the CUDA antialias supports "
-                         f"fewer than {_INT32_MAX}")
-    if 3 * T >= _INT32_MAX:
-        raise ValueError(f"tri has {T} triangles; the CUDA antialias supports fewer than "
-                         f"{_INT32_MAX // 3}")
-    _check_topology_tables(topology, None, T)
-    nbr = topology.neighbor if isinstance(topology, GpuTopologyHash) else neighbor_table(topology)
-    _check_topology_tables(topology, nbr, T)
+    _check_kernel_sizes(N, pos.numel() // 4, T)
+    tables = kernel_tables(*topology_tables(topology), T)
     return _Antialias.apply(color.contiguous(), pos.contiguous(), rast.contiguous(),
-                            tri.contiguous(), nbr, topology.edge_ptr, topology.inc_tri,
-                            topology.inc_opp, float(pos_gradient_boost))
+                            tri.contiguous(), *tables, float(pos_gradient_boost))
