@@ -68,9 +68,16 @@ class GpuTopologyHash(TopologyHash):
 
     __slots__ = ("neighbor", "edge_ptr_padded", "_edge_ptr")
 
-    def __init__(self, num_triangles, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor):
-        # ``edge_ptr``: CSR offsets, exact or padded with entries of 3 * num_triangles.
-        super().__init__(num_triangles, tri_edge, edge_ptr, inc_tri, inc_opp)
+    def __init__(self, num_triangles, tri_edge, edge_ptr_padded, inc_tri, inc_opp, neighbor):
+        # Every field set here, none through a property setter: torch.compile traces this
+        # constructor when the hash is built inside a compiled function.
+        self.num_triangles = int(num_triangles)
+        self.tri_edge = tri_edge
+        self.edge_ptr_padded = edge_ptr_padded
+        self._edge_ptr = None
+        self.inc_tri = inc_tri
+        self.inc_opp = inc_opp
+        self.device = tri_edge.device
         self.neighbor = neighbor
 
     @property
@@ -79,11 +86,6 @@ class GpuTopologyHash(TopologyHash):
             num_edges = int(self.tri_edge.max()) + 1 if self.tri_edge.numel() else 0
             self._edge_ptr = self.edge_ptr_padded[:num_edges + 1]
         return self._edge_ptr
-
-    @edge_ptr.setter
-    def edge_ptr(self, value: torch.Tensor) -> None:
-        self.edge_ptr_padded = value
-        self._edge_ptr = None
 
 
 def topology_tables(topology: TopologyHash):

@@ -232,8 +232,14 @@ def test_float64_and_one_texel_textures_compile(device):
     def fn(tex, uv, uv_da, bias):
         return dr.texture(tex, uv, uv_da, bias) + dr.texture(tex[:, :1, :1], uv, uv_da, bias)
 
-    assert_identical(grads_of(fn, tex, uv, uv_da, bias),
-                     grads_of(compile_aot(fn), tex, uv, uv_da, bias))
+    eager = grads_of(fn, tex, uv, uv_da, bias)
+    compiled = grads_of(compile_aot(fn), tex, uv, uv_da, bias)
+    if device.type == "cuda":
+        # float64 runs the reference, whose texel gradient is a scatter-add: CUDA atomics, so
+        # two eager runs differ in the last bits too (the CPU adds in a fixed order).
+        torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-12)
+    else:
+        assert_identical(eager, compiled)
 
 
 @with_kinds
