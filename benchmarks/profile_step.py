@@ -20,7 +20,8 @@ from run import SCENARIOS, scene, timer
 
 
 def staged_step(glctx, clip, tri, uv, tex, res, topo, target):
-    """The training step, split into stages ``[(name, fn)]`` that pass results along."""
+    """The training step, split into stages: ``([(name, fn)], state)``, the stages passing
+    their results along in the dict ``state``."""
     state = {}
 
     def rasterize():
@@ -46,7 +47,7 @@ def staged_step(glctx, clip, tri, uv, tex, res, topo, target):
         state["loss"].backward()
 
     return [("rasterize", rasterize), ("interpolate", interpolate), ("texture", texture),
-            ("mask", mask), ("antialias", antialias), ("loss", loss), ("backward", backward)]
+            ("mask", mask), ("antialias", antialias), ("loss", loss), ("backward", backward)], state
 
 
 def main():
@@ -55,6 +56,8 @@ def main():
     p.add_argument("--context", choices=("cuda", "gl"), default="cuda")
     p.add_argument("--calls", type=int, default=30)
     p.add_argument("--python", action="store_true", help="also print cProfile of the step")
+    p.add_argument("--compiled", action="store_true",
+                   help="also time and cProfile the step compiled with torch.compile")
     args = p.parse_args()
     device = torch.device("cuda", torch.cuda.current_device())
     glctx = (dr.RasterizeCudaContext(device=device) if args.context == "cuda"
@@ -66,7 +69,7 @@ def main():
         res = (cfg["res"], cfg["res"])
         topo = dr.antialias_construct_topology_hash(tri)
         target = torch.zeros(cfg["batch"], *res, 3, device=device)
-        stages = staged_step(glctx, clip, tri, uv, tex, res, topo, target)
+        stages, state = staged_step(glctx, clip, tri, uv, tex, res, topo, target)
 
         def step():
             for _, fn in stages:
@@ -91,6 +94,18 @@ def main():
               f"host total {round(sum(row.values()), 3)} ms, {kernels} GPU activities per step")
         if args.python:
             print(python_profile(step, args.calls))
+        if args.compiled:
+            def loss():
+                for n, fn in stages[:-1]:
+                    fn()
+                return state["loss"]
+            compiled = torch.compile(loss, fullgraph=True)
+
+            def compiled_step():
+                compiled().backward()
+            compiled_step()
+            print(f"{name} compiled: step {timer(device, args.calls, 3)(compiled_step)} ms")
+            print(python_profile(compiled_step, args.calls))
 
 
 if __name__ == "__main__":

@@ -203,7 +203,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
 # padded), so no size depends on data; it equals the reference's tables, and the reference reads
 # the padded offsets the same, so compiled results equal eager ones.
 
-@torch.library.custom_op(_library.op_name("antialias_construct_topology"), mutates_args=())
+@_library.custom_op("antialias_construct_topology")
 def _construct_topology_op(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                        torch.Tensor, torch.Tensor]:
     """``antialias_construct_topology_hash`` on a validated ``tri``: the tables of
@@ -234,7 +234,7 @@ def _is_trivial(color: torch.Tensor, tri: torch.Tensor) -> bool:
     return B * H * W == 0 or tri.shape[0] == 0
 
 
-@torch.library.custom_op(_library.op_name("antialias"), mutates_args=())
+@_library.custom_op("antialias")
 def _antialias_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
                   tri_edge: torch.Tensor, edge_ptr: torch.Tensor, inc_tri: torch.Tensor,
                   inc_opp: torch.Tensor, neighbor: Optional[torch.Tensor],
@@ -269,7 +269,7 @@ def _(color, rast, pos, tri, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, pos
             color.new_empty(N, dtype=torch.int32))
 
 
-@torch.library.custom_op(_library.op_name("antialias_backward"), mutates_args=())
+@_library.custom_op("antialias_backward")
 def _antialias_backward_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor,
                            tri: torch.Tensor, tri_edge: torch.Tensor, edge_ptr: torch.Tensor,
                            inc_tri: torch.Tensor, inc_opp: torch.Tensor,

@@ -155,7 +155,7 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
 # -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
 
-@torch.library.custom_op(_library.op_name("interpolate"), mutates_args=())
+@_library.custom_op("interpolate")
 def _interpolate_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
                     rast_db: Optional[torch.Tensor], diff_attrs: list[int]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -171,7 +171,7 @@ def _(attr, rast, tri, rast_db, diff_attrs):
     return (attr.new_empty(B, H, W, attr.shape[-1]), attr.new_empty(B, H, W, 2 * len(diff_attrs)))
 
 
-@torch.library.custom_op(_library.op_name("interpolate_backward"), mutates_args=())
+@_library.custom_op("interpolate_backward")
 def _interpolate_backward_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
                              rast_db: Optional[torch.Tensor], diff_attrs: list[int],
                              grad_out: torch.Tensor, grad_out_da: torch.Tensor,

@@ -191,7 +191,7 @@ class _Rasterize(torch.autograd.Function):
 
 # -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
 
-@torch.library.custom_op(_library.op_name("rasterize"), mutates_args=())
+@_library.custom_op("rasterize")
 def _rasterize_op(context: int, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
                   ranges: Optional[torch.Tensor], layer_index: int, peel: bool,
                   grad_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -208,7 +208,7 @@ def _(context, pos, tri, height, width, ranges, layer_index, peel, grad_db):
     return (pos.new_empty(batch, height, width, 4), pos.new_empty(batch, height, width, channels))
 
 
-@torch.library.custom_op(_library.op_name("rasterize_backward"), mutates_args=())
+@_library.custom_op("rasterize_backward")
 def _rasterize_backward_op(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
                            grad_rast: torch.Tensor, grad_db: Optional[torch.Tensor]
                            ) -> torch.Tensor:

@@ -402,7 +402,7 @@ def _contiguous(t):
     return t.contiguous() if t is not None else None
 
 
-@torch.library.custom_op(_library.op_name("texture_construct_mip"), mutates_args=())
+@_library.custom_op("texture_construct_mip")
 def _construct_mip_op(tex: torch.Tensor, max_mip_level: Optional[int], cube_mode: bool
                       ) -> torch.Tensor:
     """The mip levels below ``tex`` (validated) as one flat tensor: the levels one after the
@@ -421,7 +421,7 @@ def _(tex, max_mip_level, cube_mode):
     return tex.new_empty(sum(_numel(s) for s in shapes))
 
 
-@torch.library.custom_op(_library.op_name("texture_construct_mip_backward"), mutates_args=())
+@_library.custom_op("texture_construct_mip_backward")
 def _construct_mip_backward_op(tex: torch.Tensor, max_mip_level: Optional[int],
                                cube_mode: bool, grad: torch.Tensor) -> torch.Tensor:
     """Gradient of ``tex`` from ``grad``, that of the output of :func:`_construct_mip_op`."""
@@ -456,7 +456,7 @@ def _construct_mip_autograd(ctx, grad):
 _construct_mip_op.register_autograd(_construct_mip_autograd, setup_context=_construct_mip_setup)
 
 
-@torch.library.custom_op(_library.op_name("texture"), mutates_args=())
+@_library.custom_op("texture")
 def _texture_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
                 mip_level_bias: Optional[torch.Tensor], mip_levels: list[torch.Tensor],
                 filter_mode: str, boundary_mode: str) -> torch.Tensor:
@@ -485,7 +485,7 @@ def _texture_grad_needs(needs, filter_mode: str, has_uv_da: bool, has_bias: bool
             bool(needs[4]) and filter_mode in _MIPMAP_MODES and num_levels > 0]
 
 
-@torch.library.custom_op(_library.op_name("texture_backward"), mutates_args=())
+@_library.custom_op("texture_backward")
 def _texture_backward_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
                          mip_level_bias: Optional[torch.Tensor], mip_levels: list[torch.Tensor],
                          filter_mode: str, boundary_mode: str, grad_out: torch.Tensor,

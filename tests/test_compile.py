@@ -161,12 +161,15 @@ def test_opcheck_rasterize(kind):
     clip, tri, _, _, _ = sphere_scene(device_of(kind))
     handle = glctx._library_handle
     pos = clip.detach().requires_grad_()
-    torch.library.opcheck(_rasterize_op, (handle, pos, tri, 16, 20, None, 0, False, True))
+    torch.library.opcheck(_rasterize_op._opoverload,
+                          (handle, pos, tri, 16, 20, None, 0, False, True))
     rast, _ = _rasterize_op(handle, clip, tri, 16, 20, None, 0, False, True)
     grad = torch.randn_like(rast)
-    torch.library.opcheck(_rasterize_backward_op, (clip, tri, rast, grad, torch.randn_like(rast)))
+    torch.library.opcheck(_rasterize_backward_op._opoverload,
+                          (clip, tri, rast, grad, torch.randn_like(rast)))
     ranges = torch.tensor([[0, 10], [5, 30]], dtype=torch.int32)
-    torch.library.opcheck(_rasterize_op, (handle, clip[0], tri, 16, 20, ranges, 0, False, True))
+    torch.library.opcheck(_rasterize_op._opoverload,
+                          (handle, clip[0], tri, 16, 20, ranges, 0, False, True))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -175,10 +178,10 @@ def test_opcheck_interpolate(kind):
     clip, tri, _, _, col = sphere_scene(device_of(kind))
     rast, rast_db = dr.rasterize(glctx, clip, tri, (16, 20))
     args = (col.requires_grad_(), rast.requires_grad_(), tri, rast_db.requires_grad_(), [2, 0])
-    torch.library.opcheck(_interpolate_op, args)
-    torch.library.opcheck(_interpolate_op, (col, rast, tri, None, []))
+    torch.library.opcheck(_interpolate_op._opoverload, args)
+    torch.library.opcheck(_interpolate_op._opoverload, (col, rast, tri, None, []))
     g, g_da = torch.randn(*rast.shape[:3], 3), torch.randn(*rast.shape[:3], 4)
     g, g_da = g.to(col.device), g_da.to(col.device)
-    torch.library.opcheck(_interpolate_backward_op, (col.detach(), rast.detach(), tri,
+    torch.library.opcheck(_interpolate_backward_op._opoverload, (col.detach(), rast.detach(), tri,
                                                      rast_db.detach(), [2, 0], g, g_da,
                                                      [True, True, True]))

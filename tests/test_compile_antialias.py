@@ -171,15 +171,16 @@ def _op_args(device, name="sphere", topology="padded"):
 
 def test_opcheck_construct_topology(device):
     for tri in (scene("fin", device)[3], torch.zeros(0, 3, dtype=torch.int32, device=device)):
-        torch.library.opcheck(aa_module._construct_topology_op, (tri,))
+        torch.library.opcheck(aa_module._construct_topology_op._opoverload, (tri,))
 
 
 @pytest.mark.parametrize("name,topology", [("sphere", "padded"), ("range", "public")])
 def test_opcheck_antialias(device, name, topology):
     color, rast, pos, tri, tables = _op_args(device, name, topology)
     c, p = color.clone().requires_grad_(True), pos.clone().requires_grad_(True)
-    torch.library.opcheck(aa_module._antialias_op, (c, rast, p, tri, *tables, BOOST))
-    torch.library.opcheck(aa_module._antialias_op, (color, rast, pos, tri, *tables, 1.0))
+    torch.library.opcheck(aa_module._antialias_op._opoverload, (c, rast, p, tri, *tables, BOOST))
+    torch.library.opcheck(aa_module._antialias_op._opoverload,
+                          (color, rast, pos, tri, *tables, 1.0))
 
 
 def test_opcheck_antialias_backward(device):
@@ -187,7 +188,7 @@ def test_opcheck_antialias_backward(device):
     _, pair_t, pair_meta = aa_module._antialias_op(color, rast, pos, tri, *tables, BOOST)
     grad = torch.randn(color.shape, generator=torch.Generator().manual_seed(3)).to(device)
     for needs in ([True, True], [False, True], [True, False]):
-        torch.library.opcheck(aa_module._antialias_backward_op,
+        torch.library.opcheck(aa_module._antialias_backward_op._opoverload,
                               (color, rast, pos, tri, *tables, BOOST, pair_t, pair_meta, grad,
                                needs))
 

@@ -266,10 +266,10 @@ def test_inductor(device):
 @pytest.mark.parametrize("cube", [False, True], ids=["2d", "cube"])
 def test_opcheck_construct_mip(device, cube):
     tex = make_inputs(cube, device, size=4, channels=2, tex_batch=2)[0].requires_grad_()
-    torch.library.opcheck(_construct_mip_op, (tex, None, cube))
-    torch.library.opcheck(_construct_mip_op, (tex, 1, cube))
+    torch.library.opcheck(_construct_mip_op._opoverload, (tex, None, cube))
+    torch.library.opcheck(_construct_mip_op._opoverload, (tex, 1, cube))
     flat = _construct_mip_op(tex.detach(), None, cube)
-    torch.library.opcheck(_construct_mip_backward_op, (tex.detach(), None, cube,
+    torch.library.opcheck(_construct_mip_backward_op._opoverload, (tex.detach(), None, cube,
                                                        torch.randn_like(flat)))
 
 
@@ -286,9 +286,12 @@ def test_opcheck_texture(device, cube):
     args = [tex, uv, uv_da, bias, levels]
     need = [x.clone().requires_grad_() for x in args[:4]] + [
         [lvl.clone().requires_grad_() for lvl in levels]]
-    torch.library.opcheck(_texture_op, (*need, "linear-mipmap-linear", boundary))
-    torch.library.opcheck(_texture_op, (need[0], need[1], None, None, [], "nearest", boundary))
-    torch.library.opcheck(_texture_backward_op, (*args, "linear-mipmap-linear", boundary, grad,
+    torch.library.opcheck(_texture_op._opoverload, (*need, "linear-mipmap-linear", boundary))
+    torch.library.opcheck(_texture_op._opoverload,
+                          (need[0], need[1], None, None, [], "nearest", boundary))
+    torch.library.opcheck(_texture_backward_op._opoverload,
+                          (*args, "linear-mipmap-linear", boundary, grad,
                                                  [True] * 5))
-    torch.library.opcheck(_texture_backward_op, (*args, "linear-mipmap-nearest", boundary, grad,
+    torch.library.opcheck(_texture_backward_op._opoverload,
+                          (*args, "linear-mipmap-nearest", boundary, grad,
                                                  [False, True, True, False, True]))
