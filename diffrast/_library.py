@@ -36,8 +36,8 @@ class CustomOp:
     implemented by it for every device. Calling it calls the op through the dispatcher;
     ``_opoverload`` is what ``torch.library.opcheck`` takes."""
 
-    def __init__(self, name: str, fn):
-        _LIB.define(name + torch.library.infer_schema(fn, mutates_args=()))
+    def __init__(self, name: str, fn, tags=()):
+        _LIB.define(name + torch.library.infer_schema(fn, mutates_args=()), tags=tags)
         _LIB.impl(name, fn, "CompositeExplicitAutograd")
         self.qualname = op_name(name)
         self._opoverload = getattr(getattr(torch.ops, NAMESPACE), name).default
@@ -58,10 +58,15 @@ class CustomOp:
                                         lib=_LIB)
 
 
-def custom_op(name: str):
+def custom_op(name: str, tags=()):
     """Decorator: define the :class:`CustomOp` ``diffrast::<name>`` from the decorated
-    function."""
-    return lambda fn: CustomOp(name, fn)
+    function, with the ``torch.Tag`` s ``tags``."""
+    return lambda fn: CustomOp(name, fn, tags)
+
+
+# Ops that must not be captured in a CUDA graph (OpenGL work): inductor's
+# mode="reduce-overhead" then leaves their graph (or its part) uncaptured. (torch >= 2.8)
+CUDAGRAPH_UNSAFE = tuple(t for t in (getattr(torch.Tag, "cudagraph_unsafe", None),) if t)
 
 
 def compiling() -> bool:

@@ -161,8 +161,9 @@ def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel):
     node costs host time that matters for small images); under ``torch.compile``, through the
     custom op ``diffrast::rasterize``."""
     if _library.compiling():
-        return _rasterize_op(glctx._library_handle, pos, tri, resolution[0], resolution[1], ranges,
-                             layer_index, peel, grad_db)
+        op = _rasterize_gl_op if isinstance(glctx, RasterizeGLContext) else _rasterize_op
+        return op(glctx._library_handle, pos, tri, resolution[0], resolution[1], ranges,
+                  layer_index, peel, grad_db)
     if pos.requires_grad and torch.is_grad_enabled():
         return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel)
     return _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
@@ -191,18 +192,23 @@ class _Rasterize(torch.autograd.Function):
 
 # -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
 
-@_library.custom_op("rasterize")
-def _rasterize_op(context: int, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
-                  ranges: Optional[torch.Tensor], layer_index: int, peel: bool,
-                  grad_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _rasterize_impl(context: int, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
+                    ranges: Optional[torch.Tensor], layer_index: int, peel: bool,
+                    grad_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rast, rast_db)`` of validated inputs, rendered by the context of handle ``context``
     (:func:`diffrast._library.context_handle`). ``grad_db`` only matters to the backward."""
     glctx = _library.context_from_handle(context)
     return _outputs(glctx, pos, tri, (height, width), ranges, layer_index, peel)
 
 
-@_rasterize_op.register_fake
-def _(context, pos, tri, height, width, ranges, layer_index, peel, grad_db):
+# Two ops of one implementation: RasterizeCudaContext's (capturable in CUDA graphs) and
+# RasterizeGLContext's, tagged so that torch.compile(mode="reduce-overhead") never captures it.
+_rasterize_op = _library.custom_op("rasterize")(_rasterize_impl)
+_rasterize_gl_op = _library.custom_op("rasterize_gl", tags=_library.CUDAGRAPH_UNSAFE)(
+    _rasterize_impl)
+
+
+def _rasterize_fake(context, pos, tri, height, width, ranges, layer_index, peel, grad_db):
     batch = pos.shape[0] if ranges is None else ranges.shape[0]
     channels = 4 if _library.context_from_handle(context).output_db else 0
     return (pos.new_empty(batch, height, width, 4), pos.new_empty(batch, height, width, channels))
@@ -238,7 +244,10 @@ def _rasterize_autograd(ctx, grad_rast, grad_rast_db):
     return None, grad, None, None, None, None, None, None, None
 
 
-_rasterize_op.register_autograd(_rasterize_autograd, setup_context=_rasterize_setup)
+for _op in (_rasterize_op, _rasterize_gl_op):
+    _op.register_fake(_rasterize_fake)
+    _op.register_autograd(_rasterize_autograd, setup_context=_rasterize_setup)
+del _op
 
 
 def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):

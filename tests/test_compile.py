@@ -10,7 +10,7 @@ import torch
 import diffrast as dr
 from diffrast import geometry
 from diffrast.interpolate import _interpolate_backward_op, _interpolate_op
-from diffrast.rasterize import _rasterize_backward_op, _rasterize_op
+from diffrast.rasterize import _rasterize_backward_op, _rasterize_gl_op, _rasterize_op
 
 KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu),
          pytest.param("cudarast", marks=pytest.mark.gpu)]
@@ -161,14 +161,15 @@ def test_opcheck_rasterize(kind):
     clip, tri, _, _, _ = sphere_scene(device_of(kind))
     handle = glctx._library_handle
     pos = clip.detach().requires_grad_()
-    torch.library.opcheck(_rasterize_op._opoverload,
+    op = _rasterize_op if kind == "cudarast" else _rasterize_gl_op
+    torch.library.opcheck(op._opoverload,
                           (handle, pos, tri, 16, 20, None, 0, False, True))
-    rast, _ = _rasterize_op(handle, clip, tri, 16, 20, None, 0, False, True)
+    rast, _ = op(handle, clip, tri, 16, 20, None, 0, False, True)
     grad = torch.randn_like(rast)
     torch.library.opcheck(_rasterize_backward_op._opoverload,
                           (clip, tri, rast, grad, torch.randn_like(rast)))
     ranges = torch.tensor([[0, 10], [5, 30]], dtype=torch.int32)
-    torch.library.opcheck(_rasterize_op._opoverload,
+    torch.library.opcheck(op._opoverload,
                           (handle, clip[0], tri, 16, 20, ranges, 0, False, True))
 
 
@@ -185,3 +186,29 @@ def test_opcheck_interpolate(kind):
     torch.library.opcheck(_interpolate_backward_op._opoverload, (col.detach(), rast.detach(), tri,
                                                      rast_db.detach(), [2, 0], g, g_da,
                                                      [True, True, True]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("kind", ["cuda", "cudarast"])
+def test_reduce_overhead_mode(kind, deterministic):
+    """mode="reduce-overhead": inductor captures the CUDA context's ops in CUDA graphs and leaves
+    the OpenGL context's rasterize uncaptured (its op is tagged cudagraph_unsafe)."""
+    deterministic(True)
+    glctx = context(kind)
+    clip, tri, uv, tex, _ = sphere_scene("cuda")
+    topology = dr.antialias_construct_topology_hash(tri)
+
+    def step(clip, tex, uv):
+        rast, rast_db = dr.rasterize(glctx, clip, tri, (32, 32))
+        t, t_da = dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all")
+        c = dr.texture(tex, t, t_da, filter_mode="linear-mipmap-linear")
+        c = dr.antialias(c, rast, clip, tri, topology_hash=topology)
+        return c.square().sum()
+
+    compiled = torch.compile(step, fullgraph=True, mode="reduce-overhead")
+    for _ in range(3):  # recording, then replays
+        got = grads_of(compiled, clip, tex, uv)
+    (le, ge), (lc, gc) = grads_of(step, clip, tex, uv), got
+    torch.testing.assert_close(lc, le)
+    for a, b in zip(ge, gc):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
