@@ -149,7 +149,11 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
                     t.grad.zero_()
             step()
         return run
-    if compile_step:
+    if context_name == "cuda":
+        graph = capture(step_zeroed(train_step))
+        out["train_step_graph"] = measure(graph.replay)
+        del graph
+    if compile_step:  # (after the capture: inductor's graphs keep state of their own)
         compiled = torch.compile(train_loss, fullgraph=True)
         out["train_step_compiled"] = measure(step_zeroed(lambda: compiled().backward()))
         if context_name == "cuda":  # inductor's own CUDA graphs (GL work cannot be captured)
@@ -157,9 +161,6 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
             graphed = torch.compile(train_loss, fullgraph=True, mode="reduce-overhead")
             out["train_step_compiled_cudagraphs"] = measure(
                 step_zeroed(lambda: graphed().backward()))
-    if context_name == "cuda":
-        graph = capture(step_zeroed(train_step))
-        out["train_step_graph"] = measure(graph.replay)
     if device.type == "cuda":
         out["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     return out
