@@ -29,10 +29,10 @@ __all__ = ["antialias", "antialias_construct_topology_hash", "TopologyHash"]
 def _backend_for(device: torch.device):
     """The ``(construct_topology, antialias)`` implementation for tensors on ``device``.
 
-    CUDA tensors: the topology is built on the GPU (:mod:`diffrast.cuda_backend_antialias`, torch
-    ops, a result equal to the reference's) and ``antialias`` runs the CUDA kernels of
-    ``cuda_ops/antialias.cu`` when CuPy is available; there, only float32 inputs take the kernels,
-    float64 ones the reference. CPU tensors use the plain-PyTorch reference."""
+    CUDA tensors: the topology is built on the GPU (:mod:`diffrast.cuda_backend_antialias`: hash
+    table kernels, the reference's tables up to the numbering of edges) and ``antialias`` runs the
+    CUDA kernels of ``cuda_ops/antialias.cu`` when CuPy is available; there, only float32 inputs
+    take the kernels, float64 ones the reference. CPU tensors use the plain-PyTorch reference."""
     if device.type == "cuda":
         return _cuda.construct_topology, (_cuda.antialias if _cuda.available() else _ref.antialias)
     return _ref.construct_topology, _ref.antialias
@@ -200,8 +200,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
 # The topology travels as its tensors (``_cuda.topology_tables``), never as the Python object.
 # Under compile, the topology is built by ``diffrast::antialias_construct_topology`` on every
 # device: the sync-free construction, whose outputs are sized from ``T`` alone (``edge_ptr``
-# padded), so no size depends on data; it equals the reference's tables, and the reference reads
-# the padded offsets the same, so compiled results equal eager ones.
+# padded), so no size depends on data; it equals the reference's tables (on CUDA up to the
+# numbering of edges, which no result depends on), and the reference reads the padded offsets the
+# same, so compiled results equal eager ones.
 
 @_library.custom_op("antialias_construct_topology")
 def _construct_topology_op(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,

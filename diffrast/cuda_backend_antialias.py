@@ -3,13 +3,15 @@
 :func:`diffrast.antialias` validates its arguments and, for CUDA tensors, calls the two functions
 here (see ``_backend_for`` in :mod:`diffrast.antialias`):
 
-* :func:`construct_topology` builds the edge-to-triangle adjacency with torch ops on the device
-  of ``tri`` (a stable sort of the undirected edge keys, no hashing, so its speed and result do
-  not depend on how vertices are duplicated). It returns a :class:`GpuTopologyHash`: the
-  reference's :class:`~diffrast.reference.antialias.TopologyHash` (the same tables, equal to
-  what the reference builds) plus the kernels' neighbour table. It never synchronizes with the
-  host: every table is sized from the number of triangles ``T`` (the CSR offsets are padded, see
-  :func:`construct_tables`), so the number of distinct edges is never read back.
+* :func:`construct_topology` builds the edge-to-triangle adjacency on the device of ``tri``:
+  on CUDA with four kernels of ``cuda_ops/antialias.cu`` (a hash table of the undirected edges
+  and a single-pass scan, no sort), elsewhere (and without the kernels) with torch ops (a stable
+  sort of the edge keys). It returns a :class:`GpuTopologyHash`: the reference's
+  :class:`~diffrast.reference.antialias.TopologyHash` (the tables the reference builds; the
+  kernels number the edges in another order, which nothing reading them depends on) plus the
+  kernels' neighbour table. It never synchronizes with the host: every table is sized from the
+  number of triangles ``T`` (the CSR offsets are padded, see :func:`construct_tables`), so the
+  number of distinct edges is never read back, and its result is the same run to run.
 * :func:`antialias` runs the kernels for float32 ``color``, ``pos`` and ``rast`` (anything else
   goes to the reference), as a ``torch.autograd.Function``: outputs and scratch buffers allocated
   by torch, kernels launched on torch's current stream through :mod:`diffrast.cuda_ops.loader`, no
@@ -38,8 +40,8 @@ from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
 
 __all__ = ["available", "GpuTopologyHash", "construct_tables", "construct_topology",
-           "neighbor_table", "topology_tables", "antialias", "antialias_forward",
-           "antialias_backward"]
+           "neighbor_table", "topology_tables", "renumbered_like_reference", "antialias",
+           "antialias_forward", "antialias_backward"]
 
 _NO_ROW = 0x7FFFFFFF
 
@@ -49,7 +51,10 @@ _NO_ROW = 0x7FFFFFFF
 
 class GpuTopologyHash(TopologyHash):
     """A :class:`~diffrast.reference.antialias.TopologyHash` with the neighbour table that the
-    CUDA kernels read, built without host synchronization by :func:`construct_topology`.
+    CUDA kernels read, built without host synchronization by :func:`construct_topology`. Built
+    by the kernels (CUDA tensors), its edges are numbered in the order of their first incidence
+    ``3 * triangle + k`` rather than by vertex keys as in the reference (see
+    :func:`construct_tables`); the incidences of each edge are in the reference's order.
 
     Attributes (besides those of ``TopologyHash``):
         neighbor: int32 ``[num_triangles, 3]``. For edge ``k`` of triangle ``t`` (from vertex
@@ -122,16 +127,16 @@ def neighbor_table(topology: TopologyHash) -> torch.Tensor:
 
 def construct_tables(tri: torch.Tensor):
     """The topology tables of a validated int32 ``[T, 3]`` triangle tensor, on its device, with
-    no host synchronization (torch ops whose output sizes depend on ``T`` alone).
+    no host synchronization (every output size depends on ``T`` alone).
 
-    Equal to :func:`diffrast.reference.antialias.construct_topology`'s tables: edges are numbered
-    in the order of their ``(min vertex, max vertex)`` keys, and each edge's incidences are
-    listed by increasing ``3 * triangle + k``; only ``edge_ptr`` is padded. Method: a stable sort
-    of the ``3T`` keys ``min * 2**32 + max`` (a radix sort on the GPU), a scan of the key changes
-    for the edge ids, a scatter back to the triangles, a binary search for the CSR offsets and,
-    for the neighbour table, the other incidence of each two-incidence edge, next to it in the
-    sorted order. About 27 torch ops, none of which synchronizes (no ``nonzero``, ``unique``,
-    boolean masks, ``.item()`` or sizes read back).
+    On a CUDA device with the kernels available, the kernels of ``cuda_ops/antialias.cu``
+    (:func:`_construct_tables_kernels`, four launches and no sort); elsewhere torch ops
+    (:func:`_construct_tables_torch`). Both give the reference's tables
+    (:func:`diffrast.reference.antialias.construct_topology`, only ``edge_ptr`` padded) up to the
+    numbering of the edges: the torch ops number them in the order of their ``(min vertex, max
+    vertex)`` keys, as the reference; the kernels in the order of their first incidence
+    ``3 * triangle + k``. In both, each edge's incidences are listed by increasing
+    ``3 * triangle + k``. Nothing that reads the tables depends on the numbering.
 
     Args:
         tri: int32 ``[T, 3]`` (any device).
@@ -142,15 +147,81 @@ def construct_tables(tri: torch.Tensor):
         ``3T``), int64 ``[3T]``, int64 ``[3T]`` and int32 ``[T, 3]``, as documented in
         :class:`GpuTopologyHash`.
     """
-    dev = tri.device
-    T = tri.shape[0]
-    n = 3 * T
-    if T == 0:
+    if tri.shape[0] == 0:
+        dev = tri.device
         return (torch.zeros(0, 3, dtype=torch.int64, device=dev),
                 torch.zeros(1, dtype=torch.int64, device=dev),
                 torch.zeros(0, dtype=torch.int64, device=dev),
                 torch.zeros(0, dtype=torch.int64, device=dev),
                 torch.zeros(0, 3, dtype=torch.int32, device=dev))
+    if _topology_kernels(tri.device):
+        return _construct_tables_kernels(tri)
+    return _construct_tables_torch(tri)
+
+
+def _topology_kernels(device: torch.device) -> bool:
+    """Whether :func:`construct_tables` runs the kernels on ``device`` (the tests also run them
+    on the CPU, through their kernel emulator)."""
+    return device.type == "cuda" and available()
+
+
+_SCAN_TILE = 256  # slots per tile of the kernel topology_scan (kScanTile in antialias.cu)
+
+
+def _topology_buffers(T: int, device: torch.device):
+    """The kernels' work buffers for ``T`` triangles: ``(table, scratch, capacity, num_tiles)``,
+    the hash table followed by the scan's tile status and ticket (zeroed) and the per-incidence
+    scratch (uninitialized); see the topology section of ``cuda_ops/antialias.cu``."""
+    n = 3 * T
+    capacity = min(2 * n, _INT32_MAX)  # at most half full: E <= n
+    num_tiles = -(-n // _SCAN_TILE)
+    table = torch.zeros(2 * capacity + num_tiles + 1, dtype=torch.int64, device=device)
+    scratch = torch.empty(3 * n, dtype=torch.int64, device=device)
+    return table, scratch, capacity, num_tiles
+
+
+def _construct_tables_kernels(tri: torch.Tensor):
+    """:func:`construct_tables` by the kernels (``T >= 1``): an open-addressing hash table of the
+    undirected edges, a single-pass scan over the incidences that numbers the edges in the order
+    of their first incidence and gives their CSR offsets, then the tables; deterministic, since
+    no output depends on the order of the atomics (see ``cuda_ops/antialias.cu``). Four kernel
+    launches, one fill (the zeroed table) and no host synchronization."""
+    dev = tri.device
+    T = tri.shape[0]
+    n = 3 * T
+    if n >= _INT32_MAX:
+        raise ValueError(f"tri has {T} triangles; the topology kernels support fewer than "
+                         f"{_INT32_MAX // 3}")
+    tri = tri.contiguous()
+    table, scratch, capacity, num_tiles = _topology_buffers(T, dev)
+    tri_edge = torch.empty(T, 3, dtype=torch.int64, device=dev)
+    edge_ptr = torch.empty(n + 1, dtype=torch.int64, device=dev)
+    inc_tri = torch.empty(n, dtype=torch.int64, device=dev)
+    inc_opp = torch.empty(n, dtype=torch.int64, device=dev)
+    neighbor = torch.empty(T, 3, dtype=torch.int32, device=dev)
+    _launch("antialias", "topology_insert", n, (tri, table, scratch, n, capacity), dev)
+    _launch("antialias", "topology_scan", 32 * num_tiles,
+            (table, scratch, edge_ptr, n, capacity, num_tiles), dev)
+    _launch("antialias", "topology_place", n,
+            (tri, table, scratch, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, n, capacity,
+             num_tiles), dev)
+    _launch("antialias", "topology_rank", n,
+            (tri, scratch, tri_edge, edge_ptr, inc_tri, inc_opp, n), dev)
+    return tri_edge, edge_ptr, inc_tri, inc_opp, neighbor
+
+
+def _construct_tables_torch(tri: torch.Tensor):
+    """:func:`construct_tables` by torch ops (``T >= 1``), equal to the reference's tables:
+    edges are numbered in the order of their ``(min vertex, max vertex)`` keys, and each edge's
+    incidences are listed by increasing ``3 * triangle + k``; only ``edge_ptr`` is padded.
+    Method: a stable sort of the ``3T`` keys ``min * 2**32 + max`` (a radix sort on the GPU), a
+    scan of the key changes for the edge ids, a scatter back to the triangles, a binary search
+    for the CSR offsets and, for the neighbour table, the other incidence of each two-incidence
+    edge, next to it in the sorted order. About 27 torch ops, none of which synchronizes (no
+    ``nonzero``, ``unique``, boolean masks, ``.item()`` or sizes read back)."""
+    dev = tri.device
+    T = tri.shape[0]
+    n = 3 * T
     t = tri.to(torch.int64).repeat(1, 2)          # v0 v1 v2 v0 v1 v2
     a, b, opp = t[:, 0:3], t[:, 1:4], t[:, 2:5]   # edge k: (v_k, v_k+1), opposite v_k+2
     key = torch.add(torch.maximum(a, b), torch.minimum(a, b), alpha=1 << 32)
@@ -174,12 +245,59 @@ def construct_tables(tri: torch.Tensor):
     return tri_edge, edge_ptr, inc_tri, inc_opp, neighbor
 
 
+def renumbered_like_reference(tri: torch.Tensor, tables):
+    """The tables of :func:`construct_tables` (or :func:`topology_tables`) with their edges
+    renumbered in the reference's order, that of their ``(min vertex, max vertex)`` keys: equal,
+    tensor for tensor, to the torch ops' tables (:func:`_construct_tables_torch`) for the same
+    ``tri``. For tests and comparisons; reads the edge count back to the host.
+
+    Args:
+        tri: the int32 ``[T, 3]`` triangle tensor the tables were built from.
+        tables: ``(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor)``, ``edge_ptr`` padded or
+            exact, ``neighbor`` possibly ``None``.
+
+    Returns:
+        ``(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor)`` renumbered (``edge_ptr`` padded to
+        ``3T + 1`` entries; ``neighbor`` ``None`` if it was).
+    """
+    tri_edge, edge_ptr, inc_tri, inc_opp, neighbor = tables
+    dev = tri_edge.device
+    T = tri.shape[0]
+    n = 3 * T
+    edge = tri_edge.reshape(-1)
+    E = int(edge.max()) + 1 if n else 0
+    t = tri.to(device=dev, dtype=torch.int64).repeat(1, 2)
+    a, b = t[:, 0:3].reshape(-1), t[:, 1:4].reshape(-1)
+    slot_key = torch.add(torch.maximum(a, b), torch.minimum(a, b), alpha=1 << 32)
+    key = torch.zeros(E, dtype=torch.int64, device=dev).scatter_(0, edge, slot_key)
+    order = torch.argsort(key)                   # new id -> old id
+    new_id = torch.empty_like(order)
+    new_id[order] = torch.arange(E, device=dev)  # old id -> new id
+    start = edge_ptr[:E]
+    count = edge_ptr[1:E + 1] - start
+    ptr = torch.full((n + 1,), n, dtype=torch.int64, device=dev)
+    ptr[0] = 0
+    ptr[1:E + 1] = torch.cumsum(count[order], 0)
+    old_edge = torch.repeat_interleave(torch.arange(E, device=dev), count)  # of each position
+    pos = ptr[new_id[old_edge]] + torch.arange(n, device=dev) - start[old_edge]
+    new_tri = torch.empty_like(inc_tri).scatter_(0, pos, inc_tri)
+    new_opp = torch.empty_like(inc_opp).scatter_(0, pos, inc_opp)
+    nbr = None
+    if neighbor is not None:
+        many = neighbor <= -2
+        nbr = torch.where(many, -2 - new_id[torch.where(many, -2 - neighbor, 0).long()],
+                          neighbor).to(neighbor.dtype)
+    return new_id[tri_edge], ptr, new_tri, new_opp, nbr
+
+
 def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
     """Build the topology of a validated int32 ``[T, 3]`` triangle tensor on its device, without
     host synchronization (see :func:`construct_tables`).
 
-    Equal, tensor for tensor, to :func:`diffrast.reference.antialias.construct_topology` (its
-    ``edge_ptr`` is trimmed from ``edge_ptr_padded`` when first read), plus the neighbour table.
+    The tables of :func:`diffrast.reference.antialias.construct_topology` (its ``edge_ptr`` is
+    trimmed from ``edge_ptr_padded`` when first read), plus the neighbour table: tensor for
+    tensor on the CPU, up to the numbering of the edges where the kernels build them
+    (:func:`renumbered_like_reference` gives the reference's numbering).
     """
     T = tri.shape[0]
     if 3 * T >= _INT32_MAX:

@@ -30,6 +30,9 @@ from diffrast.cuda_ops import loader
 HERE = os.path.dirname(os.path.abspath(__file__))
 EMU_DIR = os.path.join(HERE, "emulator")
 _libs: dict = {}
+# Names of kernels that :func:`launch` runs with their blocks, warps and lanes in the reverse order
+# (so their atomics in another order; the scheduling of a GPU is arbitrary). Tests patch it.
+reversed_kernels: frozenset = frozenset()
 
 
 def compiler():
@@ -72,6 +75,8 @@ def build(module: str):
     lib.emu_launch.restype = ctypes.c_int
     lib.emu_last_error.argtypes = []
     lib.emu_last_error.restype = ctypes.c_char_p
+    lib.emu_set_reverse.argtypes = [ctypes.c_int]
+    lib.emu_set_reverse.restype = None
     _libs[module] = lib
     return lib
 
@@ -89,11 +94,12 @@ def launch(module, kernel, grid, block, args, device, shared_mem=0):
         if isinstance(a, torch.Tensor):
             assert a.device.type == "cpu", "the kernel emulator needs CPU tensors"
     argv = loader.pack_arguments(args).pointers  # the real launcher's packing
-    rc = build(module).emu_launch(kernel.encode(), grid[0], block[0], argv)
+    lib = build(module)
+    lib.emu_set_reverse(int(kernel in reversed_kernels))
+    rc = lib.emu_launch(kernel.encode(), grid[0], block[0], argv)
     if rc == 1:
         raise RuntimeError(f"kernel {kernel} not found in cuda_ops/{module}.cu")
     if rc != 0:
-        lib = build(module)
         raise RuntimeError(f"kernel {kernel}: {lib.emu_last_error().decode()} (undefined "
                            f"behaviour on a GPU)")
 

@@ -1,7 +1,8 @@
 """antialias and antialias_construct_topology_hash under ``torch.compile(fullgraph=True)``: the
 same results and gradients as eager calls, ``opcheck`` on their custom ops, and the topology
 construction without host synchronization (diffrast.cuda_backend_antialias.construct_tables)
-against the reference.
+against the reference: its torch ops (CPU) tensor for tensor, its kernels (emulated and on the
+GPU) up to the numbering of the edges, run-to-run identical whatever the order of their atomics.
 
 Devices: ``cpu`` (the reference), ``emulated`` (the CUDA kernels compiled as C++ and run on the
 CPU by tests/kernel_emulator.py, so the kernel branch of the custom ops runs in CI) and ``cuda``
@@ -42,6 +43,7 @@ def device(request, monkeypatch, deterministic):
         kernel_emulator.kernel_device("emulated", monkeypatch)
         monkeypatch.setattr(aa_module, "_backend_for",
                             lambda device: (cb.construct_topology, cb.antialias))
+        monkeypatch.setattr(cb, "_topology_kernels", lambda device: True)  # kernel-built tables
         return torch.device("cpu")
     return torch.device(request.param)
 
@@ -125,9 +127,13 @@ def test_compiled_topology_hash(device):
                         backend="aot_eager")(tri)
     assert isinstance(got, cb.GpuTopologyHash) and got.device == tri.device
     want = ref.construct_topology(tri.cpu())
-    scenes.assert_topology_equal(got, want)
     assert got.num_edges == want.num_edges
-    assert torch.equal(got.neighbor.cpu(), cb.neighbor_table(want))
+    if not cb._topology_kernels(tri.device):  # torch ops: the reference's numbering
+        scenes.assert_topology_equal(got, want)
+        assert torch.equal(got.neighbor.cpu(), cb.neighbor_table(want))
+    else:  # the kernels: the same tables up to the numbering of the edges
+        assert_kernel_tables(tri, cb.topology_tables(got))
+        assert torch.equal(got.edge_ptr.cpu(), got.edge_ptr_padded.cpu()[:want.num_edges + 1])
 
 
 @pytest.mark.parametrize("kind", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
@@ -258,6 +264,172 @@ def test_sync_free_tables_equal_reference(mesh):
     assert torch.equal(cb.neighbor_table(cb.reference_topology(topo)), neighbor)
 
 
+# The kernels (cuda_ops/antialias.cu, emulated on the CPU): the same tables up to the numbering
+# of the edges (by first incidence instead of by vertex key).
+
+def _heavy_meshes():
+    """Meshes with many incidences per edge and spread over many warps of 32 incidences (the
+    kernels' lists of earlier groups, long ones summed by the whole warp)."""
+    g = torch.Generator().manual_seed(1)
+    sphere = scenes.sphere(rows=10, cols=16)[3]
+    flipped = sphere[:, [0, 2, 1]]
+    pad = torch.zeros(1500, 3, dtype=torch.int32)  # padding triangles: one edge, 4500 slots
+    double = torch.cat([sphere, flipped])
+    return {
+        "double_sided": double,                                 # every edge four times
+        "padded": torch.cat([sphere[:100], pad, sphere[100:]]),
+        # one padding triangle after each: short and long lists in every warp
+        "interleaved": torch.stack([double, torch.zeros_like(double)], 1).reshape(-1, 3),
+        "few_vertices": torch.randint(0, 6, (3000, 3), generator=g, dtype=torch.int32),
+        "soup": torch.randint(0, 4000, (5000, 3), generator=g, dtype=torch.int32),
+        "negative": torch.tensor([[-1, -1, -1], [-2**31, -1, 0], [-1, -2**31, 5]],
+                                 dtype=torch.int32),  # unvalidated input (under compile)
+    }
+
+
+HEAVY = _heavy_meshes()
+
+
+def assert_kernel_tables(tri, tables, brute_force=True):
+    """``tables`` (built by the kernels) are the torch ops' tables for ``tri`` with the edges
+    renumbered by first incidence: the same edges, each with the same incidences in the same
+    order, the same padding and the same neighbour table."""
+    tri = tri.cpu()
+    tables = tuple(t.cpu() for t in tables)
+    tri_edge, edge_ptr, inc_tri, inc_opp, neighbor = tables
+    T = tri.shape[0]
+    n = 3 * T
+    for t, dtype, shape in zip(tables, [torch.int64] * 4 + [torch.int32],
+                               [(T, 3), (n + 1,), (n,), (n,), (T, 3)]):
+        assert t.dtype == dtype and tuple(t.shape) == shape
+    want = cb._construct_tables_torch(tri) if T else cb.construct_tables(tri)
+    renumbered = cb.renumbered_like_reference(tri, tables)
+    for name, a, b in zip(("tri_edge", "edge_ptr", "inc_tri", "inc_opp", "neighbor"),
+                          renumbered, want):
+        assert a.dtype == b.dtype and torch.equal(a, b), name
+    if not T:
+        return
+    # numbered by first incidence: edge e's first slot comes before edge e + 1's
+    flat = tri_edge.reshape(-1)
+    E = int(flat.max()) + 1
+    first = torch.full((E,), n, dtype=torch.int64).scatter_reduce(0, flat, torch.arange(n),
+                                                                  "amin")
+    assert int(first[0]) == 0 and bool((first[1:] > first[:-1]).all())
+    assert bool((edge_ptr[E:] == n).all())
+    if brute_force:
+        assert torch.equal(neighbor, _brute_force_neighbors(tri, tri_edge))
+
+
+@pytest.fixture
+def emulated(monkeypatch):
+    """The topology kernels run on the CPU by the emulator."""
+    kernel_emulator.kernel_device("emulated", monkeypatch)
+    monkeypatch.setattr(cb, "_topology_kernels", lambda device: True)
+
+
+@pytest.mark.parametrize("mesh", sorted(MESHES) + sorted(HEAVY))
+def test_kernel_tables_equal_reference(emulated, mesh):
+    tri = MESHES.get(mesh, HEAVY.get(mesh))
+    tables = cb.construct_tables(tri)
+    assert_kernel_tables(tri, tables, brute_force=tri.shape[0] <= 100)
+    if mesh not in HEAVY:  # the reference's own tables, renumbered
+        want = ref.construct_topology(tri)
+        tri_edge, edge_ptr, inc_tri, inc_opp, _ = cb.renumbered_like_reference(tri, tables)
+        scenes.assert_topology_equal(
+            ref.TopologyHash(tri.shape[0], tri_edge, edge_ptr[:want.num_edges + 1], inc_tri,
+                             inc_opp), want)
+    topo = cb.construct_topology(tri)
+    assert topo.num_edges == int(tables[0].max()) + 1 if tri.shape[0] else topo.num_edges == 0
+    assert torch.equal(cb.neighbor_table(cb.reference_topology(topo)), topo.neighbor)
+
+
+@pytest.mark.parametrize("mesh", ["non_manifold", "tetrahedron", "double_sided", "padded",
+                                  "interleaved", "few_vertices", "soup"])
+def test_kernel_tables_do_not_depend_on_the_order_of_the_atomics(emulated, monkeypatch, mesh):
+    """The kernels run in the reverse order (blocks, warps and lanes; so the hash table's layout
+    and the order of the lists differ) give the same tables."""
+    tri = MESHES.get(mesh, HEAVY.get(mesh))
+    buffers = []
+    make = cb._topology_buffers
+
+    def recording(T, device):
+        out = make(T, device)
+        buffers.append(out)
+        return out
+
+    monkeypatch.setattr(cb, "_topology_buffers", recording)
+    want = cb.construct_tables(tri)
+    monkeypatch.setattr(kernel_emulator, "reversed_kernels",
+                        frozenset({"topology_insert", "topology_scan", "topology_place",
+                                   "topology_rank"}))
+    got = cb.construct_tables(tri)
+    for a, b in zip(want, got):
+        assert torch.equal(a, b)
+    if mesh == "soup":  # colliding keys: the entries they took differ
+        n = 3 * tri.shape[0]
+        entries = [buf[1].view(torch.int32)[2 * n:3 * n] for buf in buffers]
+        assert not torch.equal(*entries)
+
+
+@pytest.mark.parametrize("prefix_at", [None, 5, 30])
+def test_kernel_scan_looks_back_over_aggregates(emulated, prefix_at):
+    """topology_scan's decoupled look-back when earlier tiles have only published their own sums
+    (the emulator runs tiles one after another, so a tile otherwise always finds its predecessor
+    done): the last tiles run alone after the others' status words are set by hand, all
+    aggregates (back past tile 0) or one inclusive prefix among them (30 and 5: found in the
+    first or the second window of 32). They get the prefixes of a normal run."""
+    tri = HEAVY["soup"]
+    T, n, cpu = tri.shape[0], 3 * tri.shape[0], torch.device("cpu")
+    table, scratch, capacity, tiles = cb._topology_buffers(T, cpu)
+    assert tiles > 40
+    cb._launch("antialias", "topology_insert", n, (tri, table, scratch, n, capacity), cpu)
+    inserted = table.clone()
+    want_ptr = torch.empty(n + 1, dtype=torch.int64)
+    cb._launch("antialias", "topology_scan", 32 * tiles,
+               (table, scratch, want_ptr, n, capacity, tiles), cpu)
+    status = table[2 * capacity:2 * capacity + tiles].tolist()
+    assert all(w >> 62 == -2 for w in status)  # flag 2 (the sign bit): inclusive prefixes
+    value = [w & ((1 << 62) - 1) for w in status]
+    aggregate = [v - (value[t - 1] if t else 0) for t, v in enumerate(value)]
+
+    def word(flag, v):
+        w = (flag << 62) | v
+        return w - (1 << 64) if w >= 1 << 63 else w
+
+    first = tiles - 3
+    table = inserted.clone()
+    for t in range(first):
+        table[2 * capacity + t] = word(1, aggregate[t])
+    if prefix_at is not None:
+        table[2 * capacity + prefix_at] = word(2, value[prefix_at])
+    table[2 * capacity + tiles] = first  # the ticket: the next warp takes tile `first`
+    edge_ptr = torch.full((n + 1,), -1, dtype=torch.int64)
+    cb._launch("antialias", "topology_scan", 32 * 3,
+               (table, scratch, edge_ptr, n, capacity, tiles), cpu)
+    assert table[2 * capacity + first:2 * capacity + tiles].tolist() == status[first:]
+    start = value[first - 1] >> 31  # the first edge id of tile `first`
+    assert torch.equal(edge_ptr[start:value[-1] >> 31], want_ptr[start:value[-1] >> 31])
+    assert bool((edge_ptr[:start] == -1).all())
+
+
+def test_kernel_tables_in_antialias_and_compiled(emulated):
+    """The public topology hash built by the kernels: the reference and the emulated antialias
+    kernels read it to the same results as the reference's own hash (see also
+    tests/test_cuda_antialias.py), compiled or not."""
+    color, rast, pos, tri = scene("fin", "cpu")
+    grad = torch.randn(color.shape, generator=torch.Generator().manual_seed(2))
+    want = scenes.run(scenes.reference, color, rast, pos, tri, ref.construct_topology(tri), grad,
+                      BOOST)
+    topo = cb.construct_topology(tri)
+    got = scenes.run(scenes.reference, color, rast, pos, tri, cb.reference_topology(topo), grad,
+                     BOOST)
+    assert_identical(want, got)
+    compiled = torch.compile(dr.antialias_construct_topology_hash, fullgraph=True,
+                             backend="aot_eager")(tri)
+    for a, b in zip(cb.topology_tables(compiled), cb.topology_tables(topo)):
+        assert torch.equal(a, b)
+
+
 def test_padded_hash_gives_the_reference_result():
     """The reference fed the padded tables (float64 on CUDA, compiled on the CPU) gives the same
     output and gradients as with its own hash."""
@@ -278,7 +450,6 @@ def test_gpu_construction_and_antialias_do_not_synchronize():
     compiles the kernels and caches the (synchronizing) index checks of ``tri``."""
     for name in ("sphere", "fin"):
         color, rast, pos, tri = scene(name, torch.device("cuda"))
-        tables_want = cb.construct_tables(tri.cpu())
         grad = torch.randn(color.shape, device="cuda")
 
         def step():
@@ -298,7 +469,41 @@ def test_gpu_construction_and_antialias_do_not_synchronize():
         finally:
             torch.cuda.set_sync_debug_mode("default")
         torch.cuda.synchronize()
-        for a, b in zip(cb.topology_tables(got[0]), tables_want):
-            assert torch.equal(a.cpu(), b)
+        for a, b in zip(cb.topology_tables(got[0]), cb.topology_tables(want[0])):
+            assert torch.equal(a, b)  # the same tables run to run
+        assert_kernel_tables(tri, cb.topology_tables(got[0]))
         assert torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
         torch.testing.assert_close(got[3], want[3])
+
+
+@pytest.mark.gpu
+def test_gpu_kernel_tables():
+    """On CUDA the kernels build the CPU's tables up to the numbering of the edges, for a sphere
+    of a million triangles and the meshes above, the same run to run, without synchronizing;
+    and in a CUDA graph."""
+    from diffrast import geometry
+    meshes = dict(MESHES, **HEAVY)
+    meshes["sphere_1m"] = geometry.uv_sphere(500, 1000)[1]
+    for name, tri in meshes.items():
+        tri_c = tri.cuda()
+        first = cb.construct_tables(tri_c)  # compiles the kernels
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            runs = [cb.construct_tables(tri_c) for _ in range(3)]
+            topo = cb.construct_topology(tri_c)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+        for tables in runs + [cb.topology_tables(topo)]:
+            for a, b in zip(tables, first):
+                assert a.device.type == "cuda" and torch.equal(a, b), name
+        assert_kernel_tables(tri, first, brute_force=tri.shape[0] <= 100)
+    tri = meshes["double_sided"].cuda()
+    want = cb.construct_tables(tri)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        got = cb.construct_tables(tri)
+    graph.replay()
+    torch.cuda.synchronize()
+    for a, b in zip(got, want):
+        assert torch.equal(a, b)

@@ -37,6 +37,8 @@ def kernels(request, monkeypatch):
     if request.param == "emulated":
         monkeypatch.setattr(aa_module, "_backend_for",
                             lambda device: (cb.construct_topology, cb.antialias))
+        # the topology built by the kernels too
+        monkeypatch.setattr(cb, "_topology_kernels", lambda device: True)
     assert aa_module._backend_for(device) == (cb.construct_topology, cb.antialias)
     return device
 
@@ -151,7 +153,7 @@ def test_kernels_named_by_the_backend_exist():
     with open(cb.__file__) as f:
         glue = f.read()
     names = re.findall(r'_launch\("antialias", "(\w+)"', glue)
-    assert len(names) == 4
+    assert len(names) == 8
     for kernel in names:
         assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
                          loader.source("antialias")), kernel
@@ -174,8 +176,15 @@ def test_gpu_topology_equals_reference(rows, cols):
     for t in (tri, dup, torch.cat([tri, tri[:7]])):              # and non-manifold copies
         topo = dr.antialias_construct_topology_hash(t.cuda())
         assert isinstance(topo, cb.GpuTopologyHash) and topo.device.type == "cuda"
-        scenes.assert_topology_equal(topo, ref.construct_topology(t))
-        assert torch.equal(topo.neighbor.cpu(), cb.neighbor_table(ref.construct_topology(t)))
+        # the kernels number the edges by first incidence: the reference's tables renumbered
+        want = ref.construct_topology(t)
+        tri_edge, edge_ptr, inc_tri, inc_opp, nbr = cb.renumbered_like_reference(
+            t, cb.topology_tables(topo))
+        assert topo.num_edges == want.num_edges
+        scenes.assert_topology_equal(
+            ref.TopologyHash(t.shape[0], tri_edge, edge_ptr[:want.num_edges + 1], inc_tri,
+                             inc_opp), want)
+        assert torch.equal(nbr.cpu(), cb.neighbor_table(want))
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,6 +328,39 @@ def test_float64_uses_the_reference(kernels):
     want = ref.antialias(color.double(), rast.double(), pos.double(), tri)
     assert out.dtype == torch.float64
     torch.testing.assert_close(out, want, rtol=1e-13, atol=1e-13)
+
+
+def _doubled_soup(seed):
+    """A soup drawn twice, the copy flipped: every edge has two, four or more incidences, and
+    the CSR tables are read for most pairs."""
+    color, rast, pos, tri = scenes.soup(seed, n=10, batch=2)
+    return color, rast, pos, torch.cat([tri, tri[:, [0, 2, 1]]])
+
+
+@pytest.mark.parametrize("det", [False, True])
+def test_kernel_topology_gives_identical_results(kernels, deterministic, det):
+    """antialias with the topology built by the kernels (edges numbered by first incidence)
+    equals, bit for bit, antialias with the torch ops' topology (the reference's numbering):
+    output, grad_color and, in deterministic mode or emulated, grad_pos."""
+    deterministic(det)
+    cases = [scenes.sphere(), scenes.grid_with_fin(), _doubled_soup(4),
+               scenes.soup(2, n=12, batch=2, snapped=True)]
+    for scene in cases:
+        color, rast, pos, tri = to(scene, kernels)
+        g = upstream(color).to(kernels)
+        by_kernels = cb.construct_topology(tri)
+        by_torch = cb.GpuTopologyHash(tri.shape[0], *cb._construct_tables_torch(tri))
+        assert not torch.equal(by_kernels.tri_edge, by_torch.tri_edge)  # numbered differently
+        got = scenes.run(public, color, rast, pos, tri, by_kernels, g, 2.0)
+        want = scenes.run(public, color, rast, pos, tri, by_torch, g, 2.0)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+        if det or kernels.type == "cpu":
+            assert torch.equal(got[2], want[2])
+        else:
+            scale = float(want[2].abs().max())
+            torch.testing.assert_close(got[2], want[2], atol=1e-5 * scale, rtol=1e-5)
+        assert want[2].abs().sum() > 0
+        check((color, rast, pos, tri), kernels)  # and the public op against the reference
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 // Exposes `int emu_launch(const char* kernel, unsigned grid, unsigned block, void** args)`,
 // where args[i] points at the i-th argument's value, like cuLaunchKernel's kernelParams; it
 // returns 0, 1 for an unknown kernel, or 2 after a misused collective (emu_last_error()).
+// `void emu_set_reverse(int)` makes the following launches run their blocks, warps and lanes in
+// the reverse order (another order of their atomics, for tests of order independence).
 #include EMU_SOURCE
 
 #include <ucontext.h>
@@ -34,6 +36,7 @@ ucontext_t lanes[32];
 std::vector<char> stacks[32];
 int current = 0;
 const std::function<void()>* body = nullptr;
+bool reverse_order = false;
 
 void lane_main()
 {
@@ -61,8 +64,11 @@ void run(unsigned grid, unsigned block, const std::function<void()>& fn)
     body = &fn;
     EmuWarp warp;
     emu_warp = &warp;
-    for (unsigned b = 0; b < grid; ++b) {
-        for (unsigned first = 0; first < block; first += 32) {
+    const unsigned num_warps = (block + 31) / 32;
+    for (unsigned bi = 0; bi < grid; ++bi) {
+        const unsigned b = reverse_order ? grid - 1 - bi : bi;
+        for (unsigned wi = 0; wi < num_warps; ++wi) {
+            const unsigned first = 32 * (reverse_order ? num_warps - 1 - wi : wi);
             std::memset(warp.slot, 0, sizeof warp.slot);
             for (int l = 0; l < 32; ++l) {
                 warp.exited[l] = first + l >= block;  // lanes past the block never run
@@ -80,7 +86,8 @@ void run(unsigned grid, unsigned block, const std::function<void()>& fn)
             bool running = true;
             while (running) {
                 running = false;
-                for (int l = 0; l < 32; ++l) {
+                for (int li = 0; li < 32; ++li) {
+                    const int l = reverse_order ? 31 - li : li;
                     if (warp.exited[l])
                         continue;
                     current = l;
@@ -114,6 +121,11 @@ void emu_fail(const char* what)
 extern "C" const char* emu_last_error()
 {
     return emu_error;
+}
+
+extern "C" void emu_set_reverse(int reverse)
+{
+    reverse_order = reverse != 0;
 }
 
 // Kernels run with the float environment of the GPU build: CuPy compiles every RawModule with

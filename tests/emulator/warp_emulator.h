@@ -8,7 +8,9 @@
 // __ballot_sync, __any_sync): each lane publishes its value and yields; once all have, each
 // reads what it needs and yields again (see launch.cpp). A collective that reads a lane which
 // has already returned (undefined behaviour on a GPU with a full mask) makes the launch fail
-// with that message. atomicAdd is a plain add (one host thread). Float arithmetic is IEEE single
+// with that message. Atomics (atomicAdd, atomicMax, atomicCAS) are plain read-modify-writes (one
+// host thread) and __threadfence does nothing; the order of the atomics of a launch is that of
+// the emulated threads (see emu_set_reverse in launch.cpp). Float arithmetic is IEEE single
 // precision without contraction (compile with -ffp-contract=off), with subnormals flushed to zero
 // during a launch as on the GPU build (-ftz=true; see launch.cpp).
 #pragma once
@@ -63,6 +65,7 @@ inline float fabsf(float x) { return std::fabs(x); }
 inline float __fadd_rn(float a, float b) { return a + b; }
 inline float __fsub_rn(float a, float b) { return a - b; }
 inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 // The state of the warp being run (see launch.cpp).
 struct EmuWarp {
@@ -146,9 +149,70 @@ inline unsigned __ballot_sync(unsigned mask, int predicate)
 
 inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
 
+template <class T>
+inline T __shfl_sync(unsigned mask, T value, int src_lane)
+{
+    emu_check_mask(mask);
+    return emu_exchange(value, src_lane & 31);
+}
+
+// The lanes whose value has the same bits as the calling lane's.
+template <class T>
+inline unsigned __match_any_sync(unsigned mask, T value)
+{
+    static_assert(sizeof(T) <= sizeof(unsigned long long), "match of a wide type");
+    emu_check_mask(mask);
+    const int lane = emu_lane();
+    unsigned long long bits = 0;
+    std::memcpy(&bits, &value, sizeof(T));
+    emu_warp->slot[lane] = bits;
+    emu_yield();
+    unsigned lanes = 0;
+    for (int l = 0; l < 32; ++l) {
+        if (emu_warp->exited[l])
+            emu_fail("a match includes a lane that has returned");
+        lanes |= (emu_warp->slot[l] == bits ? 1u : 0u) << l;
+    }
+    emu_yield();
+    return lanes;
+}
+
+inline void __threadfence() {}
+
 inline float atomicAdd(float* address, float value)
 {
     const float old = *address;
     *address = old + value;
+    return old;
+}
+
+template <class T>
+inline T emu_atomic_add(T* address, T value)
+{
+    const T old = *address;
+    *address = old + value;
+    return old;
+}
+inline int atomicAdd(int* address, int value) { return emu_atomic_add(address, value); }
+inline unsigned atomicAdd(unsigned* address, unsigned value)
+{
+    return emu_atomic_add(address, value);
+}
+inline unsigned long long atomicAdd(unsigned long long* address, unsigned long long value)
+{
+    return emu_atomic_add(address, value);
+}
+inline int atomicMax(int* address, int value)
+{
+    const int old = *address;
+    *address = old > value ? old : value;
+    return old;
+}
+inline unsigned long long atomicCAS(unsigned long long* address, unsigned long long compare,
+                                    unsigned long long value)
+{
+    const unsigned long long old = *address;
+    if (old == compare)
+        *address = value;
     return old;
 }
