@@ -11,6 +11,8 @@ import weakref
 import torch
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
+# Accepted for attributes and textures: computed in float32, results returned in these dtypes.
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 def _describe(t: torch.Tensor) -> str:
@@ -41,6 +43,14 @@ def check_tensor(name: str, t, *, dtypes=None, ndims=None, last_dim=None) -> tor
 def check_float(name: str, t, **kw) -> torch.Tensor:
     """``check_tensor`` for float32 (or float64, accepted for gradient checks) tensors."""
     return check_tensor(name, t, dtypes=FLOAT_DTYPES, **kw)
+
+
+def float32_if_half(t):
+    """``t`` as float32 when it is a float16 or bfloat16 tensor (a differentiable cast, so its
+    gradient comes back in ``t``'s dtype), otherwise ``t`` itself (``None`` included)."""
+    if isinstance(t, torch.Tensor) and t.dtype in HALF_DTYPES:
+        return t.float()
+    return t
 
 
 def check_device(name: str, t: torch.Tensor) -> torch.device:

@@ -82,7 +82,9 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
     Args:
         attr: Attribute tensor with dtype ``torch.float32`` (``torch.float64`` is accepted too, e.g.
-            for ``torch.autograd.gradcheck``). Shape is [num_vertices, num_attributes] in range
+            for ``torch.autograd.gradcheck``; ``torch.float16`` and ``torch.bfloat16`` are
+            interpolated in float32 and the outputs, and ``attr``'s gradient, returned in
+            ``attr``'s dtype). Shape is [num_vertices, num_attributes] in range
             mode, or [minibatch_size, num_vertices, num_attributes] in instanced mode.
             Broadcasting is supported along the minibatch axis (minibatch size 1).
         rast: Main output tensor from ``rasterize()``: shape [minibatch_size, height, width, 4]
@@ -111,15 +113,20 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
         triangle id channels receive zeros) and to ``rast_db``.
 
     Raises:
-        TypeError: an argument is not a tensor, has the wrong dtype (float16, a ``tri`` that is
-            not int32, ``attr`` and ``rast`` of different float dtypes), or ``diff_attrs`` is not
+        TypeError: an argument is not a tensor, has the wrong dtype (a ``rast`` in float16, a
+            ``tri`` that is not int32, ``attr`` (float32 or float64) and ``rast`` of different
+            float dtypes), or ``diff_attrs`` is not
             'all' or a sequence of ints.
         ValueError: wrong rank or last dimension, ``attr`` minibatch size neither 1 nor that of
             ``rast``, tensors on different devices, ``tri`` indices out of range, ``diff_attrs``
             indices out of range, ``diff_attrs`` given without ``rast_db``, or ``rast_db`` not
             shaped like ``rast``.
     """
-    attr = _checks.check_float("attr", attr, ndims=(2, 3))
+    attr = _checks.check_tensor("attr", attr, dtypes=_checks.FLOAT_DTYPES + _checks.HALF_DTYPES,
+                                ndims=(2, 3))
+    if attr.dtype in _checks.HALF_DTYPES:  # computed in float32, returned in attr's dtype
+        out, out_da = interpolate(attr.float(), rast, tri, rast_db, diff_attrs)
+        return out.to(attr.dtype), out_da.to(attr.dtype)
     rast = _checks.check_float("rast", rast, ndims=4, last_dim=4)
     tri = _checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
     device = _checks.check_same_device(attr=attr, rast=rast, tri=tri)

@@ -89,11 +89,14 @@ def _check_max_mip_level(max_mip_level):
     return max_mip_level
 
 
+_TEX_DTYPES = _checks.FLOAT_DTYPES + _checks.HALF_DTYPES
+
+
 def _check_texture(name: str, tex, cube: bool) -> torch.Tensor:
     """Check a texture tensor's layout: ``[B, H, W, C]``, or ``[B, 6, H, W, C]`` for a cube map
-    with square faces; every dimension positive."""
+    with square faces; every dimension positive; float32, float64, float16 or bfloat16."""
     if cube:
-        tex = _checks.check_float(name, tex, ndims=5)
+        tex = _checks.check_tensor(name, tex, dtypes=_TEX_DTYPES, ndims=5)
         if tex.shape[1] != 6:
             raise ValueError(f"{name} must have shape [minibatch_size, 6, height, width, channels] "
                              f"for a cube map, got shape {tuple(tex.shape)} (dimension 1 is not 6)")
@@ -101,7 +104,7 @@ def _check_texture(name: str, tex, cube: bool) -> torch.Tensor:
             raise ValueError(f"{name} must have square cube map faces (height == width), "
                              f"got shape {tuple(tex.shape)}")
     else:
-        tex = _checks.check_float(name, tex, ndims=4)
+        tex = _checks.check_tensor(name, tex, dtypes=_TEX_DTYPES, ndims=4)
     if any(s == 0 for s in tex.shape):
         raise ValueError(f"{name} must have no empty dimension, got shape {tuple(tex.shape)}")
     return tex
@@ -139,7 +142,7 @@ def _check_mip(mip, tex: torch.Tensor, cube: bool) -> list:
     out = []
     for k, (lvl, (h, w)) in enumerate(zip(levels, sizes)):
         lname = f"{name}[{k}]"
-        lvl = _checks.check_float(lname, lvl, ndims=tex.ndim)
+        lvl = _checks.check_tensor(lname, lvl, dtypes=_TEX_DTYPES, ndims=tex.ndim)
         if cube:
             want = (tex.shape[0], 6, h, w, tex.shape[-1])
         else:
@@ -171,8 +174,11 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     """Perform texture sampling.
 
     All input tensors must be on the same device and have the same dtype (``torch.float32`` as
-    in nvdiffrast; ``torch.float64`` is also accepted, e.g. for ``torch.autograd.gradcheck``).
-    Non-contiguous inputs are made contiguous. The output is on the same device.
+    in nvdiffrast; ``torch.float64`` is also accepted, e.g. for ``torch.autograd.gradcheck``),
+    except that ``tex`` (and the levels of ``mip``) may also be ``torch.float16`` or
+    ``torch.bfloat16`` with float32 coordinates: such a texture is sampled in float32, and the
+    output and ``tex``'s gradient come back in its dtype. Non-contiguous inputs are made
+    contiguous. The output is on the same device.
 
     Args:
         tex: Texture tensor. For 2D textures, shape [minibatch_size, tex_height, tex_width,
@@ -223,7 +229,8 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
         invalid directions (zero vectors) output all zeros and propagate no gradients.
 
     Raises:
-        TypeError: an argument has the wrong type or dtype (e.g. float16, or mixed dtypes).
+        TypeError: an argument has the wrong type or dtype (e.g. float16 coordinates, or mixed
+            dtypes).
         ValueError: wrong rank, shape, batch size or device; unknown mode; a cube map without
             boundary_mode='cube' or vice versa; a mipmapped filter mode without ``uv_da`` or
             ``mip_level_bias``; a ``mip`` stack that does not fit ``tex``.
@@ -237,6 +244,11 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     _check_cube_layout(tex, cube, "boundary_mode='cube'", "sampling a cube map needs "
                        "boundary_mode='cube'", f"boundary_mode={boundary_mode!r}")
     tex = _check_texture("tex", tex, cube)
+    if tex.dtype in _checks.HALF_DTYPES:  # sampled in float32, returned in tex's dtype
+        if isinstance(mip, (list, tuple)):
+            mip = [_checks.float32_if_half(m) for m in mip]
+        return texture(tex.float(), uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode,
+                       max_mip_level).to(tex.dtype)
     uv = _checks.check_float("uv", uv, ndims=4, last_dim=3 if cube else 2)
     batch = uv.shape[0]
     if tex.shape[0] not in (1, batch):
@@ -312,7 +324,8 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
     Args:
         tex: Texture tensor with the same constraints as in :func:`texture`: [minibatch_size,
             tex_height, tex_width, tex_channels], or [minibatch_size, 6, tex_height, tex_width,
-            tex_channels] with ``cube_mode``. float32 (or float64).
+            tex_channels] with ``cube_mode``. float32 (or float64); a float16 or bfloat16
+            texture gets a float32 stack (built in float32, as :func:`texture` would).
         max_mip_level: If specified, limits the number of mip levels constructed (0: none).
         cube_mode: Must be set to True if ``tex`` specifies a cube map texture.
 
@@ -328,6 +341,7 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
                            "mipmap stack", "cube_mode=False")
     tex = _check_texture("tex", tex, cube_mode)
     _checks.check_device("tex", tex)
+    tex = _checks.float32_if_half(tex)  # a float16 / bfloat16 texture gets a float32 stack
     if _library.compiling():
         flat = _construct_mip_op(tex, max_mip_level, cube_mode)
         return TextureMipStack(_split_levels(flat, tex.shape, cube_mode, max_mip_level),

@@ -1551,9 +1551,7 @@ INVALID = {
     },
     "interpolate": {
         "all tensors on meta": _all_to_meta,
-        "attr float16": _retype("attr", torch.float16),
         "attr int32": _retype("attr", torch.int32),
-        "attr bfloat16": _retype("attr", torch.bfloat16),
         "attr rank 1": _reshape("attr", lambda s: (s[0],)),
         "attr rank 4": _reshape("attr", lambda s: (1, 1) + tuple(s)),
         "attr batch 3": _reshape("attr", lambda s: (3,) + tuple(s)),
@@ -1588,7 +1586,6 @@ INVALID = {
     },
     "texture": {
         "all tensors on meta": _all_to_meta,
-        "tex float16": _retype("tex", torch.float16),
         "tex int": _retype("tex", torch.int32),
         "tex rank 3": _set("tex", lambda env, a, g: a["tex"][0]),
         "tex rank 6": _reshape("tex", lambda s: (1, 1) + tuple(s)),
@@ -1644,7 +1641,6 @@ INVALID = {
     },
     "texture_construct_mip": {
         "all tensors on meta": _all_to_meta,
-        "tex float16": _retype("tex", torch.float16),
         "tex rank 3": _set("tex", lambda env, a, g: a["tex"][0]),
         "tex empty": _reshape("tex", lambda s: (0,) + tuple(s[1:])),
         "tex junk": _set("tex", lambda env, a, g: _TENSOR_JUNK[int(torch.randint(0, 6, (1,), generator=g))]),
