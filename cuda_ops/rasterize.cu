@@ -31,7 +31,15 @@
 //                    dL/dc1 = c2 x G0 - c0 x G2
 //                    dL/dc2 = c0 x G1 - c1 x G0
 //
-// and grad pos[vertex of corner i] += (dL/dc_i.x, dL/dc_i.y, 0, dL/dc_i.w): z carries no gradient.
+// and grad pos[vertex of corner i] += (dL/dc_i.x, dL/dc_i.y, 0, dL/dc_i.w): z carries no gradient,
+// unless the depth channel z/w does (rasterize(..., grad_depth=True), has_depth): with
+// b = (u, v, 1 - u - v), Z = b . (z0, z1, z2), W = b . (w0, w1, w2), zw = Z / W and its loss
+// gradient gz,
+//
+//   dL/dz_i  = gz b_i / W,   dL/dw_i += -gz zw b_i / W                      (directly)
+//   dL/du   += gz (z0 - z2 - zw (w0 - w2)) / W,   dL/dv += gz (z1 - z2 - zw (w1 - w2)) / W
+//
+// the last two joining gu and gv above before the backward through u and v.
 //
 // Empty pixels (id + 1 outside [1, T], NaN/inf codes) and triangles with a vertex index outside
 // [0, V) contribute nothing; nothing is read through such indices. A pixel whose corner gradients
@@ -74,11 +82,13 @@ __device__ __forceinline__ float ndc(int coord, float scale)
     return __fsub_rn(__fmul_rn(__fadd_rn((float)coord, 0.5f), scale), 1.0f);
 }
 
-// The gradient of gu * u + gv * v + gdb . (du/dX, du/dY, dv/dX, dv/dY) with respect to the
-// corners' (x, y, w), following the header's formulas.
-__device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, float qy, float sx,
-                                                 float sy, float gu, float gv, float4 gdb,
-                                                 float3 grad[3])
+// The gradient of gu * u + gv * v + gdb . (du/dX, du/dY, dv/dX, dv/dY) + gz * z/w with respect
+// to the corners' (x, y, w) (grad) and z (grad_z, when has_depth), following the header's
+// formulas; all zeros where any of it is not finite.
+__device__ __forceinline__ void barycentric_grad(const float3 c[3], const float z[3], float qx,
+                                                 float qy, float sx, float sy, float gu, float gv,
+                                                 float4 gdb, int has_depth, float gz,
+                                                 float3 grad[3], float grad_z[3])
 {
     const float3 n0 = cross(c[1], c[2]);
     const float3 n1 = cross(c[2], c[0]);
@@ -88,6 +98,21 @@ __device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, fl
     const float e0 = dot(n0, q), e1 = dot(n1, q), s = dot(ns, q);
     const float r = 1.0f / s;
     const float u = e0 * r, v = e1 * r;
+
+    float gw_direct[3] = {0.0f, 0.0f, 0.0f};
+    grad_z[0] = grad_z[1] = grad_z[2] = 0.0f;
+    if (has_depth) {
+        const float b[3] = {u, v, 1.0f - u - v};
+        const float Z = b[0] * z[0] + b[1] * z[1] + b[2] * z[2];
+        const float W = b[0] * c[0].z + b[1] * c[1].z + b[2] * c[2].z;
+        const float iw = 1.0f / W, zw = Z * iw;
+        for (int i = 0; i < 3; ++i) {
+            grad_z[i] = gz * b[i] * iw;
+            gw_direct[i] = -gz * zw * b[i] * iw;
+        }
+        gu += gz * (z[0] - z[2] - zw * (c[0].z - c[2].z)) * iw;
+        gv += gz * (z[1] - z[2] - zw * (c[1].z - c[2].z)) * iw;
+    }
 
     const float A = gdb.x * sx, B = gdb.y * sy, C = gdb.z * sx, D = gdb.w * sy;
     const float Px = n0.x - u * ns.x, Py = n0.y - u * ns.y;
@@ -104,11 +129,14 @@ __device__ __forceinline__ void barycentric_grad(const float3 c[3], float qx, fl
     const float3 G1 = f3(C * r, D * r, 0.0f) + g_e1 * q + g_ns;
     const float3 G2 = g_ns;
 
-    grad[0] = cross(c[1], G2) - cross(c[2], G1);
-    grad[1] = cross(c[2], G0) - cross(c[0], G2);
-    grad[2] = cross(c[0], G1) - cross(c[1], G0);
-    if (!(finite3(grad[0]) && finite3(grad[1]) && finite3(grad[2])))
+    grad[0] = cross(c[1], G2) - cross(c[2], G1) + f3(0.0f, 0.0f, gw_direct[0]);
+    grad[1] = cross(c[2], G0) - cross(c[0], G2) + f3(0.0f, 0.0f, gw_direct[1]);
+    grad[2] = cross(c[0], G1) - cross(c[1], G0) + f3(0.0f, 0.0f, gw_direct[2]);
+    if (!(finite3(grad[0]) && finite3(grad[1]) && finite3(grad[2]) &&
+          finite3(f3(grad_z[0], grad_z[1], grad_z[2])))) {
         grad[0] = grad[1] = grad[2] = f3(0.0f, 0.0f, 0.0f);  // the pixel contributes nothing
+        grad_z[0] = grad_z[1] = grad_z[2] = 0.0f;
+    }
 }
 
 // A loss gradient with respect to a [B, H, W, 4] output, read in place through the element
@@ -132,21 +160,25 @@ __device__ __forceinline__ float4 grad_at(const GradImage& g, long long p, int b
 // The corner gradients of pixel p (already known to be covered by pt).
 __device__ __forceinline__ void pixel_grad(
     long long p, const PixelTriangle& pt, const float* __restrict__ pos, const GradImage& grad_rast,
-    const GradImage& grad_db, int width, int height, int has_db, float sx, float sy, float3 grad[3])
+    const GradImage& grad_db, int width, int height, int has_db, int has_depth, float sx, float sy,
+    float3 grad[3], float grad_z[3])
 {
     const long long per_image = (long long)width * height;
     const int b = (int)(p / per_image);
     const long long in_image = p - b * per_image;
     const int y = (int)(in_image / width), x = (int)(in_image - (long long)y * width);
     float3 c[3];
+    float z[3];
     for (int k = 0; k < 3; ++k) {
         const float4 pk = load4(pos, pt.row[k]);
         c[k] = f3(pk.x, pk.y, pk.w);
+        z[k] = pk.z;
     }
     const float4 gr = grad_at(grad_rast, p, b, y, x, width, height);
     const float4 gdb = has_db ? grad_at(grad_db, p, b, y, x, width, height)
                                : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    barycentric_grad(c, ndc(x, sx), ndc(y, sy), sx, sy, gr.x, gr.y, gdb, grad);
+    barycentric_grad(c, z, ndc(x, sx), ndc(y, sy), sx, sy, gr.x, gr.y, gdb, has_depth, gr.z, grad,
+                     grad_z);
 }
 
 }  // namespace
@@ -164,7 +196,7 @@ extern "C" __global__ void rasterize_grad(
     GRAD_IMAGE_PARAMS(grad_rast), GRAD_IMAGE_PARAMS(grad_db),
     float* __restrict__ grad_pos, int* __restrict__ entry_rows,
     int num_pixels, int width, int height, int num_vertices, int num_triangles,
-    int instance_mode, int has_db, int deterministic, float sx, float sy)
+    int instance_mode, int has_db, int has_depth, int deterministic, float sx, float sy)
 {
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
     const bool in_range = p < num_pixels;
@@ -188,11 +220,12 @@ extern "C" __global__ void rasterize_grad(
     if (!__any_sync(kFullWarp, covered))
         return;
     float3 grad[3];
+    float grad_z[3] = {0.0f, 0.0f, 0.0f};
     for (int c = 0; c < 3; ++c)
         grad[c] = f3(0.0f, 0.0f, 0.0f);
     if (covered)
-        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db, sx, sy,
-                   grad);
+        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db,
+                   has_depth, sx, sy, grad, grad_z);
 
     const long long key = covered
         ? (instance_mode ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
@@ -200,8 +233,12 @@ extern "C" __global__ void rasterize_grad(
     for (int c = 0; c < 3; ++c) {
         const float gx = run_sum(grad[c].x, run), gy = run_sum(grad[c].y, run);
         const float gw = run_sum(grad[c].z, run);  // (grad holds x, y, w)
-        if (covered && run.head)
+        const float gz = has_depth ? run_sum(grad_z[c], run) : 0.0f;  // (uniform condition)
+        if (covered && run.head) {
             atomic_add_xyw(grad_pos + 4 * pt.row[c], gx, gy, gw);
+            if (has_depth)
+                atomicAdd(grad_pos + 4 * pt.row[c] + 2, gz);
+        }
     }
 }
 
@@ -210,20 +247,20 @@ extern "C" __global__ void rasterize_grad(
 // One warp per row: lane l takes the entries l, l + 32, ... of the row, recomputes each one's
 // pixel gradient and adds the corner's share in that order; warp_sum_fixed_order combines the
 // lanes. Every addition happens in a fixed order: bit-identical results run to run. grad_pos is
-// fully written (z = 0, rows without entries 0).
+// fully written (z = 0 without has_depth, rows without entries 0).
 extern "C" __global__ void rasterize_grad_reduce(
     const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
     GRAD_IMAGE_PARAMS(grad_rast), GRAD_IMAGE_PARAMS(grad_db),
     const long long* __restrict__ order, const long long* __restrict__ row_start,
     float* __restrict__ grad_pos, int num_rows, int width, int height, int num_vertices,
-    int num_triangles, int instance_mode, int has_db, float sx, float sy)
+    int num_triangles, int instance_mode, int has_db, int has_depth, float sx, float sy)
 {
     const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
     const int lane = (int)(threadIdx.x & 31u);
     if (row >= num_rows)
         return;  // uniform across the warp
     const long long per_image = (long long)width * height;
-    float gx = 0.0f, gy = 0.0f, gw = 0.0f;
+    float gx = 0.0f, gy = 0.0f, gz = 0.0f, gw = 0.0f;
     for (long long j = row_start[row] + lane; j < row_start[row + 1]; j += 32) {
         const long long entry = order[j];
         const long long p = entry / 3;
@@ -233,16 +270,19 @@ extern "C" __global__ void rasterize_grad_reduce(
                             num_vertices, instance_mode, pt))
             continue;  // cannot happen: entries exist only for covered pixels
         float3 grad[3];
-        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db, sx, sy,
-                   grad);
+        float grad_z[3];
+        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db,
+                   has_depth, sx, sy, grad, grad_z);
         const float3 gc = corner == 0 ? grad[0] : corner == 1 ? grad[1] : grad[2];
         gx += gc.x;
         gy += gc.y;
+        gz += corner == 0 ? grad_z[0] : corner == 1 ? grad_z[1] : grad_z[2];
         gw += gc.z;
     }
     gx = warp_sum_fixed_order(gx);
     gy = warp_sum_fixed_order(gy);
+    gz = warp_sum_fixed_order(gz);
     gw = warp_sum_fixed_order(gw);
     if (lane == 0)
-        reinterpret_cast<float4*>(grad_pos)[row] = make_float4(gx, gy, 0.0f, gw);
+        reinterpret_cast<float4*>(grad_pos)[row] = make_float4(gx, gy, gz, gw);
 }

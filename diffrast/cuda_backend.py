@@ -263,7 +263,7 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 # ==============================================================================================
 # rasterize backward (cuda_ops/rasterize.cu).
 
-def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
+def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     """Gradient of ``rasterize`` with respect to ``pos`` (CUDA kernels, float32).
 
     Same contract as :func:`diffrast.reference.rasterize.rasterize_grad`:
@@ -275,9 +275,11 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
         grad_rast: ``[B, H, W, 4]`` gradient with respect to ``rast`` (channels u, v are used),
             any strides (read in place).
         grad_db: ``[B, H, W, 4]`` gradient with respect to ``rast_db`` (any strides), or ``None``.
+        grad_depth: also propagate the gradient of the z/w channel of ``grad_rast``.
 
     Returns:
-        The gradient with respect to ``pos``, shaped like ``pos`` (its z column is zero).
+        The gradient with respect to ``pos``, shaped like ``pos`` (its z column is zero without
+        ``grad_depth``).
     """
     device = pos.device
     B, H, W, _ = rast.shape
@@ -301,10 +303,11 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
                   else _unused(device, torch.int32))
     _launch("rasterize", "rasterize_grad", N,
             (pos, tri, rast) + grads + (grad_pos, entry_rows,
-             N, W, H, V, tri.shape[0], instance, has_db, det, sx, sy), device)
+             N, W, H, V, tri.shape[0], instance, has_db, bool(grad_depth), det, sx, sy), device)
     if det:
         order, row_start = _row_segments(entry_rows, num_rows)
         _launch("rasterize", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
                 (pos, tri, rast) + grads + (order, row_start, grad_pos,
-                 num_rows, W, H, V, tri.shape[0], instance, has_db, sx, sy), device)
+                 num_rows, W, H, V, tri.shape[0], instance, has_db, bool(grad_depth), sx, sy),
+                device)
     return grad_pos

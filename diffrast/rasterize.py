@@ -156,25 +156,27 @@ def _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel):
     return rast, rast_db
 
 
-def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel):
+def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel, grad_depth):
     """The outputs, through autograd only when a gradient can flow to ``pos`` (the autograd
     node costs host time that matters for small images); under ``torch.compile``, through the
     custom op ``diffrast::rasterize``."""
     if _library.compiling():
         op = _rasterize_gl_op if isinstance(glctx, RasterizeGLContext) else _rasterize_op
         return op(glctx._library_handle, pos, tri, resolution[0], resolution[1], ranges,
-                  layer_index, peel, grad_db)
+                  layer_index, peel, grad_db, grad_depth)
     if pos.requires_grad and torch.is_grad_enabled():
-        return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel)
+        return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel,
+                                grad_depth)
     return _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
 
 
 class _Rasterize(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel):
+    def forward(ctx, pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel, grad_depth):
         rast, rast_db = _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
         ctx.save_for_backward(pos, tri, rast)
         ctx.grad_db = grad_db and rast_db.shape[-1] != 0
+        ctx.grad_depth = grad_depth
         ctx.set_materialize_grads(False)  # an output the loss does not use costs no zero fill
         return rast, rast_db
 
@@ -184,19 +186,20 @@ class _Rasterize(torch.autograd.Function):
         grad_db = grad_rast_db if ctx.grad_db else None  # (any strides: the backends read them)
         if grad_rast is None:
             if grad_db is None:
-                return (None,) * 8
+                return (None,) * 9
             grad_rast = torch.zeros_like(rast)
-        grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db)
-        return grad, None, None, None, None, None, None, None
+        grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db, ctx.grad_depth)
+        return grad, None, None, None, None, None, None, None, None
 
 
 # -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
 
 def _rasterize_impl(context: int, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
                     ranges: Optional[torch.Tensor], layer_index: int, peel: bool,
-                    grad_db: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                    grad_db: bool, grad_depth: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rast, rast_db)`` of validated inputs, rendered by the context of handle ``context``
-    (:func:`diffrast._library.context_handle`). ``grad_db`` only matters to the backward."""
+    (:func:`diffrast._library.context_handle`). ``grad_db`` and ``grad_depth`` only matter to
+    the backward."""
     glctx = _library.context_from_handle(context)
     return _outputs(glctx, pos, tri, (height, width), ranges, layer_index, peel)
 
@@ -208,7 +211,8 @@ _rasterize_gl_op = _library.custom_op("rasterize_gl", tags=_library.CUDAGRAPH_UN
     _rasterize_impl)
 
 
-def _rasterize_fake(context, pos, tri, height, width, ranges, layer_index, peel, grad_db):
+def _rasterize_fake(context, pos, tri, height, width, ranges, layer_index, peel, grad_db,
+                    grad_depth):
     batch = pos.shape[0] if ranges is None else ranges.shape[0]
     channels = 4 if _library.context_from_handle(context).output_db else 0
     return (pos.new_empty(batch, height, width, 4), pos.new_empty(batch, height, width, channels))
@@ -216,23 +220,24 @@ def _rasterize_fake(context, pos, tri, height, width, ranges, layer_index, peel,
 
 @_library.custom_op("rasterize_backward")
 def _rasterize_backward_op(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
-                           grad_rast: torch.Tensor, grad_db: Optional[torch.Tensor]
-                           ) -> torch.Tensor:
+                           grad_rast: torch.Tensor, grad_db: Optional[torch.Tensor],
+                           grad_depth: bool) -> torch.Tensor:
     """The gradient of ``rasterize`` with respect to ``pos``, shaped like ``pos``."""
     with _library.autograd_enabled():  # (the reference differentiates its formulas)
-        return _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db)
+        return _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db, grad_depth)
 
 
 @_rasterize_backward_op.register_fake
-def _(pos, tri, rast, grad_rast, grad_db):
+def _(pos, tri, rast, grad_rast, grad_db, grad_depth):
     return torch.empty_like(pos)
 
 
 def _rasterize_setup(ctx, inputs, output):
-    _, pos, tri, _, _, _, _, _, grad_db = inputs
+    _, pos, tri, _, _, _, _, _, grad_db, grad_depth = inputs
     rast, rast_db = output
     ctx.save_for_backward(pos, tri, rast)
     ctx.grad_db = grad_db and rast_db.shape[-1] != 0
+    ctx.grad_depth = grad_depth
 
 
 def _rasterize_autograd(ctx, grad_rast, grad_rast_db):
@@ -240,8 +245,8 @@ def _rasterize_autograd(ctx, grad_rast, grad_rast_db):
     grad = None
     if ctx.needs_input_grad[1]:
         grad = _rasterize_backward_op(pos, tri, rast, grad_rast,
-                                      grad_rast_db if ctx.grad_db else None)
-    return None, grad, None, None, None, None, None, None, None
+                                      grad_rast_db if ctx.grad_db else None, ctx.grad_depth)
+    return None, grad, None, None, None, None, None, None, None, None
 
 
 for _op in (_rasterize_op, _rasterize_gl_op):
@@ -250,7 +255,7 @@ for _op in (_rasterize_op, _rasterize_gl_op):
 del _op
 
 
-def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
+def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True, grad_depth=False):
     """Rasterize triangles.
 
     All input tensors must be contiguous (non-contiguous ones are made so) and on the device of
@@ -269,6 +274,9 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
             ``(first triangle, triangle count)`` per image.
         grad_db: Propagate gradients of the barycentric derivatives ``rast_db`` into ``pos``.
             Ignored when the context was created with ``output_db=False``.
+        grad_depth: Propagate gradients of the depth channel ``z/w`` of ``rast`` into ``pos``
+            (its x, y, z and w), for depth losses. Off by default, as in nvdiffrast, whose
+            ``z/w`` carries no gradient. (Not an nvdiffrast argument.)
 
     Returns:
         A tuple ``(rast, rast_db)``. ``rast`` is float32 ``[minibatch_size, height, width, 4]``
@@ -280,12 +288,15 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True):
         (clip-space ``y = -1``). ``rast_db`` is float32 ``[minibatch_size, height, width, 4]`` with
         ``(du/dX, du/dY, dv/dX, dv/dY)`` in pixel units when the context has ``output_db``,
         otherwise an empty ``[minibatch_size, height, width, 0]`` tensor. Gradients flow into
-        ``pos`` from ``u``, ``v`` and (with ``grad_db``) ``rast_db``; ``z/w`` carries none.
+        ``pos`` from ``u``, ``v``, (with ``grad_db``) ``rast_db`` and (with ``grad_depth``)
+        ``z/w``, exactly: ``z/w = (b . z) / (b . w)`` with ``b = (u, v, 1 - u - v)``, a
+        function of the vertices' clip-space coordinates at the pixel centre.
     """
     if glctx is not None and getattr(glctx, "active_peeler", None) is not None:
         raise RuntimeError("rasterize() cannot be called while a DepthPeeler is active on glctx")
     pos, tri, resolution, ranges = _validate(glctx, pos, tri, resolution, ranges)
-    return _rasterize(glctx, pos, tri, resolution, ranges, bool(grad_db), 0, False)
+    return _rasterize(glctx, pos, tri, resolution, ranges, bool(grad_db), 0, False,
+                      bool(grad_depth))
 
 
 class DepthPeeler:
@@ -297,10 +308,10 @@ class DepthPeeler:
     while a peeler is active.
 
     Args:
-        glctx, pos, tri, resolution, ranges, grad_db: as for :func:`rasterize`.
+        glctx, pos, tri, resolution, ranges, grad_db, grad_depth: as for :func:`rasterize`.
     """
 
-    def __init__(self, glctx, pos, tri, resolution, ranges=None, grad_db=True):
+    def __init__(self, glctx, pos, tri, resolution, ranges=None, grad_db=True, grad_depth=False):
         self._args = _validate(glctx, pos, tri, resolution, ranges)
         _, _, _, ranges = self._args
         batch = self._args[0].shape[0] if ranges is None else ranges.shape[0]
@@ -311,6 +322,7 @@ class DepthPeeler:
                              f"{glctx.max_layers}, got {batch}")
         self._glctx = glctx
         self._grad_db = bool(grad_db)
+        self._grad_depth = bool(grad_depth)
         self._layer = None
 
     def __enter__(self):
@@ -340,6 +352,6 @@ class DepthPeeler:
                                "with-block")
         pos, tri, resolution, ranges = self._args
         out = _rasterize(self._glctx, pos, tri, resolution, ranges, self._grad_db, self._layer,
-                         True)
+                         True, self._grad_depth)
         self._layer += 1
         return out

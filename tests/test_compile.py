@@ -162,15 +162,17 @@ def test_opcheck_rasterize(kind):
     handle = glctx._library_handle
     pos = clip.detach().requires_grad_()
     op = _rasterize_op if kind == "cudarast" else _rasterize_gl_op
-    torch.library.opcheck(op._opoverload,
-                          (handle, pos, tri, 16, 20, None, 0, False, True))
-    rast, _ = op(handle, clip, tri, 16, 20, None, 0, False, True)
+    for grad_depth in (False, True):
+        torch.library.opcheck(op._opoverload,
+                              (handle, pos, tri, 16, 20, None, 0, False, True, grad_depth))
+    rast, _ = op(handle, clip, tri, 16, 20, None, 0, False, True, False)
     grad = torch.randn_like(rast)
-    torch.library.opcheck(_rasterize_backward_op._opoverload,
-                          (clip, tri, rast, grad, torch.randn_like(rast)))
+    for grad_depth in (False, True):
+        torch.library.opcheck(_rasterize_backward_op._opoverload,
+                              (clip, tri, rast, grad, torch.randn_like(rast), grad_depth))
     ranges = torch.tensor([[0, 10], [5, 30]], dtype=torch.int32)
     torch.library.opcheck(op._opoverload,
-                          (handle, clip[0], tri, 16, 20, ranges, 0, False, True))
+                          (handle, clip[0], tri, 16, 20, ranges, 0, False, True, False))
 
 
 @pytest.mark.parametrize("kind", KINDS)

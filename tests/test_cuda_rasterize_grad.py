@@ -245,3 +245,22 @@ def test_large_batch_matches_reference():
                                                    seed=12)
     close(cuda_backend.rasterize_grad(pos, tri, rast, grad_rast, grad_db),
           reference64(pos, tri, rast, grad_rast, grad_db), 1e-4)
+
+
+@pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
+@pytest.mark.parametrize("mode", ["instance", "range"])
+def test_depth_gradient_matches_reference(kernels, deterministic, mode, det):
+    """rasterize(..., grad_depth=True): the z/w channel's gradient reaches x, y, z and w."""
+    deterministic(det)
+    pos, tri, rast, grad_rast, grad_db = make_case(mode, kernels, seed=4)
+    got = cuda_backend.rasterize_grad(pos, tri, rast, grad_rast, grad_db, grad_depth=True)
+    assert got[..., 2].any()
+    want = ref.rasterize_grad(pos.double(), tri, rast, grad_rast.double(), grad_db.double(),
+                              grad_depth=True)
+    close(got, want)
+    # Without it, exactly the gradient of before (z column zero).
+    plain = cuda_backend.rasterize_grad(pos, tri, rast, grad_rast, grad_db)
+    assert not plain[..., 2].any()
+    if det:
+        assert torch.equal(plain, cuda_backend.rasterize_grad(pos, tri, rast, grad_rast, grad_db,
+                                                              grad_depth=False))

@@ -74,7 +74,14 @@ def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor)
     return uv, db
 
 
-def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
+def depth(uv: torch.Tensor, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """``z/w`` ``[N]`` at barycentrics ``uv`` ``[N, 2]`` of corners with ``(x, y, w)`` ``c``
+    ``[N, 3, 3]`` and ``z`` ``[N, 3]``: ``(b . z) / (b . w)`` with ``b = (u, v, 1 - u - v)``."""
+    b = torch.stack([uv[:, 0], uv[:, 1], 1 - uv[:, 0] - uv[:, 1]], -1)
+    return (b * z).sum(-1) / (b * c[..., 2]).sum(-1)
+
+
+def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     """Gradient of ``rasterize`` with respect to ``pos``.
 
     Each covered pixel adds the gradient of its own terms to the three corners of its
@@ -86,8 +93,11 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
     Args:
         pos, tri, rast: as for :func:`pixel_barycentrics`.
         grad_rast: gradient of the loss with respect to ``rast`` ``[B, H, W, 4]``; channels 0
-            and 1 (u, v) are used, z/w and the id carry no gradient (as in nvdiffrast).
+            and 1 (u, v) are used, and channel 2 (z/w) with ``grad_depth``; the id carries no
+            gradient (nvdiffrast: nor does z/w).
         grad_db: gradient with respect to ``rast_db`` ``[B, H, W, 4]``, or ``None``.
+        grad_depth: propagate the gradient of z/w (:func:`depth`), which also reaches the
+            vertices' z; otherwise the z column of the result is zero.
 
     Returns:
         Gradient with respect to ``pos``, shaped like ``pos``.
@@ -100,15 +110,24 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None):
         terms = uv * grad_rast[b, y, x, :2].to(c.dtype)
         if grad_db is not None:
             terms = torch.cat([terms, db * grad_db[b, y, x].to(c.dtype)], -1)
+        leaves = (c,)
+        if grad_depth:
+            z = pos.detach().reshape(-1, 4)[:, 2][rows].requires_grad_(True)  # [N, 3]
+            zw = depth(uv, c, z)
+            terms = torch.cat([terms, (zw * grad_rast[b, y, x, 2].to(c.dtype))[:, None]], -1)
+            leaves = (c, z)
         # Pixels whose own terms are not finite contribute nothing (their gradient would be
         # NaN through 0 * inf); a sum would mix them into the others.
-        (g,) = torch.autograd.grad(terms.sum(), c, allow_unused=True)
+        got = torch.autograd.grad(terms.sum(), leaves, allow_unused=True)
+    g = got[0]
     out = torch.zeros_like(pos).reshape(-1, 4)
     if g is None:
         return out.reshape(pos.shape)
-    ok = torch.isfinite(g).all(-1).all(-1)
+    gz = got[1] if grad_depth and got[1] is not None else torch.zeros_like(g[..., 0])
+    ok = torch.isfinite(g).all(-1).all(-1) & torch.isfinite(gz).all(-1)
     g = torch.where(ok[:, None, None], g, torch.zeros_like(g))
+    gz = torch.where(ok[:, None], gz, torch.zeros_like(gz))
     full = torch.zeros(g.shape[0], 3, 4, dtype=g.dtype, device=g.device)
-    full[..., 0], full[..., 1], full[..., 3] = g[..., 0], g[..., 1], g[..., 2]
+    full[..., 0], full[..., 1], full[..., 2], full[..., 3] = g[..., 0], g[..., 1], gz, g[..., 2]
     out.index_add_(0, rows.reshape(-1), full.reshape(-1, 4).to(out.dtype))
     return out.reshape(pos.shape)
