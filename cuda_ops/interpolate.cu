@@ -28,6 +28,9 @@
 //
 // Layout: attr [Ba * V, A] rows (Ba = B when `attr_batched`, else 1), rast / rast_db / grad_rast /
 // grad_rast_db [N, 4] with N = B * H * W pixels, out [N, A], out_da [N, 2K]. One thread per pixel.
+// The loss gradients grad_out and grad_out_da are read in place through a pixel stride and a
+// channel stride each (element p, c at p * sp + c * sc): a contiguous gradient has (A, 1), the
+// expanded gradient of a sum (0, 0); the caller copies any other layout.
 #include "accumulate.cuh"
 #include "triangle_id.cuh"
 
@@ -48,14 +51,14 @@ __device__ __forceinline__ void store4(float* __restrict__ base, long long index
 // e0_i and e1_i of the header: the gradient reaching (a0 - a2)[i] and (a1 - a2)[i] through
 // out_da at one pixel.
 __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __restrict__ gda,
-                                           const int* __restrict__ inv_ptr,
+                                           long long gda_sc, const int* __restrict__ inv_ptr,
                                            const int* __restrict__ inv_k, float& e0, float& e1)
 {
     e0 = 0.0f;
     e1 = 0.0f;
     for (int j = inv_ptr[i]; j < inv_ptr[i + 1]; ++j) {
         const int k = inv_k[j];
-        const float gx = gda[2 * k], gy = gda[2 * k + 1];
+        const float gx = gda[2 * k * gda_sc], gy = gda[(2 * k + 1) * gda_sc];
         e0 += db.x * gx + db.y * gy;
         e1 += db.z * gx + db.w * gy;
     }
@@ -120,7 +123,8 @@ extern "C" __global__ void interpolate_fwd(
 extern "C" __global__ void interpolate_bwd(
     const float* __restrict__ attr, const float* __restrict__ rast, const int* __restrict__ tri,
     const float* __restrict__ rast_db, const int* __restrict__ diff_table,
-    const float* __restrict__ grad_out, const float* __restrict__ grad_out_da,
+    const float* __restrict__ grad_out, long long g_sp, long long g_sc,
+    const float* __restrict__ grad_out_da, long long gda_sp, long long gda_sc,
     float* __restrict__ grad_attr, float* __restrict__ grad_rast, float* __restrict__ grad_rast_db,
     int* __restrict__ entry_rows,
     int num_pixels, int pixels_per_image, int num_vertices, int num_attrs, int num_triangles,
@@ -148,8 +152,8 @@ extern "C" __global__ void interpolate_bwd(
     const float u = covered ? r.x : 0.0f;
     const float v = covered ? r.y : 0.0f;
     const float w = 1.0f - u - v;
-    const float* g = grad_out + (long long)p * A;
-    const float* gda = grad_out_da + (long long)p * 2 * K;
+    const float* g = grad_out + (long long)p * g_sp;
+    const float* gda = grad_out_da + (long long)p * gda_sp;
     const float* a0 = attr + pt.row[0] * A;  // row 0 (never read) for an empty pixel
     const float* a1 = attr + pt.row[1] * A;
     const float* a2 = attr + pt.row[2] * A;
@@ -160,7 +164,7 @@ extern "C" __global__ void interpolate_bwd(
         float4 gdb = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (covered) {
             for (int i = 0; i < A; ++i) {
-                const float gi = g[i];
+                const float gi = g[i * g_sc];
                 gu += gi * (a0[i] - a2[i]);
                 gv += gi * (a1[i] - a2[i]);
             }
@@ -169,7 +173,7 @@ extern "C" __global__ void interpolate_bwd(
                 if (j < 0 || j >= A)
                     continue;
                 const float d0 = a0[j] - a2[j], d1 = a1[j] - a2[j];
-                const float gx = gda[2 * k], gy = gda[2 * k + 1];
+                const float gx = gda[2 * k * gda_sc], gy = gda[(2 * k + 1) * gda_sc];
                 gdb.x += gx * d0;
                 gdb.y += gy * d0;
                 gdb.z += gx * d1;
@@ -200,10 +204,10 @@ extern "C" __global__ void interpolate_bwd(
     for (int i = 0; i < A; ++i) {
         float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f;
         if (covered) {
-            const float gi = g[i];
+            const float gi = g[i * g_sc];
             float e0 = 0.0f, e1 = 0.0f;
             if (K > 0)
-                diff_terms(i, db, gda, inv_ptr, inv_k, e0, e1);
+                diff_terms(i, db, gda, gda_sc, inv_ptr, inv_k, e0, e1);
             c0 = u * gi + e0;
             c1 = v * gi + e1;
             c2 = w * gi + (-e0 - e1);
@@ -223,8 +227,9 @@ extern "C" __global__ void interpolate_bwd(
 // grad_attr is fully written (rows without entries get 0).
 extern "C" __global__ void interpolate_bwd_reduce(
     const float* __restrict__ rast, const float* __restrict__ rast_db,
-    const int* __restrict__ diff_table, const float* __restrict__ grad_out,
-    const float* __restrict__ grad_out_da, const long long* __restrict__ order,
+    const int* __restrict__ diff_table, const float* __restrict__ grad_out, long long g_sp,
+    long long g_sc, const float* __restrict__ grad_out_da, long long gda_sp, long long gda_sc,
+    const long long* __restrict__ order,
     const long long* __restrict__ row_start, float* __restrict__ grad_attr,
     int num_rows, int num_attrs, int num_diff)
 {
@@ -244,10 +249,11 @@ extern "C" __global__ void interpolate_bwd_reduce(
         const long long p = entry / 3;
         const int corner = (int)(entry - 3 * p);
         const float4 r = load4(rast, p);
-        const float gi = grad_out[p * A + i];
+        const float gi = grad_out[p * g_sp + i * g_sc];
         float e0 = 0.0f, e1 = 0.0f;
         if (K > 0)
-            diff_terms(i, load4(rast_db, p), grad_out_da + p * 2 * K, inv_ptr, inv_k, e0, e1);
+            diff_terms(i, load4(rast_db, p), grad_out_da + p * gda_sp, gda_sc, inv_ptr, inv_k,
+                       e0, e1);
         const float u = r.x, v = r.y, w = 1.0f - u - v;
         sum += corner == 0 ? u * gi + e0
              : corner == 1 ? v * gi + e1

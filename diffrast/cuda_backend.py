@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
@@ -103,6 +104,19 @@ def _row_segments(entry_rows: torch.Tensor, num_rows: int):
     bounds = torch.arange(num_rows + 1, dtype=torch.int32, device=entry_rows.device)
     row_start = torch.searchsorted(sorted_rows, bounds)
     return order, row_start
+
+
+def _pixel_strides(grad: torch.Tensor):
+    """``(grad, (pixel stride, channel stride))`` of a ``[B, H, W, C]`` loss gradient, as int64
+    kernel arguments: read in place when its pixels are evenly spaced (contiguous: ``(C, 1)``;
+    the expanded gradient of a sum: ``(0, 0)``), otherwise a contiguous copy."""
+    sb, sy, sx, sc = grad.stride()
+    _, H, W, _ = grad.shape
+    if not (sx >= 0 and sc >= 0 and (H == 1 or sy == W * sx) and (grad.shape[0] == 1
+                                                                  or sb == H * W * sx)):
+        grad = grad.contiguous()
+        sx, sc = grad.stride(2), grad.stride(3)
+    return grad, (np.int64(sx), np.int64(sc))
 
 
 def _grad_strides(grad: torch.Tensor):
@@ -209,8 +223,8 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
     N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
     det = want_attr and deterministic()
 
-    grad_out = grad_out.contiguous()
-    grad_out_da = grad_out_da.contiguous() if K else _unused(device)
+    grad_out, g_strides = _pixel_strides(grad_out)
+    grad_out_da, gda_strides = _pixel_strides(grad_out_da) if K else (_unused(device), (0, 0))
     grad_attr = None
     if want_attr:
         grad_attr = torch.empty_like(attr) if det else torch.zeros_like(attr)
@@ -220,16 +234,16 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
                   else _unused(device, torch.int32))
     null = _unused(device)
     _launch("interpolate", "interpolate_bwd", N,
-            (attr, rast, tri, rast_db if K else null, table, grad_out, grad_out_da,
-             grad_attr if want_attr else null, grad_rast if want_rast else null,
+            (attr, rast, tri, rast_db if K else null, table, grad_out, *g_strides, grad_out_da,
+             *gda_strides, grad_attr if want_attr else null, grad_rast if want_rast else null,
              grad_rast_db if want_db else null, entry_rows,
              N, per_image, V, A, tri.shape[0], batched, K,
              want_attr, want_rast, want_db, det), device)
     if det:
         order, row_start = _row_segments(entry_rows, num_rows)
         _launch("interpolate", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
-                (rast, rast_db if K else null, table, grad_out, grad_out_da, order, row_start,
-                 grad_attr, num_rows, A, K), device)
+                (rast, rast_db if K else null, table, grad_out, *g_strides, grad_out_da,
+                 *gda_strides, order, row_start, grad_attr, num_rows, A, K), device)
     return grad_attr, grad_rast, grad_rast_db
 
 
