@@ -959,7 +959,8 @@ template <bool CUBE, int FILTER>
 __device__ __forceinline__ void texture_bwd_impl(
     const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv,
     const float* __restrict__ uv_da, const float* __restrict__ bias,
-    const float* __restrict__ grad_out, float* __restrict__ grad_tex, float* __restrict__ grad_uv,
+    const float* __restrict__ grad_out, long long g_sp, long long g_sc,
+    float* __restrict__ grad_tex, float* __restrict__ grad_uv,
     float* __restrict__ grad_uv_da, float* __restrict__ grad_bias, unsigned* max_bits,
     int* flags, long long* acc, int num_pixels, int pixels_per_image, int tex_batched,
     int tex_batch, int height, int width, int channels, int num_levels, int boundary, int has_da,
@@ -985,7 +986,9 @@ __device__ __forceinline__ void texture_bwd_impl(
         S.pick.l0 = S.pick.l1 = 0;
         S.pick.f = 0.0f;
     }
-    const float* __restrict__ g = grad_out + (lane_ok ? p : 0) * C;
+    // The loss gradient of the pixel, read in place through its pixel and channel strides
+    // (contiguous: C, 1; the expanded gradient of a sum: 0, 0).
+    const float* __restrict__ g = grad_out + (lane_ok ? p : 0) * g_sp;
     GradSink sink;
     sink.mode = mode;
     sink.grad = grad_tex;
@@ -1074,7 +1077,7 @@ __device__ __forceinline__ void texture_bwd_impl(
         float dfx = 0.0f, dfy = 0.0f, dwl = 0.0f;
         const float gx = 1.0f - T.fx, gy = 1.0f - T.fy;
         for (int c = 0; c < C; ++c) {
-            const float gc = lane_ok ? g[c] : 0.0f;
+            const float gc = lane_ok ? g[c * g_sc] : 0.0f;
             if (want_geo && active) {
                 float v[4];
                 tap_values(L.data, T, C, c, v);
@@ -1179,15 +1182,16 @@ __device__ __forceinline__ void texture_bwd_impl(
 #define TEXTURE_BWD_ARGS                                                                      \
     const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv, \
         const float* __restrict__ uv_da, const float* __restrict__ bias,                        \
-        const float* __restrict__ grad_out, float* __restrict__ grad_tex,                       \
-        float* __restrict__ grad_uv, float* __restrict__ grad_uv_da,                            \
-        float* __restrict__ grad_bias, unsigned* max_bits, int* flags, long long* acc,          \
+        const float* __restrict__ grad_out, long long g_sp, long long g_sc,                     \
+        float* __restrict__ grad_tex, float* __restrict__ grad_uv,                              \
+        float* __restrict__ grad_uv_da, float* __restrict__ grad_bias, unsigned* max_bits,      \
+        int* flags, long long* acc,                                                             \
         int num_pixels, int pixels_per_image, int tex_batch, int height, int width,              \
         int channels, int num_levels, int config, int count_log2
 #define TEXTURE_BWD_PASS                                                                      \
-    tex, mip, uv, uv_da, bias, grad_out, grad_tex, grad_uv, grad_uv_da, grad_bias, max_bits,    \
-        flags, acc, num_pixels, pixels_per_image, (config >> 2) & 1, tex_batch, height, width,   \
-        channels, num_levels, config & 3, (config >> 3) & 1, (config >> 4) & 1,                  \
+    tex, mip, uv, uv_da, bias, grad_out, g_sp, g_sc, grad_tex, grad_uv, grad_uv_da, grad_bias, \
+        max_bits, flags, acc, num_pixels, pixels_per_image, (config >> 2) & 1, tex_batch, height, \
+        width, channels, num_levels, config & 3, (config >> 3) & 1, (config >> 4) & 1,                  \
         (config >> 5) & 1, (config >> 6) & 1, (config >> 7) & 1, (config >> 8) & 1,             \
         (config >> 9) & 1, (config >> 10) & 3, count_log2
 

@@ -33,7 +33,8 @@ import threading
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import THREADS, _INT32_MAX, _launch, _unused, available, deterministic
+from .cuda_backend import (THREADS, _INT32_MAX, _launch, _pixel_strides, _unused, available,
+                           deterministic)
 from .reference import mipmap as _ref_mipmap
 
 __all__ = ["Backend", "MipLevels", "texture", "construct_mip", "texture_backward",
@@ -383,7 +384,7 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
     filt, bnd, mode, num_levels = cfg
     cube = bnd == BOUNDARY_IDS["cube"]
     device = tex.device
-    grad_out = grad_out.contiguous()
+    grad_out, g_strides = _pixel_strides(grad_out)  # (read in place when evenly spaced)
     B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
     N = B * oh * ow
     C = tex.shape[-1]
@@ -418,7 +419,7 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
                          want_tex0, want_mip, want_uv, want_da, want_bias, pass_mode)
         _launch("texture", kernel, N,
                 (tex, mipbuf, uv, uv_da if uv_da is not None else null,
-                 bias if bias is not None else null, grad_out,
+                 bias if bias is not None else null, grad_out, *g_strides,
                  grad_flat if grad_flat is not None else null,
                  grad_uv if want_uv else null, grad_da if want_da else null,
                  grad_bias if want_bias else null, max_bits, flags, acc,

@@ -730,3 +730,27 @@ def test_non_default_stream():
     assert_same(got, want)
     for a, b in zip(stack.levels, ref_mipmap.construct_mip_levels(tex)):
         torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("filter_mode", ["linear", "linear-mipmap-linear"])
+def test_loss_gradients_are_read_in_place(kernels, deterministic, filter_mode):
+    """The expanded gradient of a sum, a channel slice and a channels-first layout give the
+    gradients of their contiguous copies, bit for bit (deterministic mode)."""
+    deterministic(True)
+    g = torch.Generator().manual_seed(3)
+    tex = torch.rand(1, 16, 16, 3, generator=g).to(kernels).requires_grad_()
+    uv = torch.rand(2, 5, 7, 2, generator=g).to(kernels).requires_grad_()
+    uv_da = (torch.randn(2, 5, 7, 4, generator=g) * 0.1).to(kernels).requires_grad_()
+    out = dr.texture(tex, uv, uv_da, filter_mode=filter_mode)
+    grads = {
+        "sum": torch.ones(()).to(kernels).expand(out.shape),
+        "slice": torch.randn(*out.shape[:3], 6, generator=g).to(kernels)[..., 1::2],
+        "channels first": torch.randn(3, *out.shape[:3], generator=g).to(kernels)
+        .permute(1, 2, 3, 0),
+    }
+    for name, go in grads.items():
+        inputs = (tex, uv, uv_da) if filter_mode != "linear" else (tex, uv)
+        got = torch.autograd.grad(out, inputs, go, retain_graph=True)
+        want = torch.autograd.grad(out, inputs, go.contiguous(), retain_graph=True)
+        for x, y in zip(got, want):
+            assert torch.equal(x, y), name
