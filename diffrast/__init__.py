@@ -2,6 +2,11 @@
 
 ``import diffrast as dr`` runs programs written for ``nvdiffrast.torch``.
 """
+__version__ = "0.1.0"
+__all__ = ["RasterizeGLContext", "RasterizeCudaContext", "DepthPeeler", "rasterize", "interpolate",
+           "texture", "texture_construct_mip", "antialias", "antialias_construct_topology_hash",
+           "set_deterministic", "is_deterministic", "triangle_id"]
+
 from . import triangle_id
 from .context import RasterizeGLContext
 from .cuda_context import RasterizeCudaContext

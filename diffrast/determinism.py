@@ -19,8 +19,9 @@ def set_deterministic(enabled: bool) -> None:
     scratch memory in the backward pass. The setting is process-wide and takes effect at the next
     call. ``torch.use_deterministic_algorithms(True)`` turns the same mode on.
 
-    The CPU path (the PyTorch reference) is deterministic already; float64 CUDA tensors (which use
-    the reference) follow ``torch.use_deterministic_algorithms``.
+    The CPU path (the PyTorch reference) needs no setting: it always sums in a fixed order, so
+    its gradients are bit-identical from run to run whatever the number of threads. float64 CUDA
+    tensors (which use the reference) follow ``torch.use_deterministic_algorithms``.
 
     Args:
         enabled: ``True`` for deterministic gradients, ``False`` (the default) for the fast path.

@@ -32,17 +32,26 @@ def save_png(path: str, image) -> str:
 
 
 def base_parser(description: str, resolution: int, iterations: int) -> argparse.ArgumentParser:
-    """The arguments every example takes."""
+    """The arguments every fitting example takes."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--outdir", default="out", help="folder for the images (default: out)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="where to run (default: cuda when available, else cpu)")
-    p.add_argument("--resolution", type=int, default=resolution, help="image height and width")
-    p.add_argument("--iterations", type=int, default=iterations, help="optimisation steps")
-    p.add_argument("--seed", type=int, default=0, help="random seed")
-    p.add_argument("--display", action="store_true",
-                   help="show progress in a window (diffrast.viewer; needs a display and glfw)")
+    p.add_argument("--resolution", type=int, default=resolution,
+                   help="image height and width (default: %(default)s)")
+    p.add_argument("--iterations", type=int, default=iterations,
+                   help="optimisation steps (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
+    add_display_arguments(p, "show progress in a window (diffrast.viewer; needs a display)")
     return p
+
+
+def add_display_arguments(p: argparse.ArgumentParser, display_help: str) -> None:
+    """``--display`` and ``--hold``: a window during the run, closed at the end unless held."""
+    p.add_argument("--display", action="store_true", help=display_help)
+    p.add_argument("--hold", action="store_true",
+                   help="with --display: keep the window open after the run until you close it "
+                        "(default: close it and exit)")
 
 
 def pick_device(name):
@@ -89,10 +98,18 @@ def show(win, image, title: str = ""):
     return win if win.show(image.detach(), title) else None
 
 
-def show_until_closed(win, image, title: str = "") -> None:
-    """At the end of a program run with ``--display``: show the result until the user closes
-    the window."""
-    win = show(win, image, title)
-    if win is not None:
-        print("close the window (or press Esc) to exit")
-        win.wait()
+def show_final(win, image, title: str = "", hold: bool = False) -> None:
+    """At the end of a program run with ``--display``: show the result, and with ``hold``
+    (``--hold``) keep the window open until the user closes it. Then close the window, so the
+    program ends. Does nothing when ``win`` is None."""
+    if win is None:
+        return
+    try:
+        if show(win, image, title) is not None:
+            if hold:
+                print("close the window (or press Esc) to exit")
+                win.wait()
+            else:
+                print("--display: the window closes at the end of the run (--hold keeps it open)")
+    finally:
+        win.close()

@@ -19,7 +19,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import base_parser, open_viewer, pick_device, save_png, show, show_until_closed  # noqa: E402
+from common import base_parser, open_viewer, pick_device, save_png, show, show_final  # noqa: E402
 
 
 def random_rotation(gen):
@@ -113,7 +113,7 @@ def main(argv=None):
     print(f"images written to {os.path.abspath(args.outdir)}")
     print(f"{args.iterations} iterations in {elapsed:.1f} s on {device}")
     print(f"image error {img0:.3e} -> {img1:.3e}; vertex error {vtx0:.4f} -> {vtx1:.4f}")
-    show_until_closed(win, torch.cat([target_eval[0], final[0]], 1), "target | result")  # --display
+    show_final(win, torch.cat([target_eval[0], final[0]], 1), "target | result", args.hold)
     return img0, img1, vtx0, vtx1
 
 

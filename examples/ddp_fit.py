@@ -4,7 +4,8 @@ Launch one process per GPU with torchrun; each builds its own rasterizer context
 device, renders views[rank::world_size] of every iteration's batch, and DDP all-reduces the
 gradients. Run without torchrun it is a single process rendering all views, and gives the same
 parameters to float tolerance (the views of each step are drawn from one seeded generator that
-every process shares).
+every process shares). Process 0 shows the progress bar, writes target/initial/final images of
+one view to --outdir, shows the fit with --display, and prints the final line of metrics (JSON).
 
     torchrun --nproc-per-node 2 examples/ddp_fit.py --backend nccl --device cuda
     torchrun --nproc-per-node 2 examples/ddp_fit.py --backend gloo --device cpu   # CPU, CI
@@ -23,7 +24,7 @@ import torch.distributed as dist
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import base_parser  # noqa: E402
+from common import base_parser, open_viewer, save_png, show, show_final  # noqa: E402
 from cube import random_rotation, render  # noqa: E402
 
 
@@ -43,9 +44,12 @@ class CubeModel(torch.nn.Module):
 
 def main(argv=None):
     p = base_parser(__doc__.splitlines()[0], resolution=64, iterations=100)
-    p.add_argument("--views", type=int, default=8, help="views per iteration, split over the processes")
-    p.add_argument("--backend", default=None, help="torch.distributed backend (nccl, gloo); default by device")
-    p.add_argument("--context", choices=["gl", "cuda"], default="gl", help="rasterizer (cuda: RasterizeCudaContext)")
+    p.add_argument("--views", type=int, default=8,
+                   help="views per iteration, split over the processes (default: %(default)s)")
+    p.add_argument("--backend", default=None,
+                   help="torch.distributed backend (nccl, gloo; default: nccl on cuda, else gloo)")
+    p.add_argument("--context", choices=["gl", "cuda"], default="gl",
+                   help="rasterizer (cuda: RasterizeCudaContext; default: gl)")
     p.add_argument("--result", default=None, help="save the final parameters (torch.save) here")
     args = p.parse_args(argv)
 
@@ -76,10 +80,32 @@ def main(argv=None):
     pos_target, col_target, tri = pos_target.to(device), col_target.to(device), tri.to(device)
     proj = geometry.perspective(40.0) @ geometry.translate(0, 0, -3.0)
     opt = torch.optim.Adam(model.parameters(), lr=2e-2)
+    core = model.module if distributed else model
+
+    # Process 0's view for images and the window: its own generator, so that the views of the
+    # training steps stay the same on every process.
+    eval_mvp = torch.stack([proj @ random_rotation(torch.Generator().manual_seed(args.seed + 1))])
+    eval_mvp = eval_mvp.to(device)
+
+    def snapshot(pos, col):
+        with torch.no_grad():
+            return render(glctx, eval_mvp, pos, col, tri, res)[0]
+
+    win, bar = None, range(args.iterations)
+    if rank == 0:
+        target_img = snapshot(pos_target, col_target)
+        save_png(os.path.join(args.outdir, "target.png"), target_img)
+        save_png(os.path.join(args.outdir, "initial.png"), snapshot(core.pos, core.col))
+        win = open_viewer(args.display, "ddp_fit")
+        try:
+            from tqdm import trange
+            bar = trange(args.iterations)
+        except ImportError:  # tqdm is optional
+            pass
 
     warmup = max(0, min(5, args.iterations - 1))  # not timed: the first calls load the kernels
     t0 = time.perf_counter()
-    for it in range(args.iterations):
+    for it in bar:
         if it == warmup:
             if use_cuda:
                 torch.cuda.synchronize(device)
@@ -92,13 +118,20 @@ def main(argv=None):
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if hasattr(bar, "set_postfix") and it % 10 == 0:
+            bar.set_postfix(loss=f"{loss.item():.2e}")
+        if win is not None and it % 10 == 0:  # --display: target | current fit
+            win = show(win, torch.cat([target_img, snapshot(core.pos, core.col)], 1),
+                       f"ddp_fit: iteration {it}")
     if use_cuda:
         torch.cuda.synchronize(device)
     elapsed = time.perf_counter() - t0
 
-    core = model.module if distributed else model
     vertex_error = (core.pos.detach() - pos_target).norm(dim=-1).mean().item()
     if rank == 0:
+        final_img = snapshot(core.pos, core.col)
+        save_png(os.path.join(args.outdir, "final.png"), final_img)
+        print(f"images written to {os.path.abspath(args.outdir)}")
         if args.result:
             torch.save({"pos": core.pos.detach().cpu(), "col": core.col.detach().cpu()}, args.result)
         views_per_s = (args.iterations - warmup) * args.views / elapsed
@@ -107,6 +140,7 @@ def main(argv=None):
                           "seconds": round(elapsed, 2), "views_per_s": round(views_per_s, 1),
                           "views_per_s_per_process": round(views_per_s / world, 1),
                           "vertex_error": round(vertex_error, 5)}))
+        show_final(win, torch.cat([target_img, final_img], 1), "target | result", args.hold)
     if distributed:
         dist.destroy_process_group()
     return vertex_error

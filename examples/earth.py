@@ -28,7 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import base_parser, open_viewer, pick_device, save_png, show, show_until_closed  # noqa: E402
+from common import base_parser, open_viewer, pick_device, save_png, show, show_final  # noqa: E402
 
 NEAR, FAR = 3.0, 14.0   # camera distances (the sphere has radius 1; 40 degree field of view)
 
@@ -235,7 +235,7 @@ def main(argv=None):
     print(f"texture error {tex0:.3e} -> {tex1:.3e}; image error near {near0:.3e} -> {near1:.3e}, "
           f"far {far0:.3e} -> {far1:.3e}")
     if win is not None:  # --display
-        show_until_closed(win, side_by_side(win), "target | result")
+        show_final(win, side_by_side(win), "target | result", args.hold)
     # loss0/loss1: the image error over all evaluation views, before and after.
     return {"loss0": (near0 + far0) / 2, "loss1": (near1 + far1) / 2,
             "texture_error0": tex0, "texture_error1": tex1,

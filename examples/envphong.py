@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import base_parser, open_viewer, pick_device, save_png, show, show_until_closed  # noqa: E402
+from common import base_parser, open_viewer, pick_device, save_png, show, show_final  # noqa: E402
 
 # Face bases of the cube map in OpenGL's order +x, -x, +y, -y, +z, -z: outward normal N and the
 # axes S (texel columns) and T (texel rows), as in OpenGL's face selection table.
@@ -200,8 +200,6 @@ def main(argv=None):
     elapsed = time.perf_counter() - t0
 
     save_png(os.path.join(args.outdir, "final.png"), montage(env_opt, log_n_opt))
-    if win is not None:  # --display
-        show_until_closed(win, side_by_side(win), "target | result")
     ph = 128
     # Rows are bottom-up: the true environment ends up on top of the file, the learned one below.
     save_png(os.path.join(args.outdir, "environment.png"),
@@ -212,6 +210,8 @@ def main(argv=None):
           f"6x{esize}x{esize} cube map")
     print(f"image error {img0:.3e} -> {img1:.3e}; environment error {env0:.3e} -> {env1:.3e}; "
           f"Phong exponent {n0:.1f} -> {n1:.1f} (true {args.exponent:g})")
+    if win is not None:  # --display
+        show_final(win, side_by_side(win), "target | result", args.hold)
     # loss0/loss1: the image error over the evaluation views, before and after.
     return {"loss0": img0, "loss1": img1, "image_error0": img0, "image_error1": img1,
             "env_error0": env0, "env_error1": env1, "exponent0": n0, "exponent1": n1,

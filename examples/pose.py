@@ -24,7 +24,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import base_parser, open_viewer, pick_device, save_png, show, show_until_closed  # noqa: E402
+from common import base_parser, open_viewer, pick_device, save_png, show, show_final  # noqa: E402
 
 BACKGROUND = 0.1
 
@@ -100,7 +100,6 @@ def main(argv=None):
         angles1 = geometry.quaternion_angle(q_opt, q_true)
         final = render(glctx, proj, q_opt[best][None], pos, col, tri, res)[0]
     save_png(os.path.join(args.outdir, "final.png"), final)
-    show_until_closed(win, torch.cat([target[0], final], 1), "target | best start")  # --display
     angle0 = angles0[losses0.argmin()].item()
     angle1 = angles1[best].item()
     solved = int((angles1 < 2.0).sum())
@@ -109,6 +108,7 @@ def main(argv=None):
           f"{res[0]}x{res[1]} images; {solved} of {args.restarts} starts reached the true pose")
     print(f"best image error {losses0.min().item():.3e} -> {losses1[best].item():.3e}; "
           f"angular error {angle0:.1f} -> {angle1:.3g} degrees")
+    show_final(win, torch.cat([target[0], final], 1), "target | best start", args.hold)
     return {"loss0": losses0.min().item(), "loss1": losses1[best].item(),
             "angle0": angle0, "angle1": angle1, "solved": solved}
 

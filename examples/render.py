@@ -25,7 +25,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
 from diffrast import geometry  # noqa: E402
-from common import open_viewer, pick_device, save_png, show  # noqa: E402
+from common import (add_display_arguments, open_viewer, pick_device,  # noqa: E402
+                    save_png, show, show_final)
 from objload import ObjMesh, face_normals, load_obj, vertex_normals  # noqa: E402
 
 DEFAULT_MESH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "knot.obj")
@@ -113,6 +114,19 @@ class Renderer:
         return dr.antialias(rgba.contiguous(), rast, clip, m.tri_pos, topology_hash=self.topology)
 
 
+def preview(win, renderer, device, name: str) -> None:
+    """Interactive preview with the viewer's orbit camera, until the window is closed."""
+    drawn = None
+    while win is not None:
+        if drawn != win.camera.version:  # re-render only when the camera moved
+            drawn = win.camera.version
+            img = renderer(win.camera.view_matrix()[None].to(device),
+                           win.camera.projection_matrix().to(device))
+            win = show(win, img[0], name)
+        elif not win.wait(0.05):
+            win = None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--mesh", default=DEFAULT_MESH,
@@ -122,9 +136,10 @@ def main(argv=None):
     p.add_argument("--outdir", default="out", help="folder for the images (default: out)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="where to run (default: cuda when available, else cpu)")
-    p.add_argument("--resolution", type=int, default=256, help="image height and width")
-    p.add_argument("--display", action="store_true",
-                   help="afterwards, show the mesh in a window with an orbit camera")
+    p.add_argument("--resolution", type=int, default=256,
+                   help="image height and width (default: %(default)s)")
+    add_display_arguments(p, "afterwards, show the first view in a window (with --hold, an "
+                             "interactive preview with an orbit camera)")
     args = p.parse_args(argv)
     if args.views < 1 or args.batch < 1:
         p.error("--views and --batch must be positive")
@@ -170,17 +185,13 @@ def main(argv=None):
           f"{ms:.2f} ms/frame ({1000 / max(ms, 1e-9):.1f} frames/s)")
 
     win = open_viewer(args.display, f"render: {name}")
-    if win is not None:
-        print("interactive preview: drag to orbit, wheel to zoom, R to reset; close the window to exit")
-    drawn = None
-    while win is not None:  # --display: interactive preview with the viewer's orbit camera
-        if drawn != win.camera.version:  # re-render only when the camera moved
-            drawn = win.camera.version
-            img = renderer(win.camera.view_matrix()[None].to(device),
-                           win.camera.projection_matrix().to(device))
-            win = show(win, img[0], name)
-        elif not win.wait(0.05):
-            win = None
+    if win is not None and args.hold:
+        print("interactive preview: drag to orbit, wheel to zoom, R to reset; "
+              "close the window to exit")
+        preview(win, renderer, device, name)
+        win.close()
+    else:
+        show_final(win, images[0], name)       # --display without --hold: shown, then closed
     return {"ms_per_frame": ms, "views": args.views, "paths": paths,
             "coverage": images[..., 3].mean().item()}
 

@@ -15,7 +15,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import diffrast as dr  # noqa: E402
-from common import open_viewer, pick_device, save_png, show_until_closed  # noqa: E402
+from common import (add_display_arguments, open_viewer, pick_device,  # noqa: E402
+                    save_png, show_final)
 
 
 def main(argv=None):
@@ -23,8 +24,9 @@ def main(argv=None):
     p.add_argument("--outdir", default="out", help="folder for the image (default: out)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="where to run (default: cuda when available, else cpu)")
-    p.add_argument("--resolution", type=int, default=256, help="image height and width")
-    p.add_argument("--display", action="store_true", help="also show the image in a window")
+    p.add_argument("--resolution", type=int, default=256,
+                   help="image height and width (default: %(default)s)")
+    add_display_arguments(p, "also show the image in a window")
     args = p.parse_args(argv)
     device = pick_device(args.device)
 
@@ -48,7 +50,7 @@ def main(argv=None):
     print(f"triangle covers {covered} of {args.resolution ** 2} pixels ({100 * fraction:.1f} %; "
           f"exact area 32.0 %)")
 
-    show_until_closed(open_viewer(args.display, "triangle"), img[0])   # --display
+    show_final(open_viewer(args.display, "triangle"), img[0], "", args.hold)
     return {"path": path, "covered_pixels": covered, "coverage": fraction}
 
 

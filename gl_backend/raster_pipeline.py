@@ -16,6 +16,13 @@ from OpenGL import GL
 from .program import Program
 
 
+def _names(*names) -> np.ndarray:
+    """GL object names as an array for ``glDelete*``: PyOpenGL converts a NumPy array with a
+    handler it has loaded already, where a Python list would make it import one, which fails
+    (with a message) when a context is freed while the interpreter shuts down."""
+    return np.array(names, dtype=np.uint32)
+
+
 class _GrowingBuffer:
     """A GL buffer that is reallocated (and re-registered for interop) only when it must grow."""
 
@@ -54,7 +61,7 @@ class _GrowingBuffer:
             self.registered.release()
             self.registered = None
         if self.name:
-            GL.glDeleteBuffers(1, [self.name])
+            GL.glDeleteBuffers(1, _names(self.name))
             self.name = 0
 
 
@@ -96,7 +103,7 @@ class RasterPipeline:
         self._registered.clear()
         names = [t for t in (*self.rast_tex, self.db_tex, *self.depth_tex) if t]
         if names:
-            GL.glDeleteTextures(len(names), names)
+            GL.glDeleteTextures(len(names), _names(*names))
         self.rast_tex = [0, 0]
         self.db_tex = 0
         self.depth_tex = [0, 0]
@@ -227,10 +234,10 @@ class RasterPipeline:
         self._release_targets()
         self.geometry.release()
         if self.fbo:
-            GL.glDeleteFramebuffers(1, [self.fbo])
+            GL.glDeleteFramebuffers(1, _names(self.fbo))
             self.fbo = 0
         if self.vao:
-            GL.glDeleteVertexArrays(1, [self.vao])
+            GL.glDeleteVertexArrays(1, _names(self.vao))
             self.vao = 0
         self.program.release()
 

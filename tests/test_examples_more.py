@@ -23,8 +23,20 @@ def read_png(path):
         return im.copy()
 
 
+def _option_help(out, option):
+    """The help text of ``option`` in ``--help`` output (argparse wraps it over lines)."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(option))
+    text = [lines[start]]
+    for line in lines[start + 1:]:
+        if line.strip().startswith("-") or not line.startswith(" "):
+            break
+        text.append(line)
+    return " ".join(" ".join(text).split())
+
+
 def test_help_works_for_every_example():
-    names = ["triangle", "earth", "envphong", "pose", "render"]
+    names = ["triangle", "cube", "earth", "envphong", "pose", "render", "ddp_fit", "cuda_graph"]
     # In parallel: each process spends most of its time importing torch.
     procs = {n: subprocess.Popen([sys.executable, os.path.join(EXAMPLES, f"{n}.py"), "--help"],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -33,9 +45,10 @@ def test_help_works_for_every_example():
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, f"{name} --help failed: {err}"
         assert out.startswith("usage:") and "--device" in out and "--outdir" in out, name
-        assert "--resolution" in out and "--display" in out, name
-        if name in ("earth", "envphong", "pose"):
-            assert "--iterations" in out, name
+        assert "--resolution" in out and "--display" in out and "--hold" in out, name
+        assert "default: " in _option_help(out, "--resolution"), name
+        if name not in ("triangle", "render"):
+            assert "default: " in _option_help(out, "--iterations"), name
 
 
 def test_triangle_writes_the_image(tmp_path):

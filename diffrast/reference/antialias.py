@@ -69,6 +69,7 @@ from __future__ import annotations
 import torch
 
 from .. import triangle_id
+from ._rows import take_rows
 
 __all__ = ["TopologyHash", "construct_topology", "antialias"]
 
@@ -197,10 +198,11 @@ def _pairs(ids: torch.Tensor, z: torch.Tensor):
 
 def _gather_vertices(pos: torch.Tensor, batch: torch.Tensor, vidx: torch.Tensor) -> torch.Tensor:
     """``pos[batch, vidx]`` (instance mode) or ``pos[vidx]`` (range mode); ``batch`` is
-    broadcast against ``vidx``."""
+    broadcast against ``vidx``. Differentiable, with a fixed-order backward pass on the CPU."""
     if pos.ndim == 3:
-        return pos[batch.reshape(batch.shape + (1,) * (vidx.ndim - batch.ndim)).expand_as(vidx), vidx]
-    return pos[vidx]
+        batch = batch.reshape(batch.shape + (1,) * (vidx.ndim - batch.ndim))
+        return take_rows(pos.reshape(-1, pos.shape[-1]), batch * pos.shape[1] + vidx)
+    return take_rows(pos, vidx)
 
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
@@ -291,5 +293,5 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     Pab = _pixel_space(ends, scx, scy, W, H)                         # [M, 2, 3]
     t = _crossing_t(torch.linalg.cross(Pab[:, 0], Pab[:, 1], dim=-1), sdx, sdy)
     weight = torch.where(to_a, 0.5 - t, t - 0.5).to(color.dtype)
-    delta = weight[:, None] * (color_flat[src] - color_flat[tgt])
+    delta = weight[:, None] * (take_rows(color_flat, src) - take_rows(color_flat, tgt))
     return color_flat.index_add(0, tgt, delta).reshape(Bn, H, W, C)

@@ -32,6 +32,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import triangle_id
+from ._rows import take_rows
 
 
 def _gather(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor):
@@ -61,7 +62,7 @@ def _gather(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor):
         vidx = vidx + (torch.arange(B, device=vidx.device) * (V + 1)).view(B, 1, 1, 1)
 
     table = torch.cat([attr3, attr3.new_zeros(Ba, 1, A)], dim=1).reshape(Ba * (V + 1), A)
-    corners = table[vidx]  # [B, H, W, 3, A]
+    corners = take_rows(table, vidx)  # [B, H, W, 3, A]; fixed-order backward on the CPU
     return valid, corners, vidx, (Ba, V)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import triangle_id
+from ._rows import take_rows
 
 
 def _covered(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
@@ -26,7 +27,7 @@ def _covered(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
         rows = b[:, None] * pos.shape[1] + verts
     else:
         rows = verts
-    c = pos.reshape(-1, 4)[rows][..., [0, 1, 3]]  # (x, y, w)
+    c = take_rows(pos.reshape(-1, 4), rows)[..., [0, 1, 3]]  # (x, y, w)
     return (b, y, x), c, rows
 
 
