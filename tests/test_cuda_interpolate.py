@@ -350,7 +350,7 @@ def test_loss_gradients_are_read_in_place(kernels, deterministic, det):
         want = torch.autograd.grad((out, out_da), (a, r, d), (go.contiguous(), gda.contiguous()),
                                    retain_graph=True)
         for x, y in zip(got, want):
-            if det or x is not got[0]:  # (float atomics reorder sums into attr)
+            if det or x is not got[0]:
                 assert torch.equal(x, y), name
-            else:
-                torch.testing.assert_close(x, y, rtol=1e-6, atol=1e-6)
+            else:  # float atomics add the attribute gradients in a different order each run
+                torch.testing.assert_close(x, y, rtol=1e-4, atol=1e-5)
