@@ -18,7 +18,7 @@
 //   0.5 log2((A + B) / 2 + sqrt(((A - B) / 2)^2 + C^2)) with A, B, C from the Jacobian; plus
 //   mip_level_bias; clamped to [0, levels] (gradient inside, inclusive). linear-mipmap-linear
 //   blends levels floor(l) and floor(l) + 1 by the fraction; linear-mipmap-nearest takes level
-//   ceil(l + 1/2) - 1 (0 for l <= 1/2) with no gradient to the level.
+//   floor(l) (nvdiffrast's rule, not OpenGL's nearest level) with no gradient to the level.
 //
 // Every operation that feeds a discrete decision (texel coordinates, the level of detail, the
 // level choice) is an explicitly rounded intrinsic, in the reference's order, so that the same
@@ -684,7 +684,7 @@ __device__ __forceinline__ bool pick_levels(float lod, int top, int filter, Leve
     if (is_nan(level))
         return false;
     if (filter == kMipNearest) {
-        P.l0 = level > 0.5f ? (int)ceil_f(add_rn(level, 0.5f)) - 1 : 0;
+        P.l0 = (int)floor_f(level);  // nvdiffrast's rule: round down, not to the nearest level
         P.l1 = P.l0;
         P.f = 0.0f;
     } else {

@@ -211,7 +211,9 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
             stack is given but the filter mode needs one, it is constructed internally
             (differentiably) and discarded afterwards.
         filter_mode: Texture filtering mode: 'auto', 'nearest', 'linear',
-            'linear-mipmap-nearest' or 'linear-mipmap-linear'. 'auto' selects 'linear' if
+            'linear-mipmap-nearest' (bilinear on mip level floor(lod), the level of detail rounded
+            down as in nvdiffrast, not to the nearest level) or 'linear-mipmap-linear' (blending
+            levels floor(lod) and floor(lod) + 1). 'auto' selects 'linear' if
             neither ``uv_da`` nor ``mip_level_bias`` is given, and 'linear-mipmap-linear' when
             at least one of them is. The mipmapped modes need ``uv_da`` or ``mip_level_bias``.
         boundary_mode: 'wrap', 'clamp', 'zero' or 'cube'. 'cube' is required for (and only

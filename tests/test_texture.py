@@ -209,12 +209,19 @@ def test_mip_level_non_square_texture():
     assert out.item() == pytest.approx(2.0)
 
 
-def test_linear_mipmap_nearest_rounds_level():
+def test_linear_mipmap_nearest_takes_the_level_below():
+    """nvdiffrast's rule: level floor(lod), not the nearest level (which OpenGL would take)."""
     tex, mip = _level_stack(16, 16, None)
-    uv = torch.full((1, 1, 5, 2), 0.6)
-    bias = torch.tensor([0.4, 0.5, 0.6, 2.49, 2.51]).reshape(1, 1, 5)
+    uv = torch.full((1, 1, 8, 2), 0.6)
+    bias = torch.tensor([0.0, 0.4, 0.5, 0.6, 0.999, 1.0, 2.51, 9.0]).reshape(1, 1, 8)
     out = dr.texture(tex, uv, mip_level_bias=bias, mip=mip, filter_mode="linear-mipmap-nearest")
-    assert out.flatten().tolist() == [0.0, 0.0, 1.0, 2.0, 3.0]
+    assert out.flatten().tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 4.0]
+    cube, cube_mip = _level_stack(4, 4, None, cube=True)
+    d = torch.tensor([1.0, 0.3, -0.2]).expand(1, 1, 4, 3)
+    bias = torch.tensor([0.9, 1.0, 1.99, 2.0]).reshape(1, 1, 4)
+    out = dr.texture(cube, d, mip_level_bias=bias, mip=cube_mip, boundary_mode="cube",
+                     filter_mode="linear-mipmap-nearest")
+    assert out.flatten().tolist() == [0.0, 1.0, 1.0, 2.0]
 
 
 def test_linear_mipmap_linear_blends_real_levels():

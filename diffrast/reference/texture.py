@@ -12,8 +12,8 @@ Conventions (nvdiffrast's documented semantics):
   seams follow :mod:`diffrast.reference.cube`. Zero-length directions give zeros and no gradient;
   subnormal components count as zero, so all-subnormal directions are zero-length.
 * ``'nearest'`` reads the texel containing the sample point; ``'linear'`` is bilinear on the base
-  level; ``'linear-mipmap-nearest'`` is bilinear on the mip level nearest the level of detail
-  (OpenGL's rule: level ``ceil(lod + 1/2) - 1``, level 0 for ``lod <= 1/2``);
+  level; ``'linear-mipmap-nearest'`` is bilinear on level ``floor(lod)`` (nvdiffrast's rule,
+  the API's meaning of the mode: it rounds down, where OpenGL would take the nearest level);
   ``'linear-mipmap-linear'`` blends bilinear samples of levels ``floor(lod)`` and
   ``floor(lod) + 1`` by the fractional part.
 * Level of detail: with the texel-space Jacobian ``J = [[ds/dX, ds/dY], [dt/dX, dt/dY]]``
@@ -255,7 +255,7 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None
         level = torch.where(level_nan, torch.zeros_like(level), level)   # NaN is re-applied below
         safe = level.detach()
         if filter_mode == "linear-mipmap-nearest":
-            l0 = torch.where(safe > 0.5, torch.ceil(safe + 0.5) - 1.0, torch.zeros_like(safe)).long()
+            l0 = torch.floor(safe).long()  # (nvdiffrast's rule: round down)
             l1 = l0
             frac = torch.zeros_like(level)
         else:
