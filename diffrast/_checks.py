@@ -10,6 +10,8 @@ import weakref
 
 import torch
 
+from . import _library
+
 FLOAT_DTYPES = (torch.float32, torch.float64)
 # Accepted for attributes and textures: computed in float32, results returned in these dtypes.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -104,7 +106,7 @@ def check_triangles(name: str, tri, num_vertices: int) -> torch.Tensor:
     memory access.)
     """
     tri = check_tensor(name, tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
-    if tri.shape[0] == 0 or torch.compiler.is_compiling():
+    if tri.shape[0] == 0 or _library.compiling():
         # Under torch.compile the range check (a data-dependent read) is left to the kernels and
         # shaders, which guard every index (call eagerly once to get the error message).
         return tri

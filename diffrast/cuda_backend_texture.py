@@ -431,6 +431,17 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
     return grad_flat, grad_uv, grad_da, grad_bias
 
 
+def _launch_config(filter_mode, boundary_mode, uv_da, mip_level_bias, mip_levels):
+    """``(cfg, uv_da, mip_level_bias, mips)`` of a texture call: ``cfg = (filter, boundary, mip
+    input mode, number of levels)`` for the kernels, the level-of-detail inputs (``None`` in the
+    non-mipmapped modes, which ignore them) and the level tensors (empty there)."""
+    filt = FILTER_IDS[filter_mode]
+    if filt < _MIP_NEAREST:
+        return (filt, BOUNDARY_IDS[boundary_mode], _MIP_NONE, 0), None, None, ()
+    mips, mode, num_levels = _mip_inputs(mip_levels)
+    return (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels), uv_da, mip_level_bias, mips
+
+
 def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None,
             mip_levels=None, filter_mode: str = "linear",
             boundary_mode: str = "wrap") -> torch.Tensor:
@@ -439,13 +450,8 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None
     ``uv_da`` [B, h, w, 4 or 6] or None, ``mip_level_bias`` [B, h, w] or None, ``mip_levels`` the
     levels below ``tex`` (a :class:`MipLevels`, a list of tensors, or None), ``filter_mode``
     resolved (not 'auto'). Returns [B, h, w, C]."""
-    filt = FILTER_IDS[filter_mode]
-    if filt < _MIP_NEAREST:
-        uv_da = mip_level_bias = None
-        mips, mode, num_levels = (), _MIP_NONE, 0
-    else:
-        mips, mode, num_levels = _mip_inputs(mip_levels)
-    cfg = (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels)
+    cfg, uv_da, mip_level_bias, mips = _launch_config(filter_mode, boundary_mode, uv_da,
+                                                      mip_level_bias, mip_levels)
     return _Texture.apply(cfg, tex, uv, uv_da, mip_level_bias, *mips)
 
 
@@ -464,13 +470,9 @@ def texture_backward(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias,
     the gradient of ``tex`` (``tex.numel()`` floats; unspecified unless ``needs[0]``) followed,
     when the levels get a gradient, by those of the levels, one after the other; ``None`` when
     neither gets one."""
-    filt = FILTER_IDS[filter_mode]
-    if filt < _MIP_NEAREST:
-        uv_da = mip_level_bias = None
-        mips, mode, num_levels = (), _MIP_NONE, 0
-    else:
-        mips, mode, num_levels = _mip_inputs(mip_levels)
-    cfg = (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels)
+    cfg, uv_da, mip_level_bias, mips = _launch_config(filter_mode, boundary_mode, uv_da,
+                                                      mip_level_bias, mip_levels)
+    filt, _, mode, num_levels = cfg
     want_tex0 = bool(needs[0])
     want_uv = bool(needs[1]) and filt != _NEAREST
     want_da = bool(needs[2]) and uv_da is not None and filt == _MIP_LINEAR
