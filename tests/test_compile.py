@@ -8,24 +8,10 @@ import pytest
 import torch
 
 import diffrast as dr
+from contexts import KINDS, context, tensor_device
 from diffrast import geometry
 from diffrast.interpolate import _interpolate_backward_op, _interpolate_op
 from diffrast.rasterize import _rasterize_backward_op, _rasterize_gl_op, _rasterize_op
-
-KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu),
-         pytest.param("cudarast", marks=pytest.mark.gpu)]
-_contexts = {}
-
-
-def context(kind):
-    if kind not in _contexts:
-        _contexts[kind] = (dr.RasterizeCudaContext() if kind == "cudarast"
-                           else dr.RasterizeGLContext(device=kind))
-    return _contexts[kind]
-
-
-def device_of(kind):
-    return "cpu" if kind == "cpu" else "cuda"
 
 
 @pytest.fixture(autouse=True)
@@ -47,6 +33,20 @@ def sphere_scene(device, batch=2, rows=8, cols=16, tex_size=16):
     return clip.to(device), tri.to(device), uv.to(device), tex.to(device), col.to(device)
 
 
+def textured_render(glctx, tri, topology, res=(32, 32), mask=False):
+    """The benchmark's image formation as ``fn(clip, tex, uv) -> color``: rasterize, interpolate
+    with derivatives, mipmapped texture, (optionally) the coverage mask, antialias with a prebuilt
+    topology hash."""
+    def render(clip, tex, uv):
+        rast, rast_db = dr.rasterize(glctx, clip, tri, res)
+        t, t_da = dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all")
+        c = dr.texture(tex, t, t_da, filter_mode="linear-mipmap-linear")
+        if mask:
+            c = torch.where(rast[..., 3:] > 0, c, torch.zeros_like(c))
+        return dr.antialias(c, rast, clip, tri, topology_hash=topology)
+    return render
+
+
 def grads_of(fn, *inputs):
     """``(loss, [grad of each input])`` of ``fn(*inputs)`` for fresh leaf copies of the inputs."""
     leaves = [x.detach().clone().requires_grad_() for x in inputs]
@@ -66,7 +66,7 @@ def assert_identical(eager, compiled):
 def test_rasterize_and_interpolate_compile_to_the_eager_results(kind, deterministic):
     deterministic(True)  # (float atomics on the GPU would make even two eager runs differ)
     glctx = context(kind)
-    clip, tri, _, _, col = sphere_scene(device_of(kind))
+    clip, tri, _, _, col = sphere_scene(tensor_device(kind))
 
     def step(clip, col):
         rast, rast_db = dr.rasterize(glctx, clip, tri, (24, 40))
@@ -81,7 +81,7 @@ def test_rasterize_and_interpolate_compile_to_the_eager_results(kind, determinis
 def test_range_mode_compiles(kind, deterministic):
     deterministic(True)
     glctx = context(kind)
-    clip, tri, _, _, col = sphere_scene(device_of(kind), batch=1)
+    clip, tri, _, _, col = sphere_scene(tensor_device(kind), batch=1)
     T = tri.shape[0]
     ranges = torch.tensor([[0, T // 2], [T // 2, T - T // 2], [0, T]], dtype=torch.int32)
 
@@ -96,7 +96,7 @@ def test_range_mode_compiles(kind, deterministic):
 @pytest.mark.parametrize("kind", KINDS)
 def test_depth_peeler_compiles(kind):
     glctx = context(kind)
-    clip, tri, _, _, col = sphere_scene(device_of(kind))
+    clip, tri, _, _, col = sphere_scene(tensor_device(kind))
 
     def layers(clip):
         out = []
@@ -116,18 +116,15 @@ def test_training_step_compiles_with_inductor(kind):
     """The benchmark's training step (rasterize, interpolate with derivatives, mipmapped
     texture, antialias with a prebuilt hash, L2 loss, backward) with the default backend."""
     glctx = context(kind)
-    device = device_of(kind)
+    device = tensor_device(kind)
     clip, tri, uv, tex, _ = sphere_scene(device)
     topology = dr.antialias_construct_topology_hash(tri)
     target = torch.rand(2, 32, 32, 3, generator=torch.Generator().manual_seed(1)).to(device)
 
+    render = textured_render(glctx, tri, topology, mask=True)
+
     def step(clip, tex, uv):
-        rast, rast_db = dr.rasterize(glctx, clip, tri, (32, 32))
-        t, t_da = dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all")
-        c = dr.texture(tex, t, t_da, filter_mode="linear-mipmap-linear")
-        c = torch.where(rast[..., 3:] > 0, c, torch.zeros_like(c))
-        c = dr.antialias(c, rast, clip, tri, topology_hash=topology)
-        return (c - target).square().mean()
+        return (render(clip, tex, uv) - target).square().mean()
 
     compiled = torch.compile(step, fullgraph=True)
     (le, ge), (lc, gc) = grads_of(step, clip, tex, uv), grads_of(compiled, clip, tex, uv)
@@ -140,16 +137,14 @@ def test_training_step_compiles_with_inductor(kind):
 def test_training_step_compiled_is_bit_identical_in_deterministic_mode(kind, deterministic):
     deterministic(True)
     glctx = context(kind)
-    device = device_of(kind)
+    device = tensor_device(kind)
     clip, tri, uv, tex, _ = sphere_scene(device)
     topology = dr.antialias_construct_topology_hash(tri)
 
+    render = textured_render(glctx, tri, topology)
+
     def step(clip, tex, uv):
-        rast, rast_db = dr.rasterize(glctx, clip, tri, (32, 32))
-        t, t_da = dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all")
-        c = dr.texture(tex, t, t_da, filter_mode="linear-mipmap-linear")
-        c = dr.antialias(c, rast, clip, tri, topology_hash=topology)
-        return c.square().sum()
+        return render(clip, tex, uv).square().sum()
 
     compiled = torch.compile(step, fullgraph=True, backend="aot_eager")
     assert_identical(grads_of(step, clip, tex, uv), grads_of(compiled, clip, tex, uv))
@@ -158,7 +153,7 @@ def test_training_step_compiled_is_bit_identical_in_deterministic_mode(kind, det
 @pytest.mark.parametrize("kind", KINDS)
 def test_opcheck_rasterize(kind):
     glctx = context(kind)
-    clip, tri, _, _, _ = sphere_scene(device_of(kind))
+    clip, tri, _, _, _ = sphere_scene(tensor_device(kind))
     handle = glctx._library_handle
     pos = clip.detach().requires_grad_()
     op = _rasterize_op if kind == "cudarast" else _rasterize_gl_op
@@ -178,7 +173,7 @@ def test_opcheck_rasterize(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_opcheck_interpolate(kind):
     glctx = context(kind)
-    clip, tri, _, _, col = sphere_scene(device_of(kind))
+    clip, tri, _, _, col = sphere_scene(tensor_device(kind))
     rast, rast_db = dr.rasterize(glctx, clip, tri, (16, 20))
     args = (col.requires_grad_(), rast.requires_grad_(), tri, rast_db.requires_grad_(), [2, 0])
     torch.library.opcheck(_interpolate_op._opoverload, args)
@@ -200,12 +195,10 @@ def test_reduce_overhead_mode(kind, deterministic):
     clip, tri, uv, tex, _ = sphere_scene("cuda")
     topology = dr.antialias_construct_topology_hash(tri)
 
+    render = textured_render(glctx, tri, topology)
+
     def step(clip, tex, uv):
-        rast, rast_db = dr.rasterize(glctx, clip, tri, (32, 32))
-        t, t_da = dr.interpolate(uv, rast, tri, rast_db=rast_db, diff_attrs="all")
-        c = dr.texture(tex, t, t_da, filter_mode="linear-mipmap-linear")
-        c = dr.antialias(c, rast, clip, tri, topology_hash=topology)
-        return c.square().sum()
+        return render(clip, tex, uv).square().sum()
 
     compiled = torch.compile(step, fullgraph=True, mode="reduce-overhead")
     for _ in range(3):  # recording, then replays

@@ -4,18 +4,8 @@ import pytest
 import torch
 
 import diffrast as dr
+from contexts import KINDS, context, tensor_device
 from diffrast.reference import rasterize as ref
-
-KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu),
-         pytest.param("cudarast", marks=pytest.mark.gpu)]
-_contexts = {}
-
-
-def context(kind):
-    if kind not in _contexts:
-        _contexts[kind] = (dr.RasterizeCudaContext() if kind == "cudarast"
-                           else dr.RasterizeGLContext(device=kind))
-    return _contexts[kind]
 
 
 def scene(device, dtype=torch.float32):
@@ -72,7 +62,7 @@ def test_depth_loss_gradient_matches_finite_differences(kind, deterministic):
     """Moving the vertices changes the rendered z/w as the gradient says (interior pixels)."""
     deterministic(True)
     glctx = context(kind)
-    device = "cpu" if kind == "cpu" else "cuda"
+    device = tensor_device(kind)
     pos, tri = scene(device)
     res = (40, 52)
     weights = torch.rand(1, *res, generator=torch.Generator().manual_seed(2)).to(device)
@@ -96,7 +86,7 @@ def test_depth_loss_gradient_matches_finite_differences(kind, deterministic):
     value.backward()
     assert p.grad[..., 2].abs().sum() > 0
     with torch.no_grad():
-        fd = (loss(pos.double().float() + d, w)[0] - loss(pos - d, w)[0]).double() / 2
+        fd = (loss(pos + d, w)[0] - loss(pos - d, w)[0]).double() / 2
     torch.testing.assert_close((p.grad * d).sum().double(), fd, rtol=2e-2, atol=1e-5)
     # Without grad_depth, z/w carries no gradient (nvdiffrast's semantics).
     q = pos.clone().requires_grad_()
@@ -109,7 +99,7 @@ def test_depth_loss_gradient_matches_finite_differences(kind, deterministic):
 def test_depth_peeler_and_compile_take_grad_depth(kind, deterministic):
     deterministic(True)
     glctx = context(kind)
-    device = "cpu" if kind == "cpu" else "cuda"
+    device = tensor_device(kind)
     pos, tri = scene(device)
 
     def peeled(p):

@@ -22,9 +22,8 @@ import pytest
 import torch
 
 import diffrast as dr
+from contexts import KINDS, tensor_device
 
-KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu),
-         pytest.param("cudarast", marks=pytest.mark.gpu)]
 GL_KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 MARGIN = 1e-3  # pixels this close (in barycentric weight) to an edge are not checked
 
@@ -33,10 +32,6 @@ def make_context(kind):
     if kind == "cudarast":
         return dr.RasterizeCudaContext()
     return dr.RasterizeGLContext(device=kind)
-
-
-def tensor_device(kind):
-    return "cpu" if kind == "cpu" else "cuda"
 
 
 def expected(pos, tri, height, width):

@@ -6,27 +6,10 @@ import pytest
 import torch
 
 import diffrast as dr
+from contexts import KINDS, context, tensor_device
 from diffrast.reference.rasterize import pixel_barycentrics
 
-# Context kinds: OpenGL on the CPU (Mesa), OpenGL on a GPU with CUDA tensors, and the CUDA
-# rasterizer (RasterizeCudaContext), which must give the same results.
-KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu), pytest.param("cudarast", marks=pytest.mark.gpu)]
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
-_contexts = {}
-
-
-def tensor_device(kind):
-    return "cpu" if kind == "cpu" else "cuda"
-
-
-def context(kind, **kw):
-    key = (kind, tuple(sorted(kw.items())))
-    if key not in _contexts:
-        if kind == "cudarast":
-            _contexts[key] = dr.RasterizeCudaContext(**kw)
-        else:
-            _contexts[key] = dr.RasterizeGLContext(device=kind, **kw)
-    return _contexts[key]
 
 
 def exact_barycentrics(pos, tri, b, t, height, width):
