@@ -1,12 +1,15 @@
 """Long fuzz run: the properties of tests/test_fuzz.py for many examples, with a JSON summary.
 
-    python benchmarks/fuzz_long.py --examples 10000 --device cpu
-    python benchmarks/fuzz_long.py --examples 10000 --device cuda          # both rasterizers
-    python benchmarks/fuzz_long.py --examples 10000 --device cuda --max-seconds 90
-    python benchmarks/fuzz_long.py --examples 2000 --properties rasterize,texture --seed 3
-    python benchmarks/fuzz_long.py --examples 2000 --device emulated      # kernels on the CPU
+Run it as a module from the repository root (it imports the tests' strategies as
+``tests.helpers``):
 
-The strategies and properties are those of ``tests/fuzz_strategies.py``. The examples are split
+    python -m benchmarks.fuzz_long --examples 10000 --device cpu
+    python -m benchmarks.fuzz_long --examples 10000 --device cuda          # both rasterizers
+    python -m benchmarks.fuzz_long --examples 10000 --device cuda --max-seconds 90
+    python -m benchmarks.fuzz_long --examples 2000 --properties rasterize,texture --seed 3
+    python -m benchmarks.fuzz_long --examples 2000 --device emulated      # kernels on the CPU
+
+The strategies and properties are those of ``tests/helpers/fuzz_strategies.py``. The examples are split
 evenly over the properties (on CUDA, the properties that rasterize are split again between
 ``RasterizeGLContext(device='cuda')`` and ``RasterizeCudaContext``). ``--device emulated`` runs
 the CUDA kernels of interpolate, texture, antialias and the rasterize backward on the CPU through
@@ -35,18 +38,13 @@ import sys
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-for p in (ROOT, os.path.join(ROOT, "tests")):
-    if p not in sys.path:
-        sys.path.insert(0, p)
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 import torch  # noqa: E402
 from hypothesis import HealthCheck, Phase, Verbosity, given, settings  # noqa: E402
 from hypothesis import seed as hypothesis_seed  # noqa: E402
 
-import fuzz_strategies as fs  # noqa: E402
+from tests.helpers import fuzz_strategies as fs  # noqa: E402
 
 # Properties that use the rasterizer context of the environment (run with both on CUDA).
 RASTER_PROPERTIES = ("rasterize", "depth_peeler", "pipeline", "invalid")

@@ -23,7 +23,7 @@ CUPY_CACHE_DIR=/tmp/dr-cold step first_call_warm 60 python3 benchmarks/first_cal
 tail -n1 "$OUT/first_call_cold.log" "$OUT/first_call_warm.log"
 step stability 150 python3 benchmarks/stability.py --device cuda --contexts 1000 --steps 10000 --context cuda
 cat "$OUT/stability.log" | tail -n 2
-step fuzz_long 100 python3 benchmarks/fuzz_long.py --device cuda --examples 10000 --max-seconds 90
+step fuzz_long 100 python3 -m benchmarks.fuzz_long --device cuda --examples 10000 --max-seconds 90
 tail -n 3 "$OUT/fuzz_long.log"
 for ex in triangle render; do
     step "example_$ex" 40 python3 "examples/$ex.py" --device cuda --outdir "$OUT/examples/$ex"

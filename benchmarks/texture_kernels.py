@@ -9,15 +9,12 @@ benchmarks/run.py measures the whole scenario.
 """
 import json
 import math
-import os
-import sys
 
 import torch
 
 import diffrast as dr
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from run import timer  # noqa: E402
+from run import timer
 
 
 def main():

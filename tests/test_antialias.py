@@ -1,5 +1,5 @@
 """antialias and antialias_construct_topology_hash: analytic coverage, gradients, topology, modes,
-degenerate geometry and input validation. Rasterization comes from tests/raster_util.py (an
+degenerate geometry and input validation. Rasterization comes from tests/helpers/raster_util.py (an
 independent brute-force torch rasterizer), or from diffrast.rasterize where marked."""
 
 import pytest
@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 import diffrast as dr
 from diffrast.reference.antialias import TopologyHash, construct_topology
 
-from raster_util import rasterize_torch
+from helpers.raster_util import rasterize_torch
 
 F64 = torch.float64
 

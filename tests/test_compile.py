@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import diffrast as dr
-from contexts import KINDS, context, tensor_device
+from helpers.contexts import KINDS, context, tensor_device
 from diffrast import geometry
 from diffrast.interpolate import _interpolate_backward_op, _interpolate_op
 from diffrast.rasterize import _rasterize_backward_op, _rasterize_gl_op, _rasterize_op

@@ -5,7 +5,7 @@ against the reference: its torch ops (CPU) tensor for tensor, its kernels (emula
 GPU) up to the numbering of the edges, run-to-run identical whatever the order of their atomics.
 
 Devices: ``cpu`` (the reference), ``emulated`` (the CUDA kernels compiled as C++ and run on the
-CPU by tests/kernel_emulator.py, so the kernel branch of the custom ops runs in CI) and ``cuda``
+CPU by tests/helpers/kernel_emulator.py, so the kernel branch of the custom ops runs in CI) and ``cuda``
 (marked ``gpu``).
 """
 import importlib
@@ -17,8 +17,8 @@ import diffrast as dr
 from diffrast import cuda_backend_antialias as cb
 from diffrast.reference import antialias as ref
 
-import antialias_scenes as scenes
-import kernel_emulator
+from helpers import antialias_scenes as scenes
+from helpers import kernel_emulator
 
 aa_module = importlib.import_module("diffrast.antialias")
 

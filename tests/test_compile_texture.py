@@ -4,7 +4,7 @@ results and gradients as eager calls, and ``opcheck`` on their custom ops
 ``diffrast::texture_construct_mip_backward``).
 
 Tests run on three kinds of device: ``cpu`` (the PyTorch reference), ``emulated`` (the CUDA
-kernels on CPU tensors through tests/kernel_emulator.py; skipped without a C++ compiler) and
+kernels on CPU tensors through tests/helpers/kernel_emulator.py; skipped without a C++ compiler) and
 ``cuda`` (the CUDA kernels on the GPU, marked ``gpu``; in deterministic mode, so that eager and
 compiled runs sum texture gradients in the same order).
 """
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import diffrast as dr
-import kernel_emulator
+from helpers import kernel_emulator
 from diffrast import cuda_backend_texture as cbt
 from diffrast.texture import (TextureMipStack, _construct_mip_backward_op, _construct_mip_op,
                               _split_levels, _texture_backward_op, _texture_op)

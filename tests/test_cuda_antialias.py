@@ -3,7 +3,7 @@ topology construction against the reference.
 
 Tests that take the ``kernels`` fixture run twice: on a GPU (``cuda``, marked ``gpu``) and on the
 CPU (``emulated``: the kernels compiled as C++ and run by the lockstep warp emulator,
-tests/kernel_emulator.py; skipped without a C++ compiler), so that the kernels' logic is checked in CI too. Tests marked
+tests/helpers/kernel_emulator.py; skipped without a C++ compiler), so that the kernels' logic is checked in CI too. Tests marked
 ``gpu`` alone need the real device (OpenGL rasterization on the GPU, streams, run-to-run
 determinism, sizes too large for the emulation).
 
@@ -24,8 +24,8 @@ from diffrast import cuda_backend_antialias as cb
 from diffrast.cuda_ops import loader
 from diffrast.reference import antialias as ref
 
-import antialias_scenes as scenes
-import kernel_emulator
+from helpers import antialias_scenes as scenes
+from helpers import kernel_emulator
 
 aa_module = importlib.import_module("diffrast.antialias")
 

@@ -2,7 +2,7 @@
 the reference.
 
 Every test that takes the ``kernels`` fixture runs twice: on a GPU (``cuda``, marked ``gpu``) and
-on the CPU through the warp emulator (``emulated``, tests/kernel_emulator.py; skipped without a
+on the CPU through the warp emulator (``emulated``, tests/helpers/kernel_emulator.py; skipped without a
 C++ compiler), so that the kernels' logic is checked in CI too. Tests marked ``gpu`` alone need
 the real device (streams, run-to-run determinism, large sizes).
 """
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import diffrast as dr
-import kernel_cases as cases
-import kernel_emulator
+from helpers import kernel_cases as cases
+from helpers import kernel_emulator
 from diffrast import cuda_backend, triangle_id
 
 ref = importlib.import_module("diffrast.reference.interpolate")

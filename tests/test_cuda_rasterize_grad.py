@@ -2,8 +2,8 @@
 diffrast.cuda_backend.rasterize_grad) against the reference.
 
 Every test that takes the ``kernels`` fixture runs twice: on a GPU (``cuda``, marked ``gpu``) and
-on the CPU through the warp emulator (``emulated``, tests/kernel_emulator.py; skipped without a
-C++ compiler). Rasterizer outputs are synthetic (tests/kernel_cases.py: a projected grid mesh
+on the CPU through the warp emulator (``emulated``, tests/helpers/kernel_emulator.py; skipped without a
+C++ compiler). Rasterizer outputs are synthetic (tests/helpers/kernel_cases.py: a projected grid mesh
 whose coverage is known exactly), except for the end-to-end test through OpenGL.
 """
 import importlib
@@ -12,8 +12,8 @@ import pytest
 import torch
 
 import diffrast as dr
-import kernel_cases as cases
-import kernel_emulator
+from helpers import kernel_cases as cases
+from helpers import kernel_emulator
 from diffrast import cuda_backend, triangle_id
 
 ref = importlib.import_module("diffrast.reference.rasterize")

@@ -3,7 +3,7 @@ diffrast.cuda_backend_texture) against the reference (diffrast.reference.texture
 
 Tests that take the ``kernels`` fixture run twice: on a GPU (``cuda``, marked ``gpu``; the
 reference then runs on the same CUDA tensors) and on the CPU (``emulated``: the kernels compiled
-as C++ and run by the lockstep warp emulator, tests/kernel_emulator.py, as they use warp
+as C++ and run by the lockstep warp emulator, tests/helpers/kernel_emulator.py, as they use warp
 shuffles; skipped without a C++ compiler), so that the kernels' logic is checked in CI too. Tests marked ``gpu`` alone need the
 real device (8192² textures, offsets past 2^31, run-to-run determinism, streams, timings).
 
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 import diffrast as dr
-import kernel_emulator
+from helpers import kernel_emulator
 from diffrast import cuda_backend_texture as cbt
 from diffrast.cuda_ops import loader
 from diffrast.reference import mipmap as ref_mipmap

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import diffrast as dr
-from contexts import KINDS, context, tensor_device
+from helpers.contexts import KINDS, context, tensor_device
 from diffrast.reference import rasterize as ref
 
 

@@ -7,13 +7,13 @@ explore). The tests marked ``gpu`` run the same properties on CUDA tensors, with
 result with the CPU path (Mesa and the PyTorch reference) on the same inputs. In CI the
 ``emulated`` tests make the same comparisons for the CUDA kernels of interpolate, texture,
 antialias and the rasterize backward, run on the CPU by the tests' kernel emulators.
-``benchmarks/fuzz_long.py`` runs the same properties for many more examples.
+``benchmarks/fuzz_long.py`` (``python -m benchmarks.fuzz_long``) runs the same properties for many more examples.
 """
 import pytest
 import torch
 from hypothesis import given
 
-import fuzz_strategies as fs
+from helpers import fuzz_strategies as fs
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,7 @@ def test_strategies_reach_the_interesting_cases(cpu_env):
 
 @pytest.fixture
 def emulated_env():
-    import kernel_emulator
+    from helpers import kernel_emulator
     if kernel_emulator.compiler() is None:
         pytest.skip("no C++ compiler for the kernel emulator")
     env = fs.Env("emulated")
@@ -265,7 +265,7 @@ def test_exactly_collinear_triangle_is_not_drawn_cuda(cuda_env):
 
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def grad_kernels(request, monkeypatch):
-    import kernel_emulator
+    from helpers import kernel_emulator
     return kernel_emulator.kernel_device(request.param, monkeypatch)
 
 

@@ -22,7 +22,7 @@ import pytest
 import torch
 
 import diffrast as dr
-from contexts import KINDS, tensor_device
+from helpers.contexts import KINDS, tensor_device
 
 GL_KINDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 MARGIN = 1e-3  # pixels this close (in barycentric weight) to an edge are not checked

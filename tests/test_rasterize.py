@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import diffrast as dr
-from contexts import KINDS, context, tensor_device
+from helpers.contexts import KINDS, context, tensor_device
 from diffrast.reference.rasterize import pixel_barycentrics
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]

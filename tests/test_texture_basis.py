@@ -19,7 +19,7 @@ coordinates. That each batch item is sampled as if it were alone is checked by
 :func:`test_per_item_batch_matches_items_alone`.
 
 Devices: ``cpu`` (the reference, float64 and float32), ``emulated`` (the CUDA kernels on the CPU
-through tests/kernel_emulator.py, float32) and ``cuda`` (the kernels on a GPU, marked ``gpu``).
+through tests/helpers/kernel_emulator.py, float32) and ``cuda`` (the kernels on a GPU, marked ``gpu``).
 """
 import importlib
 import math
@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import diffrast as dr
-import kernel_emulator
+from helpers import kernel_emulator
 from diffrast import cuda_backend_texture as cbt
 
 tex_module = importlib.import_module("diffrast.texture")

@@ -1,9 +1,9 @@
 """Run diffrast's CUDA kernels on the CPU through a warp emulator, for tests without a GPU.
 
 :func:`build` compiles ``cuda_ops/<module>.cu`` as C++ with g++, force-including
-``tests/emulator/warp_emulator.h`` (host versions of the CUDA built-ins the kernels use: thread
+``tests/helpers/emulator/warp_emulator.h`` (host versions of the CUDA built-ins the kernels use: thread
 indices, float4, rounded arithmetic, warp shuffles and votes in lockstep, atomicAdd) and linking
-``tests/emulator/launch.cpp``; the shared library is cached per source hash in the temporary
+``tests/helpers/emulator/launch.cpp``; the shared library is cached per source hash in the temporary
 directory. :func:`launch` stands in for :func:`diffrast.cuda_ops.loader.launch` (:func:`kernel_device`
 patches it in for a test), so that the CUDA backends run unchanged on CPU tensors, kernels
 included. It is the tests' one emulator: the interpolate, rasterize-backward, texture and

@@ -10,7 +10,7 @@ import torch
 from diffrast import geometry
 from diffrast.reference import antialias as ref
 
-from raster_util import rasterize_torch
+from .raster_util import rasterize_torch
 
 
 def soup(seed: int, n: int = 8, res=(20, 24), batch: int = 1, range_mode: bool = False,

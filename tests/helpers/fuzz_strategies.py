@@ -71,7 +71,7 @@ class Env:
     ``device``: 'cpu' (the CPU path: Mesa and the PyTorch reference), 'cuda' (CUDA tensors: the
     kernels, every result compared with the CPU path on the same inputs) or 'emulated' (CPU
     tensors, but interpolate, texture, antialias and the rasterize backward run their CUDA
-    kernels through the CPU emulator of tests/kernel_emulator.py,
+    kernels through the CPU emulator of tests/helpers/kernel_emulator.py,
     and are compared with the reference like on CUDA; needs a C++ compiler; slow).
 
     ``raster_kind``: 'gl' (:class:`diffrast.RasterizeGLContext` on the device) or 'cudarast'
@@ -105,7 +105,7 @@ class Env:
     # -- emulation ---------------------------------------------------------------------------
     def _emulate(self):
         import importlib
-        import kernel_emulator
+        from . import kernel_emulator
         from diffrast import cuda_backend, cuda_backend_antialias, cuda_backend_texture
         from diffrast.cuda_ops import loader
         from diffrast.reference import interpolate as ref_interpolate

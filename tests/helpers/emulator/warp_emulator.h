@@ -1,7 +1,7 @@
 // A CPU emulation of the small subset of CUDA that diffrast's gradient kernels use, so that
 // their logic (indexing, guards, warp shuffles, atomics, deterministic reduction) can be tested
 // against the reference on a machine without a GPU. Force-included (g++ -include) before a
-// cuda_ops/*.cu file compiled as C++; see tests/kernel_emulator.py.
+// cuda_ops/*.cu file compiled as C++; see tests/helpers/kernel_emulator.py.
 //
 // Model: a launch runs its warps one after another, each as 32 lanes (user-level contexts on
 // one host thread) that run in lockstep at every warp-collective call (__shfl_*_sync,
