@@ -4,6 +4,10 @@ With a CUDA device wanted, the EGL device whose ``EGL_CUDA_DEVICE_NV`` equals it
 (NVIDIA's driver). Without one, Mesa's software device (llvmpipe), surfaceless. The extension
 entry points are taken from ``eglGetProcAddress`` with ctypes: PyOpenGL's wrappers query the
 extension string of an uninitialised display first, which NVIDIA's EGL refuses.
+
+The thread-binding helpers (:func:`current_binding`, :func:`release_current`,
+:func:`restore_binding`, :func:`handle_value`) work on whichever EGL context is current, diffrast's
+or another one: ``diffrast.viewer`` saves and restores the caller's context with them.
 """
 from __future__ import annotations
 
@@ -31,7 +35,16 @@ class EGLError(RuntimeError):
     """EGL could not be initialised or used; the message says what is missing."""
 
 
-def _load_egl():
+def load_egl():
+    """PyOpenGL's EGL bindings, loading libEGL on first use.
+
+    Returns:
+        The ``OpenGL.EGL`` module.
+
+    Raises:
+        EGLError: libEGL (or PyOpenGL's EGL support) could not be loaded; the message says what
+            to install.
+    """
     try:
         from OpenGL import EGL  # noqa: F401  (imports libEGL through PyOpenGL)
     except Exception as exc:  # ImportError, or OSError/AttributeError when libEGL is absent
@@ -39,10 +52,69 @@ def _load_egl():
     return EGL
 
 
+def handle_value(handle) -> int:
+    """An EGL handle or other C pointer, as ctypes or PyOpenGL hand it out, as an int.
+
+    Args:
+        handle: ``None``, an int, a ctypes pointer or ``c_void_p``, or a PyOpenGL handle (e.g.
+            what ``eglGetCurrentContext`` or ``glfw.get_current_context`` returns).
+
+    Returns:
+        The address as an int; 0 for a null handle.
+    """
+    if handle is None:
+        return 0
+    if isinstance(handle, int):
+        return handle
+    try:
+        return ctypes.cast(handle, ctypes.c_void_p).value or 0
+    except (TypeError, ctypes.ArgumentError):
+        return int(getattr(handle, "value", 0) or 0)
+
+
+def current_binding():
+    """The EGL context current on the calling thread, with its display and surfaces.
+
+    Returns:
+        ``(display, draw_surface, read_surface, context)`` as EGL reports them (the arguments of
+        ``eglMakeCurrent``, for :func:`restore_binding`), or ``None`` when no EGL context is
+        current on the thread.
+    """
+    EGL = load_egl()
+    context = EGL.eglGetCurrentContext()
+    if not handle_value(context):
+        return None
+    return (EGL.eglGetCurrentDisplay(), EGL.eglGetCurrentSurface(EGL.EGL_DRAW),
+            EGL.eglGetCurrentSurface(EGL.EGL_READ), context)
+
+
+def release_current(display) -> None:
+    """Unbind whatever context is current on the calling thread (``eglMakeCurrent`` with no
+    context and no surfaces).
+
+    Args:
+        display: The ``EGLDisplay`` of the current context.
+    """
+    EGL = load_egl()
+    EGL.eglMakeCurrent(display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+
+
+def restore_binding(binding) -> None:
+    """Make a context that :func:`current_binding` reported current on the calling thread again.
+
+    Args:
+        binding: ``(display, draw_surface, read_surface, context)`` from :func:`current_binding`.
+
+    Raises:
+        EGLError: ``eglMakeCurrent`` failed; the message gives the EGL error code.
+    """
+    EGL = load_egl()
+    if not EGL.eglMakeCurrent(*binding):
+        raise EGLError(f"eglMakeCurrent failed (EGL error 0x{EGL.eglGetError():x})")
+
+
 def _proc(EGL, name, restype, *argtypes):
-    addr = EGL.eglGetProcAddress(name.encode())
-    if not isinstance(addr, int):
-        addr = ctypes.cast(addr, ctypes.c_void_p).value
+    addr = handle_value(EGL.eglGetProcAddress(name.encode()))
     if not addr:
         raise EGLError(f"EGL entry point {name} is missing. {_INSTALL_HINT}")
     return ctypes.CFUNCTYPE(restype, *argtypes)(addr)
@@ -86,7 +158,7 @@ class EGLContext:
     """
 
     def __init__(self, cuda_index: int | None):
-        EGL = self._EGL = _load_egl()
+        EGL = self._EGL = load_egl()
         get_display = _proc(EGL, "eglGetPlatformDisplayEXT", EGL.EGLDisplay, ctypes.c_uint,
                             ctypes.c_void_p, ctypes.c_void_p)
         device = _choose_device(EGL, cuda_index)
@@ -128,8 +200,7 @@ class EGLContext:
 
     def release(self) -> None:
         """Unbind whatever context is current on the calling thread."""
-        EGL = self._EGL
-        EGL.eglMakeCurrent(self.display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+        release_current(self.display)
 
     def destroy(self) -> None:
         """Destroy the context. The display stays initialised: EGL shares it per device."""

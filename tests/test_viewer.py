@@ -377,14 +377,15 @@ def test_coexists_with_rasterize_contexts(xdisplay):
     import diffrast as dr
     from OpenGL import EGL
     from diffrast import geometry
-    from diffrast.viewer import Viewer, _handle
+    from diffrast.gl_backend.egl import handle_value
+    from diffrast.viewer import Viewer
     pos, tri = geometry.cube()
     col = torch.rand(8, 3, generator=torch.Generator().manual_seed(0))
     for mode in ("automatic", "manual"):
         glctx = dr.RasterizeGLContext(device="cpu", mode=mode)
         if mode == "manual":
             glctx.set_context()
-            ours = _handle(EGL.eglGetCurrentContext())
+            ours = handle_value(EGL.eglGetCurrentContext())
         try:
             with Viewer(width=62, height=31) as v:
                 images = []
@@ -396,9 +397,9 @@ def test_coexists_with_rasterize_contexts(xdisplay):
                     assert v.show(img, f"{mode} {it}")
                     assert torch.equal(v.read_pixels(), torch.cat([_quantised(img[0]), _quantised(img[1])], 1))
                     if mode == "manual":  # the viewer restored the manual-mode context
-                        assert _handle(EGL.eglGetCurrentContext()) == ours
+                        assert handle_value(EGL.eglGetCurrentContext()) == ours
                     else:
-                        assert _handle(EGL.eglGetCurrentContext()) == 0
+                        assert handle_value(EGL.eglGetCurrentContext()) == 0
                     v.camera.drag(40, 0)
                 assert (images[0][..., :3] > 0).any() and not torch.equal(images[0], images[1])
             clip = geometry.transform(pos * 0.5, v.camera.mvp())
@@ -416,7 +417,8 @@ def test_native_glx_context_fallback_coexists(xdisplay, monkeypatch):
     call."""
     import diffrast as dr
     import diffrast.viewer as viewer
-    monkeypatch.setattr(viewer, "_CONTEXT_ATTEMPTS", (("native", 3, 3),))
+    from diffrast.viewer import window
+    monkeypatch.setattr(window, "_CONTEXT_ATTEMPTS", (("native", 3, 3),))
     glctx = dr.RasterizeGLContext(device="cpu", mode="manual")
     glctx.set_context()
     try:
@@ -436,6 +438,8 @@ def test_native_glx_context_fallback_coexists(xdisplay, monkeypatch):
 def test_close_leaves_no_window_context_or_process(xdisplay):
     import diffrast.viewer as viewer
     from OpenGL import EGL
+    from diffrast.gl_backend.egl import handle_value
+    from diffrast.viewer import window
     x11 = _X11(xdisplay)
     try:
         before = x11.top_level_windows()
@@ -451,8 +455,8 @@ def test_close_leaves_no_window_context_or_process(xdisplay):
         v2.close()
         assert not v.is_open and not v2.is_open
         assert x11.top_level_windows() == before  # windows and glfw's helper window are gone
-        assert viewer._glfw_users == 0 and not list(viewer._open_viewers)
-        assert viewer._handle(EGL.eglGetCurrentContext()) == 0
+        assert window.glfw_user_count() == 0 and not list(window.open_viewers)
+        assert handle_value(EGL.eglGetCurrentContext()) == 0
         assert _children() == kids  # the viewer started no process
         # After glfw.terminate a new viewer starts from scratch.
         with viewer.Viewer(width=8, height=8, visible=False) as v3:
