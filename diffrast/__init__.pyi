@@ -7,6 +7,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from . import triangle_id as triangle_id
+from .raster_context import RasterContext
 from .reference.antialias import TopologyHash
 from .texture import TextureMipStack
 
@@ -18,7 +19,7 @@ __all__ = ["RasterizeGLContext", "RasterizeCudaContext", "DepthPeeler", "rasteri
 _Device = Union[torch.device, str, int, None]
 
 
-class RasterizeGLContext:
+class RasterizeGLContext(RasterContext):
     output_db: bool
     mode: str
     device: torch.device
@@ -32,18 +33,27 @@ class RasterizeGLContext:
     def max_layers(self) -> int: ...
     @property
     def max_resolution(self) -> Tuple[int, int]: ...
+    def check_usable(self) -> None: ...
+    def check_device(self, pos: torch.Tensor) -> None: ...
+    def render(self, pos: torch.Tensor, tri: torch.Tensor, resolution: Tuple[int, int],
+               ranges: Optional[torch.Tensor], layer_index: int, peel: bool, rast: torch.Tensor,
+               rast_db: Optional[torch.Tensor]) -> None: ...
 
 
-class RasterizeCudaContext:
+class RasterizeCudaContext(RasterContext):
     output_db: bool
     device: torch.device
     max_layers: int
     max_resolution: Tuple[int, int]
 
     def __init__(self, device: _Device = None, output_db: bool = True) -> None: ...
+    def render(self, pos: torch.Tensor, tri: torch.Tensor, resolution: Tuple[int, int],
+               ranges: Optional[torch.Tensor], layer_index: int, peel: bool, rast: torch.Tensor,
+               rast_db: Optional[torch.Tensor]) -> None: ...
 
 
-_Context = Union[RasterizeGLContext, RasterizeCudaContext]
+# Any rasterizer context: the two above, or a user's subclass of RasterContext.
+_Context = RasterContext
 
 
 class DepthPeeler:

@@ -6,41 +6,11 @@ import threading
 
 import torch
 
-from . import _library
 from ._checks import check_choice
+from .raster_context import ONE_CONTEXT_PER_DEVICE, RasterContext, resolve_device
 
 
-def resolve_device(device, kinds=("cpu", "cuda")) -> torch.device:
-    """The ``torch.device`` a context renders on, from its ``device`` argument (a
-    ``torch.device``, a string, a CUDA ordinal or ``None``: the current CUDA device if there is
-    one and ``kinds`` allows it, else the CPU), checked against the device types in ``kinds``."""
-    what = " or ".join(k.upper() for k in kinds)
-    if device is None:
-        if "cuda" in kinds and torch.cuda.is_available():
-            return torch.device("cuda", torch.cuda.current_device())
-        return torch.device("cpu")
-    if isinstance(device, bool) or not isinstance(device, (int, str, torch.device)):
-        raise TypeError(f"device must be a torch.device, a string or a CUDA ordinal, "
-                        f"got {type(device).__name__}")
-    try:
-        dev = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
-    except RuntimeError as exc:  # an unknown device string, a negative ordinal
-        raise ValueError(f"device must be a {what} device, got {device!r}") from exc
-    if dev.type not in kinds:
-        raise ValueError(f"device must be a {what} device, got {device!r}")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device must be 'cpu' (Mesa's software OpenGL) on a machine without "
-                             f"CUDA, got {device!r}")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-        elif dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device must be one of the {torch.cuda.device_count()} CUDA devices, "
-                             f"got {device!r}")
-    return dev
-
-
-class RasterizeGLContext:
+class RasterizeGLContext(RasterContext):
     """Create a new OpenGL rasterizer context.
 
     Creating a context is expensive; create one and reuse it for all calls. The context is bound
@@ -71,9 +41,8 @@ class RasterizeGLContext:
         self.device = resolve_device(device)
         self._lock = threading.RLock()
         self._owner = None  # thread holding the context in manual mode
-        self.active_peeler = None
         self._egl = self._pipeline = None
-        _library.context_handle(self)  # how custom ops name it under torch.compile
+        super().__init__()
         from .gl_backend.egl import EGLContext
         from .gl_backend.raster_pipeline import RasterPipeline
         cuda_index = self.device.index if self.device.type == "cuda" else None
@@ -106,15 +75,78 @@ class RasterizeGLContext:
         self._egl.release()
         self._owner = None
 
-    # -- used by the ops -------------------------------------------------------------------------
+    # -- the RasterContext interface -------------------------------------------------------------
     @property
     def max_layers(self) -> int:
+        """The GL limit on array texture layers: the most images a
+        :class:`~diffrast.DepthPeeler` peels in one batch. :func:`~diffrast.rasterize` renders
+        larger batches in parts."""
         return self._pipeline.max_layers
 
     @property
     def max_resolution(self) -> tuple:
+        """The largest ``(height, width)`` of a render target (the GL limits)."""
         return self._pipeline.max_height, self._pipeline.max_width
 
+    def check_usable(self) -> None:
+        """Check that the context has not been released.
+
+        Raises:
+            RuntimeError: :meth:`release` was called.
+        """
+        if self._pipeline is None:
+            raise RuntimeError("glctx has been released (RasterizeGLContext.release()); create a "
+                               "new context")
+
+    def check_device(self, pos: torch.Tensor) -> None:
+        """Check that the context can take ``pos``: CPU tensors always (they go through host
+        memory), CUDA tensors only on :attr:`device`.
+
+        Raises:
+            ValueError: ``pos`` is on another CUDA device.
+        """
+        if pos.device.type == "cuda" and self.device != pos.device:
+            raise ValueError(f"pos is on {pos.device} but glctx renders on {self.device}; create "
+                             f"the RasterizeGLContext with device={str(pos.device)!r}"
+                             f"{ONE_CONTEXT_PER_DEVICE}")
+
+    def render(self, pos, tri, resolution, ranges, layer_index, peel, rast, rast_db) -> None:
+        """Render a batch of images into ``rast`` (and ``rast_db``), as
+        :meth:`diffrast.raster_context.RasterContext.render` says: each image into a layer of the
+        GL render targets, in parts of at most :attr:`max_layers` images, then copied into the
+        outputs (through CUDA–GL interop for CUDA tensors). Depth peeling alternates between two
+        sets of targets, reading the previous layer's depth from the other set.
+
+        Raises:
+            ValueError: ``peel`` with more than :attr:`max_layers` images.
+        """
+        height, width = resolution
+        batch = rast.shape[0]
+        if batch == 0:
+            return
+        chunk = self.max_layers
+        if peel and batch > chunk:
+            raise ValueError(f"DepthPeeler supports at most {chunk} images per batch (the GL "
+                             f"layer limit), got {batch}")
+        num_vertices = pos.shape[-2]
+        range_list = ranges.tolist() if ranges is not None else None
+        depth_index = layer_index % 2
+        behind = peel and layer_index > 0
+        with self.current() as pipe:
+            pipe.ensure_targets(width, height, min(batch, chunk))
+            pipe.upload(pos, tri)
+            for first in range(0, batch, chunk):
+                count = min(chunk, batch - first)
+                if range_list is None:
+                    pipe.draw_instances(num_vertices, tri.shape[0], first, count, width, height,
+                                        depth_index, behind)
+                else:
+                    pipe.draw_ranges(num_vertices, range_list[first:first + count], width,
+                                     height, depth_index, behind)
+                pipe.read(rast[first:first + count],
+                          None if rast_db is None else rast_db[first:first + count], depth_index)
+
+    # -- GL state --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def current(self):
         """Hold the context current on this thread for the duration of a call; yields the

@@ -8,8 +8,7 @@ import torch
 
 from . import _library, triangle_id
 from ._checks import check_same_device, check_tensor, check_triangles
-from .context import RasterizeGLContext
-from .cuda_context import RasterizeCudaContext
+from .raster_context import RasterContext
 from .reference import rasterize as _reference
 
 
@@ -46,22 +45,12 @@ def _check_resolution(resolution):
     raise TypeError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
 
 
-# Appended to device-mismatch errors: the usual way to get there.
-_ONE_CONTEXT_PER_DEVICE = (". A context serves one device: torch.nn.DataParallel, which runs "
-                           "replicas of a module on several GPUs in threads of one process, is "
-                           "not supported; use DistributedDataParallel with one context per "
-                           "process")
-
-
 def _validate(glctx, pos, tri, resolution, ranges):
-    if isinstance(glctx, RasterizeCudaContext):
-        pass
-    elif not isinstance(glctx, RasterizeGLContext):
+    """The checked ``(pos, tri, (height, width), ranges)`` of a call with context ``glctx``."""
+    if not isinstance(glctx, RasterContext):
         raise TypeError(f"glctx must be a RasterizeGLContext or RasterizeCudaContext, "
                         f"got {type(glctx).__name__}")
-    elif glctx._pipeline is None:
-        raise RuntimeError("glctx has been released (RasterizeGLContext.release()); create a new "
-                           "context")
+    glctx.check_usable()
     pos = check_tensor("pos", pos, dtypes=(torch.float32,), ndims=(2, 3), last_dim=4)
     check_same_device(pos=pos, tri=tri if isinstance(tri, torch.Tensor) else None)
     tri = check_triangles("tri", tri, pos.shape[-2])
@@ -74,13 +63,7 @@ def _validate(glctx, pos, tri, resolution, ranges):
     if tri.shape[0] > triangle_id.MAX_TRIANGLES:
         raise ValueError(f"tri has {tri.shape[0]} triangles; ids are stored as floats and stay "
                          f"unique only up to {triangle_id.MAX_TRIANGLES}")
-    if isinstance(glctx, RasterizeCudaContext) and pos.device != glctx.device:
-        raise ValueError(f"pos must be on {glctx.device}, the device of the RasterizeCudaContext, "
-                         f"got {pos.device}{_ONE_CONTEXT_PER_DEVICE}")
-    if pos.device.type == "cuda" and glctx.device != pos.device:
-        raise ValueError(f"pos is on {pos.device} but glctx renders on {glctx.device}; create the "
-                         f"RasterizeGLContext with device={str(pos.device)!r}"
-                         f"{_ONE_CONTEXT_PER_DEVICE}")
+    glctx.check_device(pos)
     if pos.ndim == 3:
         if ranges is not None:
             got = (f"shape {tuple(ranges.shape)}" if isinstance(ranges, torch.Tensor)
@@ -115,35 +98,11 @@ def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
     ``peel``: a ``DepthPeeler`` layer (``layer_index`` from 0), each layer behind the one before
     (passed explicitly rather than read from ``glctx.active_peeler``, which ``torch.compile``
     updates only after its graph has run)."""
-    if isinstance(glctx, RasterizeCudaContext):
-        return glctx._render(pos, tri, resolution, ranges, layer_index, peel)
     height, width = resolution
     batch = pos.shape[0] if ranges is None else ranges.shape[0]
     rast = torch.empty(batch, height, width, 4, dtype=torch.float32, device=pos.device)
     rast_db = torch.empty_like(rast) if glctx.output_db else None
-    if batch == 0:
-        return rast, rast_db
-    chunk = glctx.max_layers
-    if peel and batch > chunk:
-        raise ValueError(f"DepthPeeler supports at most {chunk} images per batch (the GL layer "
-                         f"limit), got {batch}")
-    num_vertices = pos.shape[-2]
-    range_list = ranges.tolist() if ranges is not None else None
-    with glctx.current() as pipe:
-        pipe.ensure_targets(width, height, min(batch, chunk))
-        pipe.upload(pos, tri)
-        for first in range(0, batch, chunk):
-            count = min(chunk, batch - first)
-            depth_index = layer_index % 2
-            behind = peel and layer_index > 0
-            if range_list is None:
-                pipe.draw_instances(num_vertices, tri.shape[0], first, count, width, height,
-                                    depth_index, behind)
-            else:
-                pipe.draw_ranges(num_vertices, range_list[first:first + count], width, height,
-                                 depth_index, behind)
-            pipe.read(rast[first:first + count],
-                      None if rast_db is None else rast_db[first:first + count], depth_index)
+    glctx.render(pos, tri, resolution, ranges, layer_index, peel, rast, rast_db)
     return rast, rast_db
 
 
@@ -161,8 +120,8 @@ def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel, 
     node costs host time that matters for small images); under ``torch.compile``, through the
     custom op ``diffrast::rasterize``."""
     if _library.compiling():
-        op = _rasterize_gl_op if isinstance(glctx, RasterizeGLContext) else _rasterize_op
-        return op(glctx._library_handle, pos, tri, resolution[0], resolution[1], ranges,
+        op = _rasterize_op if glctx.capturable else _rasterize_gl_op
+        return op(_library.context_handle(glctx), pos, tri, resolution[0], resolution[1], ranges,
                   layer_index, peel, grad_db, grad_depth)
     if pos.requires_grad and torch.is_grad_enabled():
         return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel,
@@ -204,8 +163,9 @@ def _rasterize_impl(context: int, pos: torch.Tensor, tri: torch.Tensor, height: 
     return _outputs(glctx, pos, tri, (height, width), ranges, layer_index, peel)
 
 
-# Two ops of one implementation: RasterizeCudaContext's (capturable in CUDA graphs) and
-# RasterizeGLContext's, tagged so that torch.compile(mode="reduce-overhead") never captures it.
+# Two ops of one implementation: that of capturable contexts (RasterContext.capturable: the CUDA
+# rasterizer's, which CUDA graphs may capture) and the others' (OpenGL's), tagged so that
+# torch.compile(mode="reduce-overhead") never captures it.
 _rasterize_op = _library.custom_op("rasterize")(_rasterize_impl)
 _rasterize_gl_op = _library.custom_op("rasterize_gl", tags=_library.CUDAGRAPH_UNSAFE)(
     _rasterize_impl)
@@ -264,7 +224,9 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True, grad_depth
     ``[num_vertices, 4]`` and ``ranges`` says which triangles each image draws.
 
     Args:
-        glctx: :class:`RasterizeGLContext` to render with.
+        glctx: The rasterizer context to render with: a :class:`RasterizeGLContext`, a
+            :class:`RasterizeCudaContext` or another
+            :class:`~diffrast.raster_context.RasterContext`.
         pos: Vertex positions in clip space, float32 ``[minibatch_size, num_vertices, 4]`` or
             ``[num_vertices, 4]``.
         tri: Triangle vertex indices, int32 ``[num_triangles, 3]``, each in
@@ -327,7 +289,8 @@ class DepthPeeler:
 
     def __enter__(self):
         if self._glctx.active_peeler is not None:
-            raise RuntimeError("another DepthPeeler is already active on this RasterizeGLContext")
+            raise RuntimeError(f"another DepthPeeler is already active on this "
+                               f"{type(self._glctx).__name__}")
         if self._layer is not None:
             raise RuntimeError("a DepthPeeler cannot be entered twice")
         self._glctx.active_peeler = self
