@@ -15,13 +15,13 @@
 //
 // Deterministic mode uses no atomics: the kernels' *_reduce functions give each vertex row one
 // warp, whose lanes take the row's entries (in a fixed, sorted order) round-robin and combine
-// their partial sums with warp_sum_fixed_order(): the same additions in the same order on every
-// run, hence bit-identical results.
+// their partial sums with warp_sum_fixed_order() (common.cuh): the same additions in the same
+// order on every run, hence bit-identical results.
 #pragma once
 
-namespace diffrast {
+#include "common.cuh"
 
-constexpr unsigned kFullWarp = 0xffffffffu;
+namespace diffrast {
 
 struct WarpRun {
     int lane;    // lane index in the warp
@@ -33,7 +33,7 @@ struct WarpRun {
 __device__ __forceinline__ WarpRun warp_run(long long key)
 {
     WarpRun r;
-    r.lane = (int)(threadIdx.x & 31u);
+    r.lane = lane_id();
     const long long next = __shfl_down_sync(kFullWarp, key, 1);
     const long long prev = __shfl_up_sync(kFullWarp, key, 1);
     const bool tail = r.lane == 31 || next != key;
@@ -80,15 +80,6 @@ __device__ __forceinline__ void atomic_add_xyw(float* row, float gx, float gy, f
     atomicAdd(row + 1, gy);
     atomicAdd(row + 3, gw);
 #endif
-}
-
-// Sum of v over the 32 lanes by a fixed butterfly; every lane gets the total. The order of the
-// additions depends only on the lane numbering, never on timing.
-__device__ __forceinline__ float warp_sum_fixed_order(float v)
-{
-    for (int s = 16; s > 0; s >>= 1)
-        v += __shfl_xor_sync(kFullWarp, v, s);
-    return v;
 }
 
 }  // namespace diffrast

@@ -1,7 +1,8 @@
 """Compiling and launching diffrast's CUDA kernels.
 
-Each op's kernels live in their own ``cuda_ops/<op>.cu`` (``extern "C" __global__`` functions,
-shared device code in ``cuda_ops/*.cuh``). This module is the one place that compiles them —
+Each op's kernels live in their own ``cuda_ops/<op>_forward.cu`` and ``cuda_ops/<op>_backward.cu``
+(``extern "C" __global__`` functions, one module each; shared device code in ``cuda_ops/*.cuh``,
+the helpers common to all in ``cuda_ops/common.cuh``). This module is the one place that compiles them —
 ``cupy.RawModule`` through NVRTC, once per process and device, cached on disk by CuPy (in
 ``~/.cupy/kernel_cache`` or ``$CUPY_CACHE_DIR``) across processes — and launches them on PyTorch's
 current stream with torch tensors passed by pointer. Nothing here allocates through CuPy's

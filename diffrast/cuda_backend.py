@@ -3,10 +3,11 @@
 The public ops (``diffrast/<op>.py``) validate their arguments and pick a backend; for float32
 CUDA tensors they call the functions here, which take validated, contiguous tensors, allocate
 every output with torch (never through CuPy's memory pool), and launch the kernels of
-``cuda_ops/<op>.cu`` on torch's current stream through :mod:`diffrast.cuda_ops.loader`. Nothing
-here synchronizes with the host or reads a value back from the device.
+``cuda_ops/<op>_forward.cu`` and ``cuda_ops/<op>_backward.cu`` on torch's current stream through
+:mod:`diffrast.cuda_ops.loader`. Nothing here synchronizes with the host or reads a value back
+from the device.
 
-Sections, one per op (each op's kernels live in ``cuda_ops/<op>.cu``):
+Sections, one per op (each op's kernels live in ``cuda_ops/<op>_{forward,backward}.cu``):
 
 * shared helpers: launch geometry, alignment, deterministic accumulation;
 * ``interpolate``: forward and backward;
@@ -131,7 +132,7 @@ def _grad_strides(grad: torch.Tensor):
 
 
 # ==============================================================================================
-# interpolate (cuda_ops/interpolate.cu).
+# interpolate (cuda_ops/interpolate_forward.cu, cuda_ops/interpolate_backward.cu).
 
 _diff_tables: dict = {}
 _diff_tables_lock = threading.Lock()
@@ -198,7 +199,7 @@ class _Interpolate(torch.autograd.Function):
         table = _diff_table(diff_attrs, A, device) if K else _unused(device, torch.int32)
         out = torch.empty(B, H, W, A, dtype=attr.dtype, device=device)
         out_da = torch.empty(B, H, W, 2 * K, dtype=attr.dtype, device=device)
-        _launch("interpolate", "interpolate_fwd", N,
+        _launch("interpolate_forward", "interpolate_fwd", N,
                 (attr, rast, tri, rast_db if K else _unused(device), table, out, out_da,
                  N, per_image, V, A, tri.shape[0], batched, K), device)
         ctx.save_for_backward(attr, rast, rast_db, tri, table)
@@ -233,7 +234,7 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
     entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
                   else _unused(device, torch.int32))
     null = _unused(device)
-    _launch("interpolate", "interpolate_bwd", N,
+    _launch("interpolate_backward", "interpolate_bwd", N,
             (attr, rast, tri, rast_db if K else null, table, grad_out, *g_strides, grad_out_da,
              *gda_strides, grad_attr if want_attr else null, grad_rast if want_rast else null,
              grad_rast_db if want_db else null, entry_rows,
@@ -241,7 +242,7 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
              want_attr, want_rast, want_db, det), device)
     if det:
         order, row_start = _row_segments(entry_rows, num_rows)
-        _launch("interpolate", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
+        _launch("interpolate_backward", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
                 (rast, rast_db if K else null, table, grad_out, *g_strides, grad_out_da,
                  *gda_strides, order, row_start, grad_attr, num_rows, A, K), device)
     return grad_attr, grad_rast, grad_rast_db
@@ -275,7 +276,7 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
 
 # ==============================================================================================
-# rasterize backward (cuda_ops/rasterize.cu).
+# rasterize backward (cuda_ops/rasterize_backward.cu).
 
 def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     """Gradient of ``rasterize`` with respect to ``pos`` (CUDA kernels, float32).
@@ -315,12 +316,12 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
     entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
                   else _unused(device, torch.int32))
-    _launch("rasterize", "rasterize_grad", N,
+    _launch("rasterize_backward", "rasterize_grad", N,
             (pos, tri, rast) + grads + (grad_pos, entry_rows,
              N, W, H, V, tri.shape[0], instance, has_db, bool(grad_depth), det, sx, sy), device)
     if det:
         order, row_start = _row_segments(entry_rows, num_rows)
-        _launch("rasterize", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
+        _launch("rasterize_backward", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
                 (pos, tri, rast) + grads + (order, row_start, grad_pos,
                  num_rows, W, H, V, tri.shape[0], instance, has_db, bool(grad_depth), sx, sy),
                 device)

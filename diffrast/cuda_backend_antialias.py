@@ -1,12 +1,13 @@
-"""CUDA backend of ``antialias`` and of its topology construction (``cuda_ops/antialias.cu``).
+"""CUDA backend of ``antialias`` (``cuda_ops/antialias_forward.cu``, ``antialias_backward.cu``)
+and of its topology construction (``cuda_ops/antialias_topology.cu``).
 
 :func:`diffrast.antialias` validates its arguments and, for CUDA tensors, calls the two functions
 here (see ``_backend_for`` in :mod:`diffrast.antialias`):
 
 * :func:`construct_topology` builds the edge-to-triangle adjacency on the device of ``tri``:
-  on CUDA with four kernels of ``cuda_ops/antialias.cu`` (a hash table of the undirected edges
-  and a single-pass scan, no sort), elsewhere (and without the kernels) with torch ops (a stable
-  sort of the edge keys). It returns a :class:`GpuTopologyHash`: the reference's
+  on CUDA with four kernels of ``cuda_ops/antialias_topology.cu`` (a hash table of the undirected
+  edges and a single-pass scan, no sort), elsewhere (and without the kernels) with torch ops (a
+  stable sort of the edge keys). It returns a :class:`GpuTopologyHash`: the reference's
   :class:`~diffrast.reference.antialias.TopologyHash` (the tables the reference builds; the
   kernels number the edges in another order, which nothing reading them depends on) plus the
   kernels' neighbour table. It never synchronizes with the host: every table is sized from the
@@ -19,7 +20,8 @@ here (see ``_backend_for`` in :mod:`diffrast.antialias`):
   :func:`antialias_backward` are the same two halves outside autograd (for the custom ops that
   ``torch.compile`` sees, see :mod:`diffrast.antialias`).
 
-Kernel passes (details in the header of ``cuda_ops/antialias.cu``): one thread per pixel evaluates
+Kernel passes (details in ``cuda_ops/antialias_pairs.cuh`` and the headers of
+``cuda_ops/antialias_forward.cu`` and ``antialias_backward.cu``): one thread per pixel evaluates
 the pixel's pair with its right neighbour and with the neighbour above and records, per pair, the
 crossing parameter ``t`` and a byte of flags (blends, which pixel is in front, which is the
 target, the crossing edge); a second pass gathers the pairs that blend into each pixel and writes
@@ -129,7 +131,7 @@ def construct_tables(tri: torch.Tensor):
     """The topology tables of a validated int32 ``[T, 3]`` triangle tensor, on its device, with
     no host synchronization (every output size depends on ``T`` alone).
 
-    On a CUDA device with the kernels available, the kernels of ``cuda_ops/antialias.cu``
+    On a CUDA device with the kernels available, the kernels of ``cuda_ops/antialias_topology.cu``
     (:func:`_construct_tables_kernels`, four launches and no sort); elsewhere torch ops
     (:func:`_construct_tables_torch`). Both give the reference's tables
     (:func:`diffrast.reference.antialias.construct_topology`, only ``edge_ptr`` padded) up to the
@@ -165,13 +167,13 @@ def _topology_kernels(device: torch.device) -> bool:
     return device.type == "cuda" and available()
 
 
-_SCAN_TILE = 256  # slots per tile of the kernel topology_scan (kScanTile in antialias.cu)
+_SCAN_TILE = 256  # slots per tile of the kernel topology_scan (kScanTile in antialias_topology.cu)
 
 
 def _topology_buffers(T: int, device: torch.device):
     """The kernels' work buffers for ``T`` triangles: ``(table, scratch, capacity, num_tiles)``,
     the hash table followed by the scan's tile status and ticket (zeroed) and the per-incidence
-    scratch (uninitialized); see the topology section of ``cuda_ops/antialias.cu``."""
+    scratch (uninitialized); see the header of ``cuda_ops/antialias_topology.cu``."""
     n = 3 * T
     capacity = min(2 * n, _INT32_MAX)  # at most half full: E <= n
     num_tiles = -(-n // _SCAN_TILE)
@@ -184,8 +186,8 @@ def _construct_tables_kernels(tri: torch.Tensor):
     """:func:`construct_tables` by the kernels (``T >= 1``): an open-addressing hash table of the
     undirected edges, a single-pass scan over the incidences that numbers the edges in the order
     of their first incidence and gives their CSR offsets, then the tables; deterministic, since
-    no output depends on the order of the atomics (see ``cuda_ops/antialias.cu``). Four kernel
-    launches, one fill (the zeroed table) and no host synchronization."""
+    no output depends on the order of the atomics (see ``cuda_ops/antialias_topology.cu``). Four
+    kernel launches, one fill (the zeroed table) and no host synchronization."""
     dev = tri.device
     T = tri.shape[0]
     n = 3 * T
@@ -199,13 +201,13 @@ def _construct_tables_kernels(tri: torch.Tensor):
     inc_tri = torch.empty(n, dtype=torch.int64, device=dev)
     inc_opp = torch.empty(n, dtype=torch.int64, device=dev)
     neighbor = torch.empty(T, 3, dtype=torch.int32, device=dev)
-    _launch("antialias", "topology_insert", n, (tri, table, scratch, n, capacity), dev)
-    _launch("antialias", "topology_scan", 32 * num_tiles,
+    _launch("antialias_topology", "topology_insert", n, (tri, table, scratch, n, capacity), dev)
+    _launch("antialias_topology", "topology_scan", 32 * num_tiles,
             (table, scratch, edge_ptr, n, capacity, num_tiles), dev)
-    _launch("antialias", "topology_place", n,
+    _launch("antialias_topology", "topology_place", n,
             (tri, table, scratch, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, n, capacity,
              num_tiles), dev)
-    _launch("antialias", "topology_rank", n,
+    _launch("antialias_topology", "topology_rank", n,
             (tri, scratch, tri_edge, edge_ptr, inc_tri, inc_opp, n), dev)
     return tri_edge, edge_ptr, inc_tri, inc_opp, neighbor
 
@@ -337,12 +339,12 @@ def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp):
     pos, rast = _aligned(pos), _aligned(rast)
     pair_t = torch.empty(N, 2, dtype=torch.float32, device=device)
     pair_meta = torch.empty(N, dtype=torch.int32, device=device)
-    _launch("antialias", "antialias_fwd_pairs", N,
+    _launch("antialias_forward", "antialias_fwd_pairs", N,
             (rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, pair_t, pair_meta,
              N, W, H, V, T, edge_ptr.shape[0] - 1, pos.ndim == 3), device)
     out = torch.empty_like(color)
-    _launch("antialias", "antialias_fwd_blend", N, (color, pair_t, pair_meta, out, N, W, H, C),
-            device)
+    _launch("antialias_forward", "antialias_fwd_blend", N,
+            (color, pair_t, pair_meta, out, N, W, H, C), device)
     return out, pair_t, pair_meta
 
 
@@ -382,7 +384,7 @@ def antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out, pos_g
     pair_grad = torch.empty(2 * N, dtype=torch.float32, device=device) if det else null
     entry_rows = (torch.empty(4 * N, dtype=torch.int32, device=device) if det
                   else _unused(device, torch.int32))
-    _launch("antialias", "antialias_bwd", N,
+    _launch("antialias_backward", "antialias_bwd", N,
             (color, grad_out, rast, pos, tri, pair_t, pair_meta,
              grad_color if want_color else null, grad_pos if want_pos else null,
              pair_grad, entry_rows, N, W, H, C, V, T, pos.ndim == 3,
@@ -390,7 +392,7 @@ def antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out, pos_g
             device)
     if det:
         order, row_start = _row_segments(entry_rows, num_rows)
-        _launch("antialias", "antialias_bwd_pos_reduce", num_rows,
+        _launch("antialias_backward", "antialias_bwd_pos_reduce", num_rows,
                 (rast, pos, tri, pair_meta, pair_grad, order, row_start, grad_pos,
                  num_rows, W, H, V, T, pos.ndim == 3), device)
     return grad_color, grad_pos

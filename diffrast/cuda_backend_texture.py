@@ -4,10 +4,10 @@
 :func:`texture` and :func:`construct_mip` here (through :data:`Backend`), with the same
 signatures as the reference backend (:mod:`diffrast.reference.texture`,
 :mod:`diffrast.reference.mipmap`) and the same results to float32 rounding. The work is done by
-the kernels of ``cuda_ops/texture.cu`` (sampling, forward and backward) and
-``cuda_ops/texture_mip.cu`` (mip pyramid, forward and backward), launched on torch's current
-stream through :mod:`diffrast.cuda_ops.loader`. Every output is allocated by torch; nothing here
-synchronizes with the host or reads a value back from the device.
+the kernels of ``cuda_ops/texture_forward.cu`` and ``cuda_ops/texture_backward.cu`` (sampling)
+and of ``cuda_ops/texture_mip_forward.cu`` and ``cuda_ops/texture_mip_backward.cu`` (mip pyramid),
+launched on torch's current stream through :mod:`diffrast.cuda_ops.loader`. Every output is
+allocated by torch; nothing here synchronizes with the host or reads a value back from the device.
 
 Mip levels. :func:`construct_mip` builds all levels below the base into one flat buffer (the
 levels one after the other, each in the texture's layout), a few levels per launch, as the output
@@ -24,11 +24,13 @@ Texture gradients (base and every level) are summed with float atomics (combined
 when all its lanes hit the same texel), or, in deterministic mode
 (:func:`diffrast.set_deterministic` or ``torch.use_deterministic_algorithms(True)``), without
 float atomics: in per-texel fixed point with integer atomics, whose sums do not depend on the
-order of the additions (see the comment at the top of ``cuda_ops/texture.cu``).
+order of the additions (see the comment at the top of ``cuda_ops/texture_accumulate.cuh``).
 """
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -37,8 +39,9 @@ from .cuda_backend import (THREADS, _INT32_MAX, _launch, _pixel_strides, _unused
                            deterministic)
 from .reference import mipmap as _ref_mipmap
 
-__all__ = ["Backend", "MipLevels", "texture", "construct_mip", "texture_backward",
-           "construct_mip_backward", "available", "deterministic"]
+__all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "texture",
+           "construct_mip", "texture_backward", "construct_mip_backward", "available",
+           "deterministic"]
 
 
 FILTER_IDS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
@@ -64,7 +67,7 @@ def _chained(tensors) -> bool:
 
 
 # ==============================================================================================
-# Mip pyramid (cuda_ops/texture_mip.cu).
+# Mip pyramid (cuda_ops/texture_mip_forward.cu, cuda_ops/texture_mip_backward.cu).
 
 
 # A backward chain launch at a level of at least this many texels (all images) becomes a single
@@ -72,15 +75,46 @@ def _chained(tensors) -> bool:
 CHAIN_SPLIT_TEXELS = 1 << 20
 
 
+@dataclass(frozen=True)
+class MipDownStep:
+    """One forward launch of ``mip_down``: levels ``level + 1 .. level + depth`` (``depth`` 1 to
+    4) built from level ``level`` by ``threads`` threads (derived from the level sizes, so not
+    part of the comparison of steps)."""
+
+    level: int
+    depth: int
+    threads: int = field(default=0, compare=False)
+    kernel: ClassVar[str] = "mip_down"
+
+
+@dataclass(frozen=True)
+class MipUpStep:
+    """One backward launch: the full gradients of levels ``top - 1`` down to ``level`` from that of
+    level ``top``, one thread per texel of ``level`` (``threads``, derived from the level sizes,
+    so not part of the comparison of steps). ``kernel`` is ``"mip_up"`` (one step, any sides:
+    ``top == level + 1``) or ``"mip_up_chain"`` (``steps`` steps, each a plain 2x2 mean of even
+    sides)."""
+
+    kernel: str
+    level: int
+    top: int
+    threads: int = field(default=0, compare=False)
+
+    @property
+    def steps(self) -> int:
+        """Number of levels the launch goes down."""
+        return self.top - self.level
+
+
 class MipPlan:
     """Sizes, offsets and launch schedules of the mip pyramid of one texture shape.
 
     ``sizes[k]`` is level k's (h, w) (level 0 the base), ``offsets[k]`` / ``numels[k]`` the
     position and size (in floats) of level k >= 1 in the flat buffer (``offsets[0]`` and
-    ``numels[0]`` are unused), ``down`` the forward launches ``(k, depth)`` (levels k+1..k+depth
-    from level k, depth <= 4), ``up`` the backward launches: ``("chain", j, cur)`` (levels
-    cur-1 .. j in one launch, every step a plain 2x2 mean; a large level j gets a launch of its
-    own) or ``("up", k)`` (level k from level k+1).
+    ``numels[0]`` are unused), ``down`` the forward launches in order (:class:`MipDownStep`:
+    levels k+1..k+depth from level k, depth <= 4), ``up`` the backward launches in order
+    (:class:`MipUpStep`: ``mip_up_chain`` for levels top-1 .. j in one launch, every step a plain
+    2x2 mean, a large level j getting a launch of its own; ``mip_up`` for level k from level k+1).
     """
 
     __slots__ = ("tex_shape", "cube", "images", "channels", "sizes", "shapes", "offsets",
@@ -118,7 +152,7 @@ class MipPlan:
             depth = 1
             while depth < 4 and k + depth < L and even(k + depth):
                 depth += 1
-            self.down.append((k, depth))
+            self.down.append(self._down_step(k, depth))
             k += depth
         self.up = []
         cur = L
@@ -130,8 +164,21 @@ class MipPlan:
                 self._chain(j, cur)
                 cur = j
             else:
-                self.up.append(("up", cur - 1))
+                self.up.append(self._up_step("mip_up", cur - 1, cur))
                 cur -= 1
+
+    def _down_step(self, k, depth) -> MipDownStep:
+        h1, w1 = self.sizes[k + 1]
+        if depth == 1:  # a thread per texel of level k+1
+            threads = self.images * h1 * w1
+        else:  # a warp per 8 x 4 patch of level k+2
+            h2, w2 = h1 // 2, w1 // 2
+            threads = self.images * ((h2 + 3) // 4) * ((w2 + 7) // 8) * 32
+        return MipDownStep(k, depth, threads)
+
+    def _up_step(self, kernel, level, top) -> MipUpStep:
+        h, w = self.sizes[level]
+        return MipUpStep(kernel, level, top, self.images * h * w)
 
     def _chain(self, j, top):
         """Backward launches for levels top-1 .. j, every step a 2x2 mean: one chain, except that
@@ -141,9 +188,9 @@ class MipPlan:
         h, w = self.sizes[j]
         if top - j > 1 and self.images * h * w >= CHAIN_SPLIT_TEXELS:
             self._chain(j + 1, top)
-            self.up.append(("chain", j, j + 1))
+            self.up.append(self._up_step("mip_up_chain", j, j + 1))
         else:
-            self.up.append(("chain", j, top))
+            self.up.append(self._up_step("mip_up_chain", j, top))
 
 
 _plans: dict = {}
@@ -164,17 +211,10 @@ def mip_plan(tex_shape, cube: bool, max_mip_level) -> MipPlan:
 
 
 def _mip_forward(tex: torch.Tensor, flat: torch.Tensor, plan: MipPlan) -> None:
-    device = tex.device
     H, W = plan.sizes[0]
-    for k, depth in plan.down:
-        h1, w1 = plan.sizes[k + 1]
-        if depth == 1:
-            threads = plan.images * h1 * w1
-        else:
-            h2, w2 = h1 // 2, w1 // 2
-            threads = plan.images * ((h2 + 3) // 4) * ((w2 + 7) // 8) * 32
-        _launch("texture_mip", "mip_down", threads,
-                (tex, flat, plan.images, H, W, plan.channels, k, depth), device)
+    for step in plan.down:
+        _launch("texture_mip_forward", step.kernel, step.threads,
+                (tex, flat, plan.images, H, W, plan.channels, step.level, step.depth), tex.device)
 
 
 def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
@@ -185,25 +225,18 @@ def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
     L = plan.num_levels
     grad_tex = torch.empty(plan.tex_shape, dtype=tex_dtype, device=device)
     # Full gradients of the intermediate levels, where a step needs them.
-    needs_totals = any(step[1] > 0 for step in plan.up)
+    needs_totals = any(step.level > 0 for step in plan.up)
     totals = torch.empty(plan.total, dtype=grad.dtype, device=device) if needs_totals else None
     totals_arg = totals if totals is not None else _unused(device)
-    cur = L
     for step in plan.up:
-        if step[0] == "chain":
-            _, j, top = step
-            h, w = plan.sizes[j]
-            _launch("texture_mip", "mip_up_chain", plan.images * h * w,
-                    (grad, totals_arg, grad_tex, plan.images, H, W, C, j, top - j, top == L),
-                    device)
-            cur = j
+        top_is_raw = step.top == L  # the top level's full gradient is its own, in `grad`
+        if step.kernel == "mip_up_chain":
+            args = (grad, totals_arg, grad_tex, plan.images, H, W, C, step.level, step.steps,
+                    top_is_raw)
         else:
-            _, k = step
-            h, w = plan.sizes[k]
-            _launch("texture_mip", "mip_up", plan.images * h * w,
-                    (grad, totals_arg, grad_tex, plan.images, H, W, C, k, k + 1 == L), device)
-            cur = k
-    assert cur == 0
+            args = (grad, totals_arg, grad_tex, plan.images, H, W, C, step.level, top_is_raw)
+        _launch("texture_mip_backward", step.kernel, step.threads, args, device)
+    assert plan.up[-1].level == 0
     return grad_tex
 
 
@@ -268,7 +301,7 @@ def construct_mip(tex: torch.Tensor, max_mip_level=None, cube_mode: bool = False
 
 
 # ==============================================================================================
-# Sampling (cuda_ops/texture.cu).
+# Sampling (cuda_ops/texture_forward.cu, cuda_ops/texture_backward.cu).
 
 
 def _mip_inputs(mip_levels):
@@ -283,7 +316,8 @@ def _mip_inputs(mip_levels):
 
 def _config(boundary, tex_batched, has_da, has_bias, want_tex0=False, want_mip=False,
             want_uv=False, want_da=False, want_bias=False, mode=_FAST) -> int:
-    """The kernels' packed ``config`` argument (see TEXTURE_FWD_ARGS in cuda_ops/texture.cu)."""
+    """The kernels' packed ``config`` argument (see TEXTURE_BWD_ARGS in
+    cuda_ops/texture_backward.cu)."""
     return (boundary | int(tex_batched) << 2 | int(has_da) << 3 | int(has_bias) << 4
             | int(want_tex0) << 5 | int(want_mip) << 6 | int(want_uv) << 7 | int(want_da) << 8
             | int(want_bias) << 9 | mode << 10)
@@ -316,7 +350,7 @@ class _Texture(torch.autograd.Function):
         out = torch.empty(B, oh, ow, C, dtype=tex.dtype, device=device)
         kernel = "texture_fwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
         config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None)
-        _launch("texture", kernel, N,
+        _launch("texture_forward", kernel, N,
                 (tex, mipbuf, uv, uv_da if uv_da is not None else null,
                  bias if bias is not None else null, out,
                  N, oh * ow, tex.shape[0], H, W, C, num_levels, config), device)
@@ -407,7 +441,7 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
         raise ValueError(f"deterministic texture gradients support at most {_INT32_MAX} "
                          f"texels (base and mip levels), got {grad_flat.numel() // C}")
     if det:
-        # Fixed-point accumulation (see cuda_ops/texture.cu): a first pass records each
+        # Fixed-point accumulation (see cuda_ops/texture_accumulate.cuh): a first pass records each
         # texel channel's largest contribution, the second sums integers, the last converts.
         max_bits = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
         flags = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
@@ -417,7 +451,7 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
     for pass_mode in ((_DET_SCAN, _DET_SUM) if det else (_FAST,)):
         config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None,
                          want_tex0, want_mip, want_uv, want_da, want_bias, pass_mode)
-        _launch("texture", kernel, N,
+        _launch("texture_backward", kernel, N,
                 (tex, mipbuf, uv, uv_da if uv_da is not None else null,
                  bias if bias is not None else null, grad_out, *g_strides,
                  grad_flat if grad_flat is not None else null,
@@ -425,7 +459,7 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
                  grad_bias if want_bias else null, max_bits, flags, acc,
                  N, oh * ow, tex.shape[0], H, W, C, num_levels, config, count_log2), device)
     if det:
-        _launch("texture", "texture_grad_finish", grad_flat.numel(),
+        _launch("texture_backward", "texture_grad_finish", grad_flat.numel(),
                 (acc, max_bits, flags, grad_flat, grad_flat.numel() // C, C, count_log2),
                 device)
     return grad_flat, grad_uv, grad_da, grad_bias

@@ -1,4 +1,4 @@
-"""``RasterizeCudaContext``: rasterization in CUDA kernels (``cuda_ops/rasterize_cuda.cu``).
+"""``RasterizeCudaContext``: rasterization in CUDA kernels (``cuda_ops/rasterize_forward.cu``).
 
 Data-centre GPUs (H100 and the like) carry almost no fixed-function graphics hardware, so their
 OpenGL rasterizer is slow; this context rasterizes with CuPy RawKernels into exactly the same
@@ -10,15 +10,14 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import _library
-from .context import resolve_device
 from .cuda_ops import loader
+from .raster_context import RasterContext, resolve_device
 
 _THREADS = 256
-_SETUP_THREADS = 128  # kSetupThreads of cuda_ops/rasterize_cuda.cu
+_SETUP_THREADS = 128  # kSetupThreads of cuda_ops/rasterize_forward.cu
 
 
-class RasterizeCudaContext:
+class RasterizeCudaContext(RasterContext):
     """Create a new CUDA rasterizer context.
 
     The design is a visibility buffer: each covered pixel keeps the 64-bit minimum of
@@ -33,6 +32,13 @@ class RasterizeCudaContext:
         output_db (bool): Compute and output image-space derivatives of barycentrics.
     """
 
+    #: Rendering may be captured in a CUDA graph (see the README's "CUDA graphs").
+    capturable = True
+    #: Any size whose pixel indices fit the kernels' 64-bit arithmetic; bounded for sanity.
+    max_resolution = (1 << 15, 1 << 15)
+    #: No limit of its own on the images a :class:`~diffrast.DepthPeeler` peels at once.
+    max_layers = 1 << 30
+
     def __init__(self, device=None, output_db=True):
         if not torch.cuda.is_available():
             raise RuntimeError("RasterizeCudaContext needs a CUDA device; use RasterizeGLContext "
@@ -42,15 +48,11 @@ class RasterizeCudaContext:
                               "(or [cuda12])")
         self.device = resolve_device(device, kinds=("cuda",))
         self.output_db = bool(output_db)
-        self.active_peeler = None
         self._dummy = torch.zeros(1, dtype=torch.int64, device=self.device)  # unused range arguments
         props = torch.cuda.get_device_properties(self.device)
         self._persistent_blocks = props.multi_processor_count * 8
         # Fewer work items than this would leave most of the GPU idle with a thread per item.
         self._few_items = props.multi_processor_count * 256
-        # Any size whose pixel indices fit the kernels' 64-bit arithmetic; bounded for sanity.
-        self.max_resolution = (1 << 15, 1 << 15)
-        self.max_layers = 1 << 30
         # Scratch kept between calls, grown when a call needs more: two key buffers (the one a
         # call rasterizes into, and the previous depth layer's when peeling), the big-triangle
         # list and its counters (left at zero by the resolve kernel).
@@ -60,21 +62,19 @@ class RasterizeCudaContext:
         self._states = None
         self._stream = None
         self._plans = None  # _plan's results by call shape
-        self._capturing = False  # the current call is being captured into a CUDA graph
         self._captured_scratch = {}  # scratch buffers CUDA graphs captured (kept alive)
-        _library.context_handle(self)  # how custom ops name it under torch.compile
+        super().__init__()
 
-    def _follow_stream(self):
+    def _follow_stream(self) -> bool:
         """Keeps the scratch usable on torch's current stream (it waits for the stream that
-        used it last, and the allocator learns the scratch is used on it). While a CUDA graph is
-        being captured nothing is done: ``torch.cuda.graph`` synchronizes before capturing, and
-        a captured stream may not wait on work outside the capture; the buffers the capture uses
-        are kept for the graph's lifetime instead (:meth:`_scratch`)."""
+        used it last, and the allocator learns the scratch is used on it); returns whether the
+        stream is being captured into a CUDA graph. While it is, nothing is done:
+        ``torch.cuda.graph`` synchronizes before capturing, and a captured stream may not wait on
+        work outside the capture; the buffers the capture uses are kept for the graph's lifetime
+        instead (:meth:`render`)."""
         handle = loader.raw_stream(self.device.index)
         if torch.cuda.is_current_stream_capturing():
-            self._capturing = True
-            return
-        self._capturing = False
+            return True
         if self._stream is None:
             self._stream = (handle, torch.cuda.current_stream(self.device))
         elif handle != self._stream[0]:
@@ -84,6 +84,7 @@ class RasterizeCudaContext:
                 if t is not None:
                     t.record_stream(current)
             self._stream = (handle, current)
+        return False
 
     def _scratch(self, pixels, items, chunks):
         """Key buffers of at least ``pixels``, big lists of ``items``, ``chunks`` counters; a
@@ -138,35 +139,36 @@ class RasterizeCudaContext:
         plan = self._plans[key] = (keys, setup, launches, chunks)
         return plan
 
-    def _render(self, pos, tri, resolution, ranges, layer_index=0, peel=False):
-        """Rasterize all images; returns ``(rast, rast_db or None)``. Inputs are validated."""
+    def render(self, pos, tri, resolution, ranges, layer_index, peel, rast, rast_db) -> None:
+        """Render a batch of images into ``rast`` (and ``rast_db``), as
+        :meth:`diffrast.raster_context.RasterContext.render` says: every triangle of every image
+        writes the 64-bit minimum of (depth, triangle id) into a key per pixel, then a resolve
+        pass computes each pixel's outputs from its key. Peeling keeps the previous layer's keys
+        and drops fragments not behind them."""
         height, width = resolution
+        num_images = rast.shape[0]
+        if num_images == 0:
+            return
         dev = self.device
         instanced = ranges is None
         num_vertices, num_triangles = pos.shape[-2], tri.shape[0]
         if instanced:
-            num_images = pos.shape[0]
             num_items = num_images * num_triangles
             offsets = starts = self._dummy
         else:
-            num_images = ranges.shape[0]
             counts = ranges[:, 1].long()
             offs = torch.zeros(num_images + 1, dtype=torch.int64)
             offs[1:] = torch.cumsum(counts, 0)
             num_items = int(offs[-1])
             offsets = offs.to(dev, non_blocking=True)
             starts = ranges[:, 0].to(dev, non_blocking=True)
-        rast = torch.empty(num_images, height, width, 4, dtype=torch.float32, device=dev)
-        rast_db = torch.empty_like(rast) if self.output_db else None
-        if num_images == 0:
-            return rast, rast_db
-        self._follow_stream()
+        capturing = self._follow_stream()
         pixels = num_images * height * width
         peel_prev = peel and layer_index > 0 and self._peel_index is not None
         cur = 1 - self._peel_index if peel_prev else 0
         keys, setup, launches, chunks = self._plan(max(num_items, 0), width, height, pixels, cur,
                                                    peel_prev)
-        if self._capturing:
+        if capturing:
             # A captured graph keeps raw pointers to the scratch it uses: never free those
             # buffers (a later, larger call allocates new ones beside them).
             self._captured_scratch.update(
@@ -175,16 +177,15 @@ class RasterizeCudaContext:
         common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
         for blocks, setup_args, big_args in launches:
             if blocks > 0:
-                loader.launch("rasterize_cuda", setup, blocks, _SETUP_THREADS, common + setup_args, dev)
-                loader.launch("rasterize_cuda", "raster_big", self._persistent_blocks, (16, 16, 1),
+                loader.launch("rasterize_forward", setup, blocks, _SETUP_THREADS, common + setup_args, dev)
+                loader.launch("rasterize_forward", "raster_big", self._persistent_blocks, (16, 16, 1),
                               common + big_args, dev)
-        loader.launch("rasterize_cuda", "resolve", loader.blocks(max(pixels, chunks), _THREADS), _THREADS,
+        loader.launch("rasterize_forward", "resolve", loader.blocks(max(pixels, chunks), _THREADS), _THREADS,
                       (pos, tri, num_vertices, num_triangles, int(instanced), keys, self._states, chunks,
                        num_images, width, height, rast, rast_db if rast_db is not None else rast,
-                       int(self.output_db)), dev)
+                       int(rast_db is not None)), dev)
         # Peeling: the next layer keeps only keys behind these.
         self._peel_index = cur if peel else None
-        return rast, rast_db
 
 
 def _chunking(num_items, width, height):

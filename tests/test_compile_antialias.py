@@ -264,7 +264,7 @@ def test_sync_free_tables_equal_reference(mesh):
     assert torch.equal(cb.neighbor_table(cb.reference_topology(topo)), neighbor)
 
 
-# The kernels (cuda_ops/antialias.cu, emulated on the CPU): the same tables up to the numbering
+# The kernels (cuda_ops/antialias_topology.cu, emulated on the CPU): the same tables up to the numbering
 # of the edges (by first incidence instead of by vertex key).
 
 def _heavy_meshes():
@@ -382,10 +382,10 @@ def test_kernel_scan_looks_back_over_aggregates(emulated, prefix_at):
     T, n, cpu = tri.shape[0], 3 * tri.shape[0], torch.device("cpu")
     table, scratch, capacity, tiles = cb._topology_buffers(T, cpu)
     assert tiles > 40
-    cb._launch("antialias", "topology_insert", n, (tri, table, scratch, n, capacity), cpu)
+    cb._launch("antialias_topology", "topology_insert", n, (tri, table, scratch, n, capacity), cpu)
     inserted = table.clone()
     want_ptr = torch.empty(n + 1, dtype=torch.int64)
-    cb._launch("antialias", "topology_scan", 32 * tiles,
+    cb._launch("antialias_topology", "topology_scan", 32 * tiles,
                (table, scratch, want_ptr, n, capacity, tiles), cpu)
     status = table[2 * capacity:2 * capacity + tiles].tolist()
     assert all(w >> 62 == -2 for w in status)  # flag 2 (the sign bit): inclusive prefixes
@@ -404,7 +404,7 @@ def test_kernel_scan_looks_back_over_aggregates(emulated, prefix_at):
         table[2 * capacity + prefix_at] = word(2, value[prefix_at])
     table[2 * capacity + tiles] = first  # the ticket: the next warp takes tile `first`
     edge_ptr = torch.full((n + 1,), -1, dtype=torch.int64)
-    cb._launch("antialias", "topology_scan", 32 * 3,
+    cb._launch("antialias_topology", "topology_scan", 32 * 3,
                (table, scratch, edge_ptr, n, capacity, tiles), cpu)
     assert table[2 * capacity + first:2 * capacity + tiles].tolist() == status[first:]
     start = value[first - 1] >> 31  # the first edge id of tile `first`

@@ -1,5 +1,6 @@
-"""The CUDA antialias (cuda_ops/antialias.cu through diffrast.cuda_backend_antialias) and its GPU
-topology construction against the reference.
+"""The CUDA antialias (cuda_ops/antialias_forward.cu, antialias_backward.cu and
+antialias_topology.cu through diffrast.cuda_backend_antialias) and its GPU topology construction
+against the reference.
 
 Tests that take the ``kernels`` fixture run twice: on a GPU (``cuda``, marked ``gpu``) and on the
 CPU (``emulated``: the kernels compiled as C++ and run by the lockstep warp emulator,
@@ -8,7 +9,7 @@ tests/helpers/kernel_emulator.py; skipped without a C++ compiler), so that the k
 determinism, sizes too large for the emulation).
 
 Exactness: the kernels evaluate every decision with explicitly rounded float32 operations in the
-reference's order on the CPU (see the header of cuda_ops/antialias.cu), so the emulation must
+reference's order on the CPU (see the header of cuda_ops/antialias_pairs.cuh), so the emulation must
 reproduce the CPU reference's forward output bit for bit, and the GPU should too. Against the
 reference run with torch's CUDA ops (whose cross product may contract differently into FMAs), a
 pixel pair whose edge passes within float32 round-off of a pixel centre can decide differently;
@@ -152,11 +153,11 @@ def test_kernels_named_by_the_backend_exist():
     import re
     with open(cb.__file__) as f:
         glue = f.read()
-    names = re.findall(r'_launch\("antialias", "(\w+)"', glue)
+    names = re.findall(r'_launch\("(antialias_\w+)", "(\w+)"', glue)
     assert len(names) == 8
-    for kernel in names:
+    for module, kernel in names:
         assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
-                         loader.source("antialias")), kernel
+                         loader.source(module)), (module, kernel)
 
 
 def test_inconsistent_topology_is_refused():

@@ -1,5 +1,5 @@
-"""The CUDA kernels of interpolate (cuda_ops/interpolate.cu through diffrast.cuda_backend) against
-the reference.
+"""The CUDA kernels of interpolate (cuda_ops/interpolate_forward.cu and interpolate_backward.cu
+through diffrast.cuda_backend) against the reference.
 
 Every test that takes the ``kernels`` fixture runs twice: on a GPU (``cuda``, marked ``gpu``) and
 on the CPU through the warp emulator (``emulated``, tests/helpers/kernel_emulator.py; skipped without a

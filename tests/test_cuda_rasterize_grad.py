@@ -1,4 +1,4 @@
-"""The CUDA kernels of the rasterize backward (cuda_ops/rasterize.cu through
+"""The CUDA kernels of the rasterize backward (cuda_ops/rasterize_backward.cu through
 diffrast.cuda_backend.rasterize_grad) against the reference.
 
 Every test that takes the ``kernels`` fixture runs twice: on a GPU (``cuda``, marked ``gpu``) and

@@ -5,6 +5,8 @@
 * The sources follow what NVRTC (through which ``cuda_ops/loader.py`` compiles them at run time)
   accepts: no host headers (NVRTC has no host standard library), local ``.cuh`` includes that
   exist, and every kernel declared ``extern "C" __global__`` (so its name is not mangled).
+* The layout: kernels only in ``.cu`` files, one module per op and direction, the helpers of
+  ``cuda_ops/common.cuh`` defined nowhere else.
 """
 import glob
 import os
@@ -27,9 +29,54 @@ def _name(path):
     return os.path.basename(path)
 
 
+MODULES = ["antialias_backward", "antialias_forward", "antialias_topology", "interpolate_backward",
+           "interpolate_forward", "rasterize_backward", "rasterize_forward", "texture_backward",
+           "texture_forward", "texture_mip_backward", "texture_mip_forward"]
+
+
 def test_there_are_kernel_sources():
-    names = [_name(p) for p in SOURCES]
-    assert "interpolate.cu" in names and "rasterize.cu" in names
+    assert [_name(p)[:-3] for p in SOURCES] == MODULES
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_sources_expand(module):
+    """loader.source inlines every local header once; what NVRTC compiles has no includes left."""
+    text = loader.source(module)
+    assert not re.search(r'^\s*#\s*include\s+"', text, re.M)
+    assert "#pragma once" not in text
+
+
+def test_kernels_live_in_the_module_files():
+    """Headers hold no kernels (the CPU kernel emulator finds a module's kernels in its own file's
+    text), and each kernel name belongs to one module."""
+    for path in HEADERS:
+        with open(path) as f:
+            assert "__global__" not in _strip_comments(f.read()), _name(path)
+    owner = {}
+    for path in SOURCES:
+        with open(path) as f:
+            for k in set(re.findall(r'extern\s+"C"\s+__global__\s+\w*\s*void\s+(\w+)', f.read())):
+                assert k not in owner, f"{k} in {owner.get(k)} and {_name(path)}"
+                owner[k] = _name(path)
+
+
+_DEFINITION = re.compile(r"^(?:template\s*<[^>]*>\s*)?(?:__device__\s+__forceinline__|inline)\s+"
+                         r"[\w:<>\s*&]+?\b(\w+)\s*\(", re.M)
+
+
+def test_common_helpers_are_defined_once():
+    """The helpers of common.cuh (rounded arithmetic, finite tests, load4, warp sums, ...) are
+    not defined again in another file."""
+    with open(os.path.join(loader.SOURCE_DIR, "common.cuh")) as f:
+        common = set(_DEFINITION.findall(f.read()))
+    assert {"add_rn", "mul_rn", "fma_rn", "is_finite", "imin", "load4", "lane_id",
+            "warp_sum_fixed_order"} <= common
+    for path in SOURCES + HEADERS:
+        if _name(path) == "common.cuh":
+            continue
+        with open(path) as f:
+            again = common & set(_DEFINITION.findall(_strip_comments(f.read())))
+        assert not again, f"{_name(path)} defines {sorted(again)} again (see common.cuh)"
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
@@ -69,11 +116,23 @@ def test_follows_nvrtc_rules(path):
 
 
 def test_kernels_named_by_the_backend_exist():
-    with open(cuda_backend.__file__) as f:
-        backend = f.read()
-    for module, kernel in re.findall(r'_launch\("(\w+)", "(\w+)"', backend):
-        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
-                         loader.source(module)), f"{kernel} not in cuda_ops/{module}.cu"
+    """Every launch with literal names, in every backend module, names a module of cuda_ops/ and
+    a kernel in it."""
+    package = os.path.dirname(cuda_backend.__file__)
+    modules = set()
+    for name in ("cuda_backend.py", "cuda_backend_texture.py", "cuda_backend_antialias.py",
+                 "cuda_context.py"):
+        with open(os.path.join(package, name)) as f:
+            backend = f.read()
+        launches = re.findall(r'(?:_launch|loader\.launch)\(\s*"(\w+)",\s*(?:"(\w+)")?', backend)
+        assert launches, name
+        for module, kernel in launches:
+            assert module in MODULES, f"{name}: no cuda_ops/{module}.cu"
+            modules.add(module)
+            if kernel:
+                assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
+                                 loader.source(module)), f"{kernel} not in cuda_ops/{module}.cu"
+    assert modules == set(MODULES)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""The CUDA texture kernels (cuda_ops/texture.cu and cuda_ops/texture_mip.cu through
-diffrast.cuda_backend_texture) against the reference (diffrast.reference.texture / mipmap).
+"""The CUDA texture kernels (cuda_ops/texture_{forward,backward}.cu and
+cuda_ops/texture_mip_{forward,backward}.cu through diffrast.cuda_backend_texture) against the
+reference (diffrast.reference.texture / mipmap).
 
 Tests that take the ``kernels`` fixture run twice: on a GPU (``cuda``, marked ``gpu``; the
 reference then runs on the same CUDA tensors) and on the CPU (``emulated``: the kernels compiled
@@ -362,25 +363,35 @@ def test_split_backward_chains_give_the_same_bits(kernels, shape, monkeypatch):
             g = _gen(4)
             ups = [torch.randn(lvl.shape, generator=g).to(kernels) for lvl in levels]
         grads.append(torch.autograd.grad(levels, [t], ups)[0])
-        steps = [s for s in cbt._plans[next(iter(cbt._plans))].up if s[0] == "chain"]
-        assert all(top - j == 1 for _, j, top in steps) == (split == 1)
+        steps = [s for s in cbt._plans[next(iter(cbt._plans))].up if s.kernel == "mip_up_chain"]
+        assert all(s.steps == 1 for s in steps) == (split == 1)
     assert torch.equal(grads[0], grads[1])
 
 
 def test_mip_plan_schedules():
     """Forward launches fuse up to four levels through even sides; the backward chains every
     run of even steps into one launch."""
+    down = cbt.MipDownStep
+
+    def chain(j, top):
+        return cbt.MipUpStep("mip_up_chain", j, top)
+
+    def up(k):
+        return cbt.MipUpStep("mip_up", k, k + 1)
+
     p = cbt.mip_plan((1, 2048, 2048, 3), False, None)
     assert p.num_levels == 11
-    assert p.down == [(0, 4), (4, 4), (8, 3)]
-    assert p.up == [("chain", 2, 11), ("chain", 1, 2), ("chain", 0, 1)]  # large levels alone
-    assert cbt.mip_plan((1, 512, 512, 3), False, None).up == [("chain", 0, 9)]
+    assert p.down == [down(0, 4), down(4, 4), down(8, 3)]
+    assert p.up == [chain(2, 11), chain(1, 2), chain(0, 1)]  # large levels alone
+    assert [s.threads for s in p.down] == [512 * 512, 32 * 32, 32]  # warps of 8x4 texels of level k+2
+    assert [s.threads for s in p.up] == [512 * 512, 1024 * 1024, 2048 * 2048]
+    assert cbt.mip_plan((1, 512, 512, 3), False, None).up == [chain(0, 9)]
     p = cbt.mip_plan((1, 37, 53, 3), False, None)   # 18x26, 9x13, 4x6, 2x3, 1x1
     assert p.sizes == [(37, 53), (18, 26), (9, 13), (4, 6), (2, 3), (1, 1)]
-    assert p.down == [(0, 2), (2, 2), (4, 1)]
-    assert p.up == [("up", 4), ("chain", 3, 4), ("up", 2), ("chain", 1, 2), ("up", 0)]
+    assert p.down == [down(0, 2), down(2, 2), down(4, 1)]
+    assert p.up == [up(4), chain(3, 4), up(2), chain(1, 2), up(0)]
     p = cbt.mip_plan((1, 6, 64, 64, 3), True, 2)
-    assert p.num_levels == 2 and p.down == [(0, 2)] and p.up == [("chain", 0, 2)]
+    assert p.num_levels == 2 and p.down == [down(0, 2)] and p.up == [chain(0, 2)]
     assert p.total == 6 * (32 * 32 + 16 * 16) * 3
 
 
@@ -600,14 +611,14 @@ def test_deterministic_mode_passes(kernels, deterministic):
     with counting_launches() as calls:
         run_texture(tex.to(kernels), uv.to(kernels), da.to(kernels), None,
                     filter_mode="linear-mipmap-linear")
-    kinds = [k for m, k in calls if m == "texture"]
+    kinds = [k for m, k in calls if m in ("texture_forward", "texture_backward")]
     assert kinds == ["texture_fwd_2d_miplinear", "texture_bwd_2d_miplinear",
                      "texture_bwd_2d_miplinear", "texture_grad_finish"]
     deterministic(False)
     with counting_launches() as calls:
         run_texture(tex.to(kernels), uv.to(kernels), da.to(kernels), None,
                     filter_mode="linear-mipmap-linear")
-    kinds = [k for m, k in calls if m == "texture"]
+    kinds = [k for m, k in calls if m in ("texture_forward", "texture_backward")]
     assert kinds == ["texture_fwd_2d_miplinear", "texture_bwd_2d_miplinear"]
 
 
@@ -622,7 +633,7 @@ def test_torch_deterministic_algorithms_select_deterministic_mode(kernels, deter
             b = run_texture(tex.to(kernels), uv.to(kernels), filter_mode="linear")
     finally:
         torch.use_deterministic_algorithms(saved)
-    assert ("texture", "texture_grad_finish") in calls
+    assert ("texture_backward", "texture_grad_finish") in calls
     assert torch.equal(a[1], b[1])
 
 
@@ -647,7 +658,8 @@ def test_kernels_named_by_the_backend_exist():
         for kind in ("2d", "cube"):
             for direction in ("fwd", "bwd"):
                 names.add(f"texture_{direction}_{kind}_{suffix}")
-    sources = loader.source("texture") + loader.source("texture_mip")
+    sources = "".join(loader.source(m) for m in ("texture_forward", "texture_backward",
+                                                 "texture_mip_forward", "texture_mip_backward"))
     found = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', sources))
     assert names <= found, names - found
 

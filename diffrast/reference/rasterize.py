@@ -89,7 +89,7 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     triangle; a pixel whose contribution is not finite in ``pos``'s precision (a triangle so
     close to degenerate at that pixel that ``s`` rounds to zero or its derivatives overflow)
     adds nothing, so that one such pixel cannot turn the whole gradient of its vertices into
-    NaN. The CUDA kernel (``cuda_ops/rasterize.cu``) applies the same rule.
+    NaN. The CUDA kernel (``cuda_ops/rasterize_backward.cu``) applies the same rule.
 
     Args:
         pos, tri, rast: as for :func:`pixel_barycentrics`.

@@ -1,4 +1,5 @@
-// The CUDA rasterizer behind RasterizeCudaContext: a visibility buffer.
+// rasterize forward: the CUDA rasterizer behind RasterizeCudaContext, a visibility buffer (its
+// backward pass, shared with the OpenGL path, is rasterize_backward.cu).
 //
 // 1. setup_and_raster_small: one thread per (image, triangle). It snaps the triangle to the
 //    pixel grid and finds the pixel centres it may cover. A triangle whose candidate box holds at
@@ -25,6 +26,7 @@
 // clipped polygon is snapped and drawn as a fan of triangles. Only when a clipped vertex lies at
 // w = 0 or beyond the snapping range is the triangle tested in homogeneous coordinates instead
 // (no division by w, double precision), its pixels clipped where their depth z/w leaves [-1, 1].
+#include "common.cuh"
 #include "triangle_id.cuh"
 
 namespace {
@@ -63,7 +65,7 @@ __device__ __forceinline__ void cross3(double ax, double ay, double aw, double b
 
 __device__ __forceinline__ bool finite4(float4 p)
 {
-    return isfinite(p.x) && isfinite(p.y) && isfinite(p.z) && isfinite(p.w);
+    return is_finite(p.x) && is_finite(p.y) && is_finite(p.z) && is_finite(p.w);
 }
 
 __device__ __forceinline__ float4 lerp4(float4 a, float4 b, float t)
@@ -96,9 +98,8 @@ __device__ __forceinline__ bool load_triangle(const float* __restrict__ pos, con
     int vi[3];
     if (!triangle_vertices(tri, t, num_vertices, vi))
         return false;
-    const float4* p4 = reinterpret_cast<const float4*>(pos);
     for (int i = 0; i < 3; ++i) {
-        c[i] = p4[vbase + vi[i]];
+        c[i] = load4(pos, vbase + vi[i]);
         if (!finite4(c[i]))
             return false;
     }
@@ -524,10 +525,10 @@ extern "C" __global__ void __launch_bounds__(kSetupThreads) setup_and_raster_sma
         }
     }
     // Boxes of up to big_area pixels: the warp tests them one after the other, 32 pixels at a time.
-    unsigned pending = __ballot_sync(0xffffffffu, kind == kByWarp);
+    unsigned pending = __ballot_sync(kFullWarp, kind == kByWarp);
     if (pending == 0)
         return;
-    const int lane = threadIdx.x & 31;
+    const int lane = lane_id();
     BoxRaster* warp_boxes = boxes + (threadIdx.x - lane);
     if (kind == kByWarp)
         warp_boxes[lane] = r;
@@ -551,7 +552,7 @@ extern "C" __global__ void setup_and_raster_by_warp(
     unsigned long long* __restrict__ big_state)
 {
     const long long local = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
+    const int lane = lane_id();
     if (local >= num_items)
         return;
     const long long w = item_offset + local;
@@ -654,10 +655,9 @@ extern "C" __global__ void resolve(
         const long long rem = p - (long long)b * pixels;
         const int y = (int)(rem / width), x = (int)(rem - (long long)y * width);
         const long long vbase = instanced ? (long long)b * num_vertices : 0;
-        const float4* p4 = reinterpret_cast<const float4*>(pos);
         float4 c[3];
         for (int i = 0; i < 3; ++i)
-            c[i] = p4[vbase + vi[i]];
+            c[i] = load4(pos, vbase + vi[i]);
         const double sx = 2.0 / width, sy = 2.0 / height;
         const Bary r = barycentrics(c, (x + 0.5) * 2.0 / width - 1.0, (y + 0.5) * 2.0 / height - 1.0);
         out = make_float4((float)r.u, (float)r.v, (float)depth_of(c, r), encode_triangle(t + 1));

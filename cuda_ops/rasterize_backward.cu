@@ -1,5 +1,6 @@
 // rasterize backward: gradient to the clip-space positions from the gradients of the
-// barycentrics (u, v) and, optionally, of their screen-space derivatives rast_db, float32.
+// barycentrics (u, v) and, optionally, of their screen-space derivatives rast_db, float32 (the
+// forward rasterizers: rasterize_forward.cu, and the OpenGL path).
 //
 // The forward values are those of diffrast/reference/rasterize.py (and of the fragment shader).
 // For a covered pixel (x, y) of image b with triangle corners c_i = (x_i, y_i, w_i), i = 0, 1, 2,
@@ -45,6 +46,7 @@
 // [0, V) contribute nothing; nothing is read through such indices. A pixel whose corner gradients
 // are not all finite (a triangle so close to degenerate there that s rounds to zero or the
 // derivatives overflow float32) contributes nothing either, as in the reference.
+#include "common.cuh"
 #include "accumulate.cuh"
 #include "triangle_id.cuh"
 
@@ -52,20 +54,10 @@ namespace {
 
 using namespace diffrast;
 
-__device__ __forceinline__ float4 load4(const float* __restrict__ base, long long index)
-{
-    return reinterpret_cast<const float4*>(base)[index];
-}
-
 __device__ __forceinline__ float3 f3(float x, float y, float z) { return make_float3(x, y, z); }
-// Finite test on the bit pattern (immune to fast-math assumptions).
-__device__ __forceinline__ bool finite_f(float a)
-{
-    return (__float_as_uint(a) & 0x7f800000u) != 0x7f800000u;
-}
 __device__ __forceinline__ bool finite3(float3 a)
 {
-    return finite_f(a.x) && finite_f(a.y) && finite_f(a.z);
+    return is_finite(a.x) && is_finite(a.y) && is_finite(a.z);
 }
 __device__ __forceinline__ float3 operator+(float3 a, float3 b) { return f3(a.x + b.x, a.y + b.y, a.z + b.z); }
 __device__ __forceinline__ float3 operator-(float3 a, float3 b) { return f3(a.x - b.x, a.y - b.y, a.z - b.z); }
@@ -256,7 +248,7 @@ extern "C" __global__ void rasterize_grad_reduce(
     int num_triangles, int instance_mode, int has_db, int has_depth, float sx, float sy)
 {
     const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
-    const int lane = (int)(threadIdx.x & 31u);
+    const int lane = lane_id();
     if (row >= num_rows)
         return;  // uniform across the warp
     const long long per_image = (long long)width * height;

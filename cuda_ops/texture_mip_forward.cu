@@ -1,19 +1,5 @@
-// texture_mip: mip pyramid construction (forward) and its backward, float32.
-//
-// The filter is diffrast/reference/mipmap.py's: each level halves the sides of the previous one
-// (n -> max(n / 2, 1)); along one axis, output texel j of m takes the area-weighted average of the
-// input texels under its footprint [j n/m, (j+1) n/m):
-//   n == 1:     the texel itself;
-//   n = 2m:     (x[2j] + x[2j+1]) / 2;
-//   n = 2m + 1: sum over the (at most 4) input texels i from floor(j n / m) of
-//               x[i] * |[i, i+1) ∩ [j n/m, (j+1) n/m)| / (n/m), an overlap computed exactly in
-//               units of 1/m texel;
-// the 2D filter applies the width axis, then the height axis, with the reference's rounding
-// (each axis' sum in the reference's order, explicitly rounded, no FMA contraction). Cube maps
-// are filtered face by face: an "image" below is one face of one texture (images = 6 Bt).
-//
-// Layout: a level is [images, h, w, C]; the levels 1..L are stored one after the other in one
-// flat buffer (the kernels compute each level's size and offset from the base size). Kernels:
+// texture_mip forward: mip pyramid construction, float32 (layout and filter in texture_mip.cuh;
+// the backward pass is in texture_mip_backward.cu).
 //
 //   mip_down        builds `depth` (1 to 4) consecutive levels from level k in one launch. depth 1:
 //                   one thread per texel of level k+1. depth 2 to 4 (the host asks for them only
@@ -23,26 +9,11 @@
 //                   and its mean, a texel of level k+2; a warp holds an 8 x 4 patch of level k+2
 //                   (lane = 8 row + column), and levels k+3 and k+4 are means of 2x2 lanes and of
 //                   2x2 of those, combined with warp shuffles (no shared memory, no barrier).
-//   mip_up          one step of the backward pass, as a gather (no atomics): for each texel i of
-//                   level k, out[i] = raw[i] + sum over the (at most 2 x 2) texels j of level k+1
-//                   whose footprint covers i of w(j, i) * total[j], where total is level k+1's
-//                   full gradient (its own plus everything from above).
-//   mip_up_chain    several steps at once, when every step from level j up to level j+s halves
-//                   even sides: then texel i has exactly one parent per level (i >> t) with
-//                   weight 1/4 per level, and
-//                   out[i] = raw_j[i] + (raw_{j+1} + (raw_{j+2} + ... + total_{j+s} / 4 ...) / 4) / 4
-//                   in that nesting (the reference's: total_t = raw_t + total_{t+1} / 4, exact
-//                   scalings by powers of two), one thread per texel of level j.
-// Every output texel is written by exactly one thread with a fixed order of operations, so the
-// results are deterministic. All offsets are 64-bit.
+#include "texture_mip.cuh"
 
 namespace {
 
-constexpr unsigned kFullWarp = 0xffffffffu;
-
-__device__ __forceinline__ int imax(int a, int b) { return a > b ? a : b; }
-__device__ __forceinline__ long long lmin(long long a, long long b) { return a < b ? a : b; }
-__device__ __forceinline__ long long lmax(long long a, long long b) { return a > b ? a : b; }
+using namespace diffrast;
 
 // The downsampling filter along one axis for output texel j of an input side n.
 struct AxisDown {
@@ -117,67 +88,7 @@ __device__ __forceinline__ float down_texel(const float* __restrict__ src, long 
     return axis_reduce(Y, rows);
 }
 
-// Parents of texel i of a level with side n in the next level (side max(n / 2, 1)), and their
-// weights w(j, i) (the forward filter's weight of input i in output j).
-struct AxisUp {
-    int count;    // 1 or 2
-    int idx[2];
-    float w[2];
-};
-
-__device__ __forceinline__ AxisUp axis_up(int i, int n)
-{
-    AxisUp A;
-    if (n == 1) {
-        A.count = 1;
-        A.idx[0] = A.idx[1] = 0;
-        A.w[0] = 1.0f;
-        A.w[1] = 0.0f;
-        return A;
-    }
-    if ((n & 1) == 0) {
-        A.count = 1;
-        A.idx[0] = A.idx[1] = i >> 1;
-        A.w[0] = 0.5f;
-        A.w[1] = 0.0f;
-        return A;
-    }
-    const long long m = n >> 1;
-    const long long lo = (long long)i * m, hi = lo + m;  // input texel, in units of 1/m texel
-    const long long j0 = lo / n, j1 = (hi - 1) / n;
-    A.count = j1 > j0 ? 2 : 1;
-#pragma unroll
-    for (int k = 0; k < 2; ++k) {
-        const long long j = j0 + k;
-        const long long overlap = lmax(lmin(hi, (j + 1) * n) - lmax(lo, j * n), 0);
-        A.idx[k] = (int)lmin(j, m - 1);
-        A.w[k] = (float)overlap / (float)n;
-    }
-    return A;
-}
-
 }  // namespace
-
-// Size (h, w) of level k of an H x W texture and the offset (floats) of level k >= 1 in the flat
-// buffer of levels 1.. (for k = 0: H x W and 0).
-__device__ __forceinline__ void level_geometry(int H, int W, int images, int C, int k, int& h,
-                                               int& w, long long& off)
-{
-    h = H;
-    w = W;
-    off = 0;
-    for (int j = 1; j <= k; ++j) {
-        if (j > 1)
-            off += (long long)images * h * w * C;
-        h = imax(h >> 1, 1);
-        w = imax(w >> 1, 1);
-    }
-}
-
-__device__ __forceinline__ long long level_floats(int images, int h, int w, int C)
-{
-    return (long long)images * h * w * C;
-}
 
 // Levels k+1 .. k+depth from level k (`tex` for k = 0, else in `flat`), written to `flat`.
 // depth 1: one thread per texel of level k+1. depth 2 to 4 (level k+1 has even sides; depth 3
@@ -216,7 +127,7 @@ extern "C" __global__ void mip_down(const float* __restrict__ tex, float* __rest
     const long long warp = t >> 5;
     if (warp >= (long long)images * ph * pw)
         return;
-    const int lane = (int)(threadIdx.x & 31u), lx = lane & 7, ly = lane >> 3;
+    const int lane = lane_id(), lx = lane & 7, ly = lane >> 3;
     const int px = (int)(warp % pw);
     const long long r = warp / pw;
     const int py = (int)(r % ph);
@@ -272,82 +183,5 @@ extern "C" __global__ void mip_down(const float* __restrict__ tex, float* __rest
                     d4[((img * h4 + (y >> 2)) * w4 + (x >> 2)) * C + c] = v4;
             }
         }
-    }
-}
-
-// One backward step: the full gradient of level k (own gradient from `raw` for k >= 1, plus
-// what reaches it from level k+1's full gradient, read from `raw` when level k+1 is the top,
-// else from `totals`), written to `totals` (k >= 1) or `out` (k = 0: the base texture's share).
-extern "C" __global__ void mip_up(const float* __restrict__ raw, float* __restrict__ totals,
-                                  float* __restrict__ out, int images, int H, int W, int C,
-                                  int k, int top_is_raw)
-{
-    int h, w;
-    long long off;
-    level_geometry(H, W, images, C, k, h, w, off);
-    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= (long long)images * h * w)
-        return;
-    const long long off1 = k == 0 ? 0 : off + level_floats(images, h, w, C);
-    const float* __restrict__ total = (top_is_raw ? raw : totals) + off1;
-    float* __restrict__ dst = k == 0 ? out : totals + off;
-    const int x = (int)(t % w);
-    const long long r = t / w;
-    const int y = (int)(r % h);
-    const long long img = r / h;
-    const int h1 = imax(h >> 1, 1), w1 = imax(w >> 1, 1);
-    const AxisUp X = axis_up(x, w), Y = axis_up(y, h);
-    for (int c = 0; c < C; ++c) {
-        // Height axis first, then width (the reverse of the forward pass).
-        float acc = 0.0f;
-        for (int kx = 0; kx < X.count; ++kx) {
-            float col = 0.0f;
-            for (int ky = 0; ky < Y.count; ++ky) {
-                const float v = total[((img * h1 + Y.idx[ky]) * w1 + X.idx[kx]) * C + c];
-                col = __fadd_rn(col, __fmul_rn(v, Y.w[ky]));
-            }
-            acc = __fadd_rn(acc, __fmul_rn(col, X.w[kx]));
-        }
-        dst[t * C + c] = k > 0 ? __fadd_rn(raw[off + t * C + c], acc) : acc;
-    }
-}
-
-// `steps` backward steps at once, from the full gradient of level j+steps (in `raw` if it is the
-// top level, else in `totals`) down to level j, every step a plain 2 x 2 mean (the sides of
-// levels j .. j+steps-1 are even); written as in mip_up.
-extern "C" __global__ void mip_up_chain(const float* __restrict__ raw, float* __restrict__ totals,
-                                        float* __restrict__ out, int images, int H, int W, int C,
-                                        int j, int steps, int top_is_raw)
-{
-    int h, w;
-    long long off;
-    level_geometry(H, W, images, C, j, h, w, off);
-    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= (long long)images * h * w)
-        return;
-    const int x = (int)(t % w);
-    const long long r = t / w;
-    const int y = (int)(r % h);
-    const long long img = r / h;
-    // Offsets of levels j+1 .. j+steps (each halves both even sides of the one before).
-    const long long off_next = j == 0 ? 0 : off + level_floats(images, h, w, C);
-    long long off_top = off_next;
-    for (int s = 1; s < steps; ++s)
-        off_top += level_floats(images, h >> s, w >> s, C);
-    const float* __restrict__ top = (top_is_raw ? raw : totals) + off_top;
-    float* __restrict__ dst = j == 0 ? out : totals + off;
-    const int hs = h >> steps, ws = w >> steps;
-    const long long top_index = (img * hs + (y >> steps)) * ws + (x >> steps);
-    for (int c = 0; c < C; ++c) {
-        float acc = top[top_index * C + c];
-        long long lo = off_top;
-        for (int s = steps - 1; s >= 1; --s) {
-            lo -= level_floats(images, h >> s, w >> s, C);  // offset of level j+s
-            const int hl = h >> s, wl = w >> s;
-            const long long idx = (img * hl + (y >> s)) * wl + (x >> s);
-            acc = __fadd_rn(raw[lo + idx * C + c], __fmul_rn(acc, 0.25f));
-        }
-        acc = __fmul_rn(acc, 0.25f);
-        dst[t * C + c] = j > 0 ? __fadd_rn(raw[off + t * C + c], acc) : acc;
     }
 }

@@ -1,14 +1,10 @@
-// interpolate: vertex attributes to image space (forward) and its backward pass, float32.
+// interpolate backward: gradients of interpolate_forward.cu's outputs to the attributes, the
+// barycentrics and their derivatives, float32.
 //
-// The math is diffrast/reference/interpolate.py's, term for term. Per pixel p with
-// (u, v, z/w, id + 1) = rast[p] and (dudX, dudY, dvdX, dvdY) = rast_db[p], the triangle's corner
-// attribute rows a0, a1, a2 (of image b in batched mode, of row block 0 otherwise) and w = 1-u-v:
-//
-//   out[p, i]         = u * a0[i] + v * a1[i] + w * a2[i]
-//   out_da[p, 2k]     = dudX * (a0 - a2)[j] + dvdX * (a1 - a2)[j]     with j = sel[k]
-//   out_da[p, 2k + 1] = dudY * (a0 - a2)[j] + dvdY * (a1 - a2)[j]
-//
-// Backward, with g = grad_out[p], (gx_k, gy_k) = grad_out_da[p, 2k : 2k + 2]:
+// The math is diffrast/reference/interpolate.py's. Per pixel p with (u, v, z/w, id + 1) =
+// rast[p], (dudX, dudY, dvdX, dvdY) = rast_db[p], corner attribute rows a0, a1, a2 and
+// w = 1-u-v (see interpolate_forward.cu), g = grad_out[p] and
+// (gx_k, gy_k) = grad_out_da[p, 2k : 2k + 2]:
 //
 //   grad_rast[p]    = (sum_i g_i (a0 - a2)_i, sum_i g_i (a1 - a2)_i, 0, 0)
 //   grad_rast_db[p] = (sum_k gx_k (a0-a2)_jk, sum_k gy_k (a0-a2)_jk,
@@ -17,36 +13,23 @@
 //   where e0_i = sum_{k: sel[k] = i} (dudX gx_k + dudY gy_k), e1_i likewise with dvdX, dvdY.
 //
 // Empty pixels (id + 1 outside [1, T], NaN/inf codes) and triangles with a vertex index outside
-// [0, V) produce zeros and pass on no gradient; nothing is read through such indices.
-//
-// The forward pass uses explicitly rounded multiplies and adds (no FMA contraction), so that its
-// results equal the reference's bit for bit on the same device.
+// [0, V) pass on no gradient; nothing is read through such indices.
 //
 // `diff_table` (int32, on the device) describes the selected attributes: sel[0..K) (the diff_attrs
 // list, duplicates allowed), then the inverse map as CSR: inv_ptr[0..A], inv_k[0..K) such that
 // inv_k[inv_ptr[i] .. inv_ptr[i + 1]) are the k with sel[k] = i, in increasing order.
 //
-// Layout: attr [Ba * V, A] rows (Ba = B when `attr_batched`, else 1), rast / rast_db / grad_rast /
-// grad_rast_db [N, 4] with N = B * H * W pixels, out [N, A], out_da [N, 2K]. One thread per pixel.
+// Layout: as interpolate_forward.cu's; grad_rast / grad_rast_db [N, 4]. One thread per pixel.
 // The loss gradients grad_out and grad_out_da are read in place through a pixel stride and a
 // channel stride each (element p, c at p * sp + c * sc): a contiguous gradient has (A, 1), the
 // expanded gradient of a sum (0, 0); the caller copies any other layout.
+#include "common.cuh"
 #include "accumulate.cuh"
 #include "triangle_id.cuh"
 
 namespace {
 
 using namespace diffrast;
-
-__device__ __forceinline__ float4 load4(const float* __restrict__ base, long long index)
-{
-    return reinterpret_cast<const float4*>(base)[index];
-}
-
-__device__ __forceinline__ void store4(float* __restrict__ base, long long index, float4 value)
-{
-    reinterpret_cast<float4*>(base)[index] = value;
-}
 
 // e0_i and e1_i of the header: the gradient reaching (a0 - a2)[i] and (a1 - a2)[i] through
 // out_da at one pixel.
@@ -65,55 +48,6 @@ __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __rest
 }
 
 }  // namespace
-
-extern "C" __global__ void interpolate_fwd(
-    const float* __restrict__ attr, const float* __restrict__ rast, const int* __restrict__ tri,
-    const float* __restrict__ rast_db, const int* __restrict__ diff_table,
-    float* __restrict__ out, float* __restrict__ out_da,
-    int num_pixels, int pixels_per_image, int num_vertices, int num_attrs, int num_triangles,
-    int attr_batched, int num_diff)
-{
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= num_pixels)
-        return;
-    const int A = num_attrs, K = num_diff;
-    float* o = out + (long long)p * A;
-    float* od = out_da + (long long)p * 2 * K;
-
-    const float4 r = load4(rast, p);
-    PixelTriangle pt;
-    if (!pixel_triangle(r.w, p / pixels_per_image, tri, num_triangles, num_vertices,
-                        attr_batched, pt)) {
-        for (int i = 0; i < A; ++i)
-            o[i] = 0.0f;
-        for (int k = 0; k < 2 * K; ++k)
-            od[k] = 0.0f;
-        return;
-    }
-    const float* a0 = attr + pt.row[0] * A;
-    const float* a1 = attr + pt.row[1] * A;
-    const float* a2 = attr + pt.row[2] * A;
-    const float u = r.x, v = r.y;
-    const float w = __fsub_rn(__fsub_rn(1.0f, u), v);
-    for (int i = 0; i < A; ++i)
-        o[i] = __fadd_rn(__fadd_rn(__fmul_rn(u, a0[i]), __fmul_rn(v, a1[i])), __fmul_rn(w, a2[i]));
-
-    if (K > 0) {
-        const float4 db = load4(rast_db, p);
-        for (int k = 0; k < K; ++k) {
-            const int j = diff_table[k];
-            float dx = 0.0f, dy = 0.0f;
-            if (j >= 0 && j < A) {
-                const float d0 = __fsub_rn(a0[j], a2[j]);
-                const float d1 = __fsub_rn(a1[j], a2[j]);
-                dx = __fadd_rn(__fmul_rn(db.x, d0), __fmul_rn(db.z, d1));
-                dy = __fadd_rn(__fmul_rn(db.y, d0), __fmul_rn(db.w, d1));
-            }
-            od[2 * k] = dx;
-            od[2 * k + 1] = dy;
-        }
-    }
-}
 
 // Backward pass. Writes grad_rast and grad_rast_db (when wanted) for every pixel; for grad_attr
 // either adds each covered pixel's corner contributions with warp-aggregated atomics (grad_attr
@@ -234,7 +168,7 @@ extern "C" __global__ void interpolate_bwd_reduce(
     int num_rows, int num_attrs, int num_diff)
 {
     const long long item = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
-    const int lane = (int)(threadIdx.x & 31u);
+    const int lane = lane_id();
     const int A = num_attrs, K = num_diff;
     if (A <= 0 || item >= (long long)num_rows * A)
         return;  // uniform across the warp

@@ -1,0 +1,210 @@
+// antialias backward: gradients of antialias_forward.cu's output to the colour and the
+// clip-space positions, float32 (rules, rounding and layouts in antialias_pairs.cuh).
+//
+// Passes (one thread per pixel, or per vertex row):
+//   antialias_bwd        grad_color by the forward blend's gather; the position gradient of the
+//                        pixel's own two pairs through t: atomicAdd into grad_pos by default, or,
+//                        in deterministic mode, the pair's dL/dt into pair_grad and the vertex
+//                        rows of its two edge ends into entry_rows, for antialias_bwd_pos_reduce.
+//   antialias_bwd_pos_reduce (deterministic mode) one thread per vertex row sums the row's entries
+//                        in the order of a stable sort by row (see the Python module), recomputing
+//                        each entry's contribution; no float atomics, bit-identical run to run.
+//
+// Robustness: as the forward pass's; in addition, only pairs whose denominator is non-zero are
+// differentiated.
+#include "common.cuh"
+#include "accumulate.cuh"
+#include "triangle_id.cuh"
+#include "antialias_pairs.cuh"
+
+namespace {
+
+using namespace diffrast;
+
+// Plain (contractible) products for the gradient, which only needs float32 accuracy.
+__device__ __forceinline__ Vec3 cross_plain(const Vec3& a, const Vec3& b)
+{
+    Vec3 r;
+    r.x = a.y * b.z - a.z * b.y;
+    r.y = a.z * b.x - a.x * b.z;
+    r.z = a.x * b.y - a.y * b.x;
+    return r;
+}
+
+// Geometry of the position gradient of one blending pair (the pair of pixel p along `vertical`):
+// with G = dLoss/dt, the gradients of the clip-space (x, y, w) of the crossing edge's two ends.
+// False if the pair cannot be differentiated (corrupt input, zero denominator).
+struct EdgeGrad {
+    long long row[2];
+    float gx[2], gy[2], gw[2];
+};
+
+__device__ bool pair_pos_grad(const Scene& s, const float* __restrict__ rast, long long p, int b,
+                              int x, int y, bool vertical, int meta, float G, EdgeGrad& out)
+{
+    const bool a_second = (meta & kPairASecond) != 0;
+    const int k = (meta >> kPairEdgeShift) & 3;
+    const int sx = vertical ? 0 : 1, sy = vertical ? 1 : 0;
+    const long long pa = a_second ? p + (vertical ? s.width : 1) : p;
+    const int t = decode_triangle(load4(rast, pa).w, s.num_triangles);
+    int vi[3];
+    if (t < 0 || k > 2 || !triangle_vertices(s.tri, t, s.num_vertices, vi))
+        return false;
+    const int ax = a_second ? x + sx : x, ay = a_second ? y + sy : y;
+    const float dx = (float)(a_second ? -sx : sx), dy = (float)(a_second ? -sy : sy);
+    const float cx = (float)ax + 0.5f, cy = (float)ay + 0.5f;
+    const int va = vi[k], vb = vi[k == 2 ? 0 : k + 1];
+    out.row[0] = vertex_row(s, b, va);
+    out.row[1] = vertex_row(s, b, vb);
+    const Vec3 Pa = pixel_space(s, load4(s.pos, out.row[0]), cx, cy);
+    const Vec3 Pb = pixel_space(s, load4(s.pos, out.row[1]), cx, cy);
+    const Vec3 L = cross_line(Pa, Pb);
+    const float den = add_rn(mul_rn(L.x, dx), mul_rn(L.y, dy));
+    if (!(den != 0.0f) || !is_finite(den))
+        return false;
+    // t = -L.z / den: dt/dL = (L.z dx / den^2, L.z dy / den^2, -1 / den).
+    const float q = 1.0f / den;
+    const float gq = G * q;
+    const float gl = gq * L.z * q;
+    const Vec3 gL = {gl * dx, gl * dy, -gq};
+    // L = Pa x Pb: dL.gL/dPa = Pb x gL, dL.gL/dPb = gL x Pa.
+    const Vec3 gP[2] = {cross_plain(Pb, gL), cross_plain(gL, Pa)};
+    // P = ((x + w) W/2 - cx w, (y + w) H/2 - cy w, w).
+    const float kx = s.half_w - cx, ky = s.half_h - cy;
+    for (int e = 0; e < 2; ++e) {
+        out.gx[e] = gP[e].x * s.half_w;
+        out.gy[e] = gP[e].y * s.half_h;
+        out.gw[e] = gP[e].x * kx + gP[e].y * ky + gP[e].z;
+    }
+    return true;
+}
+
+}  // namespace
+
+// Backward. grad_out is read through element strides (so that an expanded gradient, e.g. of a
+// .sum(), needs no copy). grad_color: the transpose of the blend, gathered per pixel. Position
+// gradient of the pixel's own pairs (right, above): atomicAdd into grad_pos (zeroed by the
+// caller), or in deterministic mode pair_grad[2p + j] = dLoss/dt * boost and entry_rows[4p + 2j + e]
+// = the vertex row of edge end e (0x7fffffff when the pair does not blend).
+extern "C" __global__ void antialias_bwd(
+    const float* __restrict__ color, const float* __restrict__ grad_out,
+    const float* __restrict__ rast, const float* __restrict__ pos, const int* __restrict__ tri,
+    const float* __restrict__ pair_t, const int* __restrict__ pair_meta,
+    float* __restrict__ grad_color, float* __restrict__ grad_pos, float* __restrict__ pair_grad,
+    int* __restrict__ entry_rows,
+    int num_pixels, int width, int height, int channels, int num_vertices, int num_triangles,
+    int pos_batched, int g_stride_b, int g_stride_y, int g_stride_x, int g_stride_c,
+    int want_color, int want_pos, int deterministic, float boost)
+{
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= num_pixels)
+        return;
+    const int hw = width * height;
+    const int b = p / hw;
+    const int rem = p - b * hw;
+    const int y = rem / width;
+    const int x = rem - y * width;
+    PairView pv[4];
+    pixel_pairs(pair_t, pair_meta, p, x, y, width, pv);
+    const long long C = channels;
+    const long long gsc = g_stride_c;
+    // grad_out offsets of the pixel and of its left, right, lower and upper neighbours
+    const long long g_self = (long long)b * g_stride_b + (long long)y * g_stride_y +
+                             (long long)x * g_stride_x;
+    const long long g_nb[4] = {g_self - g_stride_x, g_self + g_stride_x, g_self - g_stride_y,
+                               g_self + g_stride_y};
+
+    if (want_color) {
+        for (int c = 0; c < channels; ++c) {
+            const float g = grad_out[g_self + c * gsc];
+            float acc = g;
+            for (int i = 0; i < 4; ++i) {
+                if (!pv[i].valid)
+                    continue;
+                // target: out[p] gets -w * color[p]; source: out[other] gets +w * color[p].
+                acc += pv[i].target ? -pv[i].w * g : pv[i].w * grad_out[g_nb[i] + c * gsc];
+            }
+            grad_color[p * C + c] = acc;
+        }
+    }
+    if (!want_pos)
+        return;
+
+    const Scene s = make_scene(pos, tri, width, height, num_vertices, num_triangles, pos_batched);
+    const int m_self = pair_meta[p];
+    for (int j = 0; j < 2; ++j) {
+        const int meta = (m_self >> (8 * j)) & 0xff;
+        bool done = false;
+        if (meta & kPairValid) {
+            // The pair's view from this pixel (its first pixel): index 1 (right) or 3 (above).
+            const PairView& v = pv[j == 0 ? 1 : 3];
+            const long long tgt = v.target ? p : v.other;
+            const long long src = v.target ? v.other : p;
+            const long long g_tgt = v.target ? g_self : g_nb[j == 0 ? 1 : 3];
+            float dw = 0.0f;  // dLoss/dweight
+            for (int c = 0; c < channels; ++c)
+                dw += grad_out[g_tgt + c * gsc] * (color[src * C + c] - color[tgt * C + c]);
+            // weight = 0.5 - t when the target is the front pixel A (t < 0.5), else t - 0.5.
+            const bool a_second = (meta & kPairASecond) != 0;
+            const bool target_is_a = (meta & kPairTargetSecond) ? a_second : !a_second;
+            const float G = (target_is_a ? -dw : dw) * boost;
+            if (deterministic) {
+                EdgeGrad eg;
+                if (G != 0.0f && pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, G, eg)) {
+                    pair_grad[2LL * p + j] = G;
+                    entry_rows[4LL * p + 2 * j] = (int)eg.row[0];
+                    entry_rows[4LL * p + 2 * j + 1] = (int)eg.row[1];
+                    done = true;
+                }
+            } else if (G != 0.0f) {
+                EdgeGrad eg;
+                if (pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, G, eg)) {
+                    for (int e = 0; e < 2; ++e)
+                        atomic_add_xyw(grad_pos + eg.row[e] * 4, eg.gx[e], eg.gy[e], eg.gw[e]);
+                }
+            }
+        }
+        if (deterministic && !done) {
+            pair_grad[2LL * p + j] = 0.0f;
+            entry_rows[4LL * p + 2 * j] = 0x7fffffff;
+            entry_rows[4LL * p + 2 * j + 1] = 0x7fffffff;
+        }
+    }
+}
+
+// Deterministic position gradient: `order` lists the entries 4p + 2j + e sorted by vertex row
+// with a stable sort (so by pixel, pair and end within a row), row_start[r] .. row_start[r + 1]
+// is row r's part. One thread per row recomputes each entry's contribution and adds them in that
+// order. grad_pos is fully written (z and rows without entries get 0).
+extern "C" __global__ void antialias_bwd_pos_reduce(
+    const float* __restrict__ rast, const float* __restrict__ pos, const int* __restrict__ tri,
+    const int* __restrict__ pair_meta, const float* __restrict__ pair_grad,
+    const long long* __restrict__ order, const long long* __restrict__ row_start,
+    float* __restrict__ grad_pos,
+    int num_rows, int width, int height, int num_vertices, int num_triangles, int pos_batched)
+{
+    const int row = blockIdx.x * blockDim.x + threadIdx.x;
+    if (row >= num_rows)
+        return;
+    const Scene s = make_scene(pos, tri, width, height, num_vertices, num_triangles, pos_batched);
+    const int hw = width * height;
+    float gx = 0.0f, gy = 0.0f, gw = 0.0f;
+    for (long long i = row_start[row]; i < row_start[row + 1]; ++i) {
+        const long long entry = order[i];
+        const long long p = entry >> 2;
+        const int j = (int)((entry >> 1) & 1);
+        const int e = (int)(entry & 1);
+        const int meta = (pair_meta[p] >> (8 * j)) & 0xff;
+        const int b = (int)(p / hw);
+        const int rem = (int)(p - (long long)b * hw);
+        const int y = rem / width;
+        const int x = rem - y * width;
+        EdgeGrad eg;
+        if (pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, pair_grad[2 * p + j], eg)) {
+            gx += e ? eg.gx[1] : eg.gx[0];
+            gy += e ? eg.gy[1] : eg.gy[0];
+            gw += e ? eg.gw[1] : eg.gw[0];
+        }
+    }
+    reinterpret_cast<float4*>(grad_pos)[row] = make_float4(gx, gy, 0.0f, gw);
+}

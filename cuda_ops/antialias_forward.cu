@@ -1,0 +1,228 @@
+// antialias forward: analytic silhouette antialiasing, float32 (the backward pass is in
+// antialias_backward.cu; the rules, rounding and layouts shared by both in antialias_pairs.cuh).
+//
+// Topology (built by the kernels of antialias_topology.cu, or by torch ops; see
+// diffrast/cuda_backend_antialias.py and TopologyHash):
+//   nbr [T, 3] int32: for edge k of triangle t, the vertex opposite that edge in the one other
+//     triangle on the same undirected edge (manifold edge); -1 when no other triangle can
+//     continue the surface (a boundary edge, or the only other incidence is t itself); and
+//     -2 - e for an edge e with three or more incidences, whose incidences are then read from
+//     the CSR table: edge_ptr [E + 1], inc_tri [3T], inc_opp [3T] (int64).
+//
+// Passes (one thread per pixel each):
+//   antialias_fwd_pairs  evaluates the pixel's pair with its right neighbour and its pair with
+//                        the neighbour above; writes pair_t [N, 2] (crossing parameter t of each
+//                        pair) and pair_meta [N] (per pair one byte, see PairBits).
+//   antialias_fwd_blend  gathers the (up to four) pairs that blend into the pixel, in the
+//                        reference's order (left, right, below, above), and writes out. No atomics.
+//
+// Robustness: ids outside [1, T] and NaN/inf codes are empty; triangles with a vertex index
+// outside [0, V) never blend; opposite vertices out of range never continue a surface; CSR
+// offsets are clamped to the incidence table. Corrupt input can never cause an out-of-bounds
+// access. w <= 0, NaN and zero-area triangles follow the reference: D == 0 or non-finite never
+// crosses.
+#include "common.cuh"
+#include "triangle_id.cuh"
+#include "antialias_pairs.cuh"
+
+namespace {
+
+using namespace diffrast;
+
+// The clip-space corners of one triangle of image b, loaded once per thread and reused by the
+// thread's second pair when it has the same front triangle.
+struct TriCache {
+    int tri;   // triangle index loaded, or -1
+    bool ok;   // its vertex indices are all in range
+    int vi[3];
+    float4 v[3];
+};
+
+__device__ __forceinline__ bool load_triangle(const Scene& s, int b, int t, TriCache& c)
+{
+    if (c.tri == t)
+        return c.ok;
+    c.tri = t;
+    c.ok = triangle_vertices(s.tri, t, s.num_vertices, c.vi);
+    if (c.ok)
+        for (int i = 0; i < 3; ++i)
+            c.v[i] = load4(s.pos, vertex_row(s, b, c.vi[i]));
+    return c.ok;
+}
+
+// Whether the vertex `v` (opposite the edge in another triangle) lies strictly on the other side
+// of the edge line L than triangle T (of determinant D): then the surface continues across.
+__device__ __forceinline__ bool continues_across(const Scene& s, int b, long long v, const Vec3& L,
+                                                 float D, float cx, float cy)
+{
+    if (v < 0 || v >= s.num_vertices)
+        return false;
+    const Vec3 pe = pixel_space(s, load4(s.pos, vertex_row(s, b, (int)v)), cx, cy);
+    return mul_rn(dot3(L, pe), D) < 0.0f;
+}
+
+struct Topology {
+    const int* __restrict__ nbr;
+    const long long* __restrict__ edge_ptr;
+    const long long* __restrict__ inc_tri;
+    const long long* __restrict__ inc_opp;
+    int num_edges;
+};
+
+// Step 5 of the reference: edge k of triangle t is a silhouette unless another triangle on the
+// same undirected edge has its opposite vertex strictly on the other side of the edge line.
+__device__ bool is_silhouette(const Scene& s, const Topology& topo, int b, int t, int k,
+                              const Vec3& L, float D, float cx, float cy)
+{
+    const int n = topo.nbr[3LL * t + k];
+    if (n == -1)
+        return true;
+    if (n >= 0)
+        return !continues_across(s, b, n, L, D, cx, cy);
+    const long long e = -2LL - n;  // three or more incidences: the CSR table
+    if (e >= topo.num_edges)
+        return true;
+    const long long num_inc = 3LL * s.num_triangles;
+    long long j0 = topo.edge_ptr[e], j1 = topo.edge_ptr[e + 1];
+    j0 = j0 < 0 ? 0 : (j0 > num_inc ? num_inc : j0);
+    j1 = j1 < j0 ? j0 : (j1 > num_inc ? num_inc : j1);
+    for (long long j = j0; j < j1; ++j)
+        if (topo.inc_tri[j] != t && continues_across(s, b, topo.inc_opp[j], L, D, cx, cy))
+            return false;
+    return true;
+}
+
+// Evaluates the pair of pixel F = (fx, fy) and its neighbour S = F + (sx, sy) (one of them 1) in
+// image b, given their rast texels. Returns the pair's PairBits byte (0: no blend) and its t.
+__device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, int fy, int sx,
+                         int sy, float4 rf, float4 rs, TriCache& cache, float& t_out)
+{
+    const int id_f = decode_triangle(rf.w, s.num_triangles);
+    const int id_s = decode_triangle(rs.w, s.num_triangles);
+    if (id_f == id_s)
+        return 0;
+    // Front pixel: smaller z/w, empty pixels infinitely far, ties and NaN to the first pixel.
+    const float inf = __int_as_float(0x7f800000);
+    const float z_f = id_f < 0 ? inf : rf.z;
+    const float z_s = id_s < 0 ? inf : rs.z;
+    const bool a_second = z_s < z_f;
+    const int t = a_second ? id_s : id_f;
+    if (t < 0)
+        return 0;
+    if (!load_triangle(s, b, t, cache))
+        return 0;
+    const int ax = a_second ? fx + sx : fx;
+    const int ay = a_second ? fy + sy : fy;
+    const float dx = (float)(a_second ? -sx : sx);
+    const float dy = (float)(a_second ? -sy : sy);
+    const float cx = add_rn((float)ax, 0.5f);
+    const float cy = add_rn((float)ay, 0.5f);
+
+    Vec3 P[3], L[3];
+    for (int i = 0; i < 3; ++i)
+        P[i] = pixel_space(s, cache.v[i], cx, cy);
+    for (int i = 0; i < 3; ++i)
+        L[i] = cross_line(P[i], P[i == 2 ? 0 : i + 1]);
+    const float D = dot3(L[0], P[2]);
+    if (!(D != 0.0f) || !is_finite(D))
+        return 0;
+    const float sgn = D > 0.0f ? 1.0f : -1.0f;
+
+    // First exit from T along A -> B: the crossing edge with the smallest t (lowest k on ties).
+    float t_min = inf;
+    int k = 0;
+    for (int i = 0; i < 3; ++i) {
+        const float den = add_rn(mul_rn(L[i].x, dx), mul_rn(L[i].y, dy));
+        const float e_a = mul_rn(sgn, L[i].z);
+        const float e_b = mul_rn(sgn, add_rn(den, L[i].z));
+        if (e_a >= 0.0f && e_b < 0.0f) {
+            const float ti = div_rn(-L[i].z, den == 0.0f ? 1.0f : den);
+            if (ti < t_min) {
+                t_min = ti;
+                k = i;
+            }
+        }
+    }
+    if (!is_finite(t_min))
+        return 0;
+    // Orientation: horizontal pairs take steep edges, vertical pairs shallow ones.
+    const bool steep = fabsf(L[k].x) >= fabsf(L[k].y);
+    if (steep != (sy == 0))
+        return 0;
+    if (!is_silhouette(s, topo, b, t, k, L[k], D, cx, cy))
+        return 0;
+    t_out = t_min;
+    const bool to_a = t_min < 0.5f;
+    const bool target_second = to_a ? a_second : !a_second;
+    return kPairValid | (a_second ? kPairASecond : 0) | (target_second ? kPairTargetSecond : 0) |
+           (k << kPairEdgeShift);
+}
+
+}  // namespace
+
+// Pass 1: the pixel's pairs with its right neighbour and with the neighbour above.
+extern "C" __global__ void antialias_fwd_pairs(
+    const float* __restrict__ rast, const float* __restrict__ pos, const int* __restrict__ tri,
+    const int* __restrict__ nbr, const long long* __restrict__ edge_ptr,
+    const long long* __restrict__ inc_tri, const long long* __restrict__ inc_opp,
+    float* __restrict__ pair_t, int* __restrict__ pair_meta,
+    int num_pixels, int width, int height, int num_vertices, int num_triangles, int num_edges,
+    int pos_batched)
+{
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= num_pixels)
+        return;
+    const int hw = width * height;
+    const int b = p / hw;
+    const int rem = p - b * hw;
+    const int y = rem / width;
+    const int x = rem - y * width;
+    const Scene s = make_scene(pos, tri, width, height, num_vertices, num_triangles, pos_batched);
+    Topology topo;
+    topo.nbr = nbr;
+    topo.edge_ptr = edge_ptr;
+    topo.inc_tri = inc_tri;
+    topo.inc_opp = inc_opp;
+    topo.num_edges = num_edges;
+
+    const float4 r0 = load4(rast, p);
+    TriCache cache;
+    cache.tri = -1;
+    cache.ok = false;
+    float t_h = 0.0f, t_v = 0.0f;
+    int meta = 0;
+    if (x + 1 < width)
+        meta = eval_pair(s, topo, b, x, y, 1, 0, r0, load4(rast, p + 1), cache, t_h);
+    if (y + 1 < height)
+        meta |= eval_pair(s, topo, b, x, y, 0, 1, r0, load4(rast, p + width), cache, t_v) << 8;
+    reinterpret_cast<float2*>(pair_t)[p] = make_float2(t_h, t_v);
+    pair_meta[p] = meta;
+}
+
+// Pass 2: out = color plus the deltas of the pairs that blend into the pixel.
+extern "C" __global__ void antialias_fwd_blend(
+    const float* __restrict__ color, const float* __restrict__ pair_t,
+    const int* __restrict__ pair_meta, float* __restrict__ out,
+    int num_pixels, int width, int height, int channels)
+{
+    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    if (p >= num_pixels)
+        return;
+    const int hw = width * height;
+    const int rem = p - (p / hw) * hw;
+    const int y = rem / width;
+    const int x = rem - y * width;
+    PairView pv[4];
+    pixel_pairs(pair_t, pair_meta, p, x, y, width, pv);
+    const long long C = channels;
+    const float* c_self = color + p * C;
+    float* o = out + p * C;
+    for (int c = 0; c < channels; ++c) {
+        const float own = c_self[c];
+        float acc = own;
+        for (int i = 0; i < 4; ++i)
+            if (pv[i].valid && pv[i].target)
+                acc = add_rn(acc, mul_rn(pv[i].w, sub_rn(color[pv[i].other * C + c], own)));
+        o[c] = acc;
+    }
+}

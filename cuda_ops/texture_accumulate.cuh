@@ -1,0 +1,115 @@
+// Accumulation of texture gradients: per-pixel contributions added into the flat gradient of
+// all texture levels (see texture_address.cuh for its layout and texel keys), for
+// cuda_ops/texture_backward.cu.
+//
+// Each pixel contributes weight * grad_out[c] to channel c of each tap's texel (zero
+// contributions are skipped). Before the atomics, every tap checks whether all 32 lanes of the
+// warp hit the same texel (typical of background pixels, whose uv are all 0, and of strong
+// magnification); if so the warp's contributions are summed with shuffles and one lane does one
+// atomic, which removes the worst contention. The backward kernels run in one of three modes:
+//   kFast (default): float atomicAdd into grad_tex. The order of the additions varies from run
+//     to run, so the last bits of the result may too.
+//   deterministic (no float atomics), two passes and a conversion, all order-independent:
+//     kDetScan: per texel channel, the largest |contribution| (atomicMax on its bits, which order
+//       like the values for non-negative floats) and flags for NaN / +inf / -inf contributions
+//       (atomicOr).
+//     kDetSum: each finite contribution v becomes the 64-bit integer round(v 2^e), with e chosen
+//       per texel channel from its largest contribution and a bound on the number of
+//       contributions (fixed_exponent) so that no partial sum can reach 2^62; the integers are
+//       added with 64-bit integer atomics (and warp shuffles), which are exact, so the sum is the
+//       same whatever the order.
+//     texture_grad_finish: grad = sum 2^-e as float (NaN or +-inf where a contribution was
+//       non-finite, as float additions would give).
+//   The result is the exact sum of the contributions, each rounded to a unit of 2^-e (about
+//   2^-37 of the texel channel's largest contribution for 2^25 contributions, e.g. 4 x 1024^2
+//   pixels with 8 taps): as accurate as float atomics or better, and bit-identical from run to
+//   run (same inputs, GPU and software).
+#pragma once
+
+#include "common.cuh"
+
+namespace diffrast {
+
+constexpr int kFast = 0, kDetScan = 1, kDetSum = 2;  // backward modes (see above)
+
+// Whether every lane of the warp holds the same key. All lanes must call it.
+__device__ __forceinline__ bool warp_uniform(long long key)
+{
+    const long long next = __shfl_down_sync(kFullWarp, key, 1);  // lane 31 reads itself
+    return !__any_sync(kFullWarp, next != key);
+}
+
+// Fixed point for the deterministic mode: a texel channel whose contributions have magnitudes
+// below 2^E (E from the largest one's exponent) and number fewer than 2^count_log2 is summed
+// in units of 2^-e, e = 62 - E - count_log2, so that every partial sum stays below 2^62 in
+// magnitude: exact integer additions, in any order.
+__device__ __forceinline__ int fixed_exponent(unsigned max_bits, int count_log2)
+{
+    const int biased = (int)(max_bits >> 23);
+    const int E = biased == 0 ? -126 : biased - 126;  // |v| < 2^E
+    return 62 - E - count_log2;
+}
+__device__ __forceinline__ double pow2(int e)  // 2^e, |e| < 1023
+{
+    return bits_to_double((long long)(e + 1023) << 52);
+}
+__device__ __forceinline__ long long to_fixed(float v, int e) { return round_to_ll((double)v * pow2(e)); }
+
+struct GradSink {
+    int mode;
+    float* grad;        // kFast: the flat texture gradient
+    unsigned* max_bits; // deterministic: per texel channel, the largest |contribution| (bits)
+    int* flags;         // deterministic: per texel channel, non-finite contributions (1 NaN,
+                        // 2 +inf, 4 -inf)
+    long long* acc;     // kDetSum: per texel channel, fixed-point sums
+    int count_log2;     // deterministic: 2^count_log2 exceeds the number of contributions
+};
+
+// Adds contribution v to channel c of texel `key` (nothing for key < 0, where v must be 0). With
+// `uniform` (every lane of the warp holds the same key), one lane adds the warp's combined
+// contribution; all lanes must then call this together.
+__device__ __forceinline__ void emit(const GradSink& s, long long key, int C, int c, float v,
+                                     bool uniform)
+{
+    const long long i = key * C + c;
+    const bool lead = lane_id() == 0;
+    if (s.mode == kFast) {
+        if (uniform) {
+            v = warp_sum_to_lane0(v);
+            if (lead && key >= 0 && v != 0.0f)
+                atomicAdd(s.grad + i, v);
+        } else if (key >= 0 && v != 0.0f) {
+            atomicAdd(s.grad + i, v);
+        }
+    } else if (s.mode == kDetScan) {
+        unsigned m = __float_as_uint(v) & 0x7fffffffu;
+        if (!is_finite(v)) {
+            m = 0x7f800000u;
+            if (key >= 0)
+                atomic_or_i32(s.flags + i, is_nan(v) ? 1 : (v > 0.0f ? 2 : 4));
+        }
+        if (uniform) {
+            m = warp_max_to_lane0(m);
+            if (lead && key >= 0 && m != 0u)
+                atomic_max_u32(s.max_bits + i, m);
+        } else if (key >= 0 && m != 0u) {
+            atomic_max_u32(s.max_bits + i, m);
+        }
+    } else if (s.mode == kDetSum) {
+        long long q = 0;
+        if (key >= 0 && v != 0.0f && is_finite(v)) {
+            const unsigned m = s.max_bits[i];
+            if (m < 0x7f800000u)
+                q = to_fixed(v, fixed_exponent(m, s.count_log2));
+        }
+        if (uniform) {
+            q = warp_sum_to_lane0(q);
+            if (lead && q != 0)
+                atomic_add_i64(s.acc + i, q);
+        } else if (q != 0) {
+            atomic_add_i64(s.acc + i, q);
+        }
+    }
+}
+
+}  // namespace diffrast

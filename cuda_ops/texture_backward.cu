@@ -1,0 +1,326 @@
+// texture backward: gradients of texture sampling (texture_forward.cu) to the texture (all
+// levels), uv, uv_da and mip_level_bias, float32. Where a sample reads is in
+// texture_address.cuh, its level of detail in texture_lod.cuh (with the backward of each step),
+// how texture gradients are summed (float atomics, or the deterministic fixed-point passes) in
+// texture_accumulate.cuh.
+//
+// Gradients to the texture go to one flat buffer `grad_tex`: level 0's texels, then the mip
+// levels' in the same layout as `mip` (see texture_address.cuh). Gradients to uv, uv_da and
+// mip_level_bias are per pixel (written by the pixel's thread, no accumulation). grad_out [N, C]
+// is read through a pixel and a channel stride. One thread per output pixel, channels looped
+// inside.
+#include "texture_sample.cuh"
+#include "texture_accumulate.cuh"
+
+namespace {
+
+using namespace diffrast;
+
+template <bool CUBE, int FILTER>
+__device__ __forceinline__ void texture_bwd_impl(
+    const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv,
+    const float* __restrict__ uv_da, const float* __restrict__ bias,
+    const float* __restrict__ grad_out, long long g_sp, long long g_sc,
+    float* __restrict__ grad_tex, float* __restrict__ grad_uv,
+    float* __restrict__ grad_uv_da, float* __restrict__ grad_bias, unsigned* max_bits,
+    int* flags, long long* acc, int num_pixels, int pixels_per_image, int tex_batched,
+    int tex_batch, int height, int width, int channels, int num_levels, int boundary, int has_da,
+    int has_bias, int want_tex0, int want_mip, int want_uv, int want_da, int want_bias, int mode,
+    int count_log2)
+{
+    constexpr int kLevels = FILTER == kMipLinear ? 2 : 1;
+    constexpr int kTaps = FILTER == kNearest ? 1 : 4;
+    // No early return: every lane of the warp takes part in the warp-level combination of
+    // texture gradients (lanes past the end contribute nothing).
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const bool lane_ok = p < num_pixels;
+    const int C = channels;
+    const Tex t = make_tex(tex, mip, tex_batch, CUBE, height, width, C, num_levels);
+    const long long tb = lane_ok && tex_batched ? p / pixels_per_image : 0;
+    Sample S;
+    if (lane_ok) {
+        S = locate<CUBE, FILTER>(t, p, uv, uv_da, bias, has_da, has_bias);
+    } else {
+        S.status = kNan;
+        S.u = S.v = S.lod = 0.0f;
+        S.cc = cube_coord(1.0f, 0.0f, 0.0f);
+        S.pick.l0 = S.pick.l1 = 0;
+        S.pick.f = 0.0f;
+    }
+    // The loss gradient of the pixel, read in place through its pixel and channel strides
+    // (contiguous: C, 1; the expanded gradient of a sum: 0, 0).
+    const float* __restrict__ g = grad_out + (lane_ok ? p : 0) * g_sp;
+    GradSink sink;
+    sink.mode = mode;
+    sink.grad = grad_tex;
+    sink.max_bits = max_bits;
+    sink.flags = flags;
+    sink.acc = acc;
+    sink.count_log2 = count_log2;
+
+    // The sample's levels (up to two) and their weights; nl = number of levels that receive
+    // gradients. A 2D sample at a non-finite coordinate (at every level alike) has none, and
+    // sends the reference's NaN into the level of detail (mip-linear).
+    int nl = 0;
+    int level_index[kLevels];
+    float lam[kLevels];
+    bool bad = false;
+#pragma unroll
+    for (int li = 0; li < kLevels; ++li) {
+        level_index[li] = 0;
+        lam[li] = 0.0f;
+    }
+    if (S.status == kOk) {
+        if (!CUBE) {
+            bool pu, pv;
+            bad = !is_finite(coord_2d(S.u, t.w, boundary, 0.5f, pu)) ||
+                  !is_finite(coord_2d(S.v, t.h, boundary, 0.5f, pv));
+        }
+        if (!bad) {
+            level_index[0] = FILTER == kNearest ? 0 : S.pick.l0;
+            const bool two = FILTER == kMipLinear && S.pick.l1 != S.pick.l0;
+            lam[0] = two ? 1.0f - S.pick.f : 1.0f;
+            nl = 1;
+            if (kLevels == 2 && two) {
+                level_index[kLevels - 1] = S.pick.l1;
+                lam[kLevels - 1] = S.pick.f;
+                nl = 2;
+            }
+        }
+    }
+
+    const bool want_texgrad = want_tex0 || want_mip;
+    const bool want_geo = mode != kDetScan && FILTER != kNearest &&
+                          (want_uv || ((want_da || want_bias) && FILTER == kMipLinear));
+    float g_s = 0.0f, g_t = 0.0f;  // d loss / d (u, v) (2D) or d (s, t) (cube)
+    float dw[kLevels];             // d loss / d (level weight)
+    Level L = level_at(t, level_index[0]);
+#pragma unroll
+    for (int li = 0; li < kLevels; ++li) {
+        dw[li] = 0.0f;
+        const bool active = li < nl;
+        if (li > 0 && active)
+            L = next_level(t, L, level_index[0]);  // level_index[1] = level_index[0] + 1
+        Taps T;
+        T.corner = -1;
+        T.fx = T.fy = 0.0f;
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            T.texel[k] = -1;
+            T.w[k] = 0.0f;
+        }
+        bool pass_u = true, pass_v = true;
+        if (active) {
+            if (FILTER == kNearest) {
+                long long texel = -1;
+                if (CUBE)
+                    texel = tap_nearest_cube(L, tb, S.cc);
+                else
+                    tap_nearest_2d(L, tb, S.u, S.v, boundary, texel);
+                T.texel[0] = texel;
+                T.w[0] = 1.0f;
+            } else {
+                sample_taps<CUBE>(L, tb, S, boundary, T, pass_u, pass_v);
+            }
+        }
+        const bool want_t = active && (level_index[li] == 0 ? want_tex0 != 0 : want_mip != 0);
+        float tw[kTaps];
+        long long key[kTaps];
+        bool uni[kTaps];
+#pragma unroll
+        for (int k = 0; k < kTaps; ++k) {
+            tw[k] = want_t ? tap_grad_weight(T, k, lam[li]) : 0.0f;
+            key[k] = tw[k] != 0.0f ? L.key0 + T.texel[k] : -1;
+            uni[k] = want_texgrad ? warp_uniform(key[k]) : false;
+        }
+        if (!want_texgrad && !want_geo)
+            continue;
+        float dfx = 0.0f, dfy = 0.0f, dwl = 0.0f;
+        const float gx = 1.0f - T.fx, gy = 1.0f - T.fy;
+        for (int c = 0; c < C; ++c) {
+            const float gc = lane_ok ? g[c * g_sc] : 0.0f;
+            if (want_geo && active) {
+                float v[4];
+                tap_values(L.data, T, C, c, v);
+                dfx += gc * (gy * (v[1] - v[0]) + T.fy * (v[3] - v[2]));
+                dfy += gc * (gx * (v[2] - v[0]) + T.fx * (v[3] - v[1]));
+                dwl += gc * bilerp(T, v);
+            }
+            if (want_texgrad) {
+#pragma unroll
+                for (int k = 0; k < kTaps; ++k)
+                    emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gc : 0.0f, uni[k]);
+            }
+        }
+        if (want_geo && active) {
+            dw[li] = dwl;
+            const float sw = lam[li] * (float)L.w, sh = lam[li] * (float)L.h;
+            if (CUBE) {
+                g_s += sw * dfx;
+                g_t += sw * dfy;
+            } else {
+                g_s += pass_u ? sw * dfx : 0.0f;
+                g_t += pass_v ? sh * dfy : 0.0f;
+            }
+        }
+    }
+    float gl_raw = 0.0f;  // d loss / d level (mip-linear)
+    if (FILTER == kMipLinear)
+        gl_raw = bad ? quiet_nan() : (nl == 2 ? dw[kLevels - 1] - dw[0] : 0.0f);
+    if (!lane_ok || mode == kDetScan)
+        return;
+
+    // Level of detail gradient (mip-linear): through the clamp to [0, levels]; 0 for samples
+    // that are masked out (NaN level, invalid cube direction).
+    const bool sampled = S.status == kOk;
+    float gl = 0.0f;
+    if (FILTER == kMipLinear && sampled && S.lod >= 0.0f && S.lod <= (float)t.top)
+        gl = gl_raw;
+    if (want_bias && has_bias)
+        grad_bias[p] = gl;
+    // The level of detail's inputs receive gl times their partial derivatives even where gl is
+    // 0, as in the reference (non-finite uv_da then gives NaN gradients, like autograd's).
+    const bool lod_chain = FILTER == kMipLinear && has_da && (want_da || (CUBE && want_uv));
+
+    float gda[6] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (CUBE) {
+        const float ma = S.cc.ma;
+        float g_sc = 0.0f, g_tc = 0.0f, g_ma = 0.0f;
+        if (sampled) {
+            // s = (sc / ma + 1) / 2, t = (tc / ma + 1) / 2
+            const float hs = 0.5f * g_s, ht = 0.5f * g_t;
+            g_sc = hs / ma;
+            g_tc = ht / ma;
+            g_ma = -hs * (S.cc.sc / ma / ma) - ht * (S.cc.tc / ma / ma);
+        }
+        if (lod_chain)
+            lod_cube_backward(uv_da + p * 6, S.cc, t.w, gl, gda, g_sc, g_tc, g_ma);
+        if (want_uv) {
+            // sc = d.S, tc = d.T, ma = d.N, masked to valid directions.
+            const int f = S.cc.face;
+#pragma unroll
+            for (int i = 0; i < 3; ++i) {
+                const float gi = (g_sc * axis_comp(s_axis(f), s_sign(f), i) +
+                                  g_tc * axis_comp(t_axis(f), t_sign(f), i)) +
+                                 g_ma * axis_comp(n_axis(f), n_sign(f), i);
+                grad_uv[p * 3 + i] = S.cc.valid ? gi : 0.0f;
+            }
+        }
+        if (want_da && has_da) {
+            for (int i = 0; i < 6; ++i)
+                grad_uv_da[p * 6 + i] = gda[i];
+        }
+    } else {
+        if (want_uv) {
+            grad_uv[p * 2] = g_s;
+            grad_uv[p * 2 + 1] = g_t;
+        }
+        if (want_da && has_da) {
+            if (lod_chain)
+                lod_2d_backward(uv_da + p * 4, t.h, t.w, gl, gda);
+            for (int i = 0; i < 4; ++i)
+                grad_uv_da[p * 4 + i] = gda[i];
+        }
+    }
+}
+
+}  // namespace
+
+// ---- kernels ----
+
+// Kernel arguments. `config` packs the small settings: bits 0-1 boundary mode (0 wrap, 1 clamp,
+// 2 zero, 3 cube), 2 texture batched (tex_batch > 1 with one texture per image), 3 uv_da given,
+// 4 mip_level_bias given (as in texture_forward.cu); 5 want the gradient of level 0, 6 of the mip
+// levels, 7 of uv, 8 of uv_da, 9 of mip_level_bias, 10-11 the mode (kFast, kDetScan, kDetSum).
+#define TEXTURE_BWD_ARGS                                                                      \
+    const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv, \
+        const float* __restrict__ uv_da, const float* __restrict__ bias,                        \
+        const float* __restrict__ grad_out, long long g_sp, long long g_sc,                     \
+        float* __restrict__ grad_tex, float* __restrict__ grad_uv,                              \
+        float* __restrict__ grad_uv_da, float* __restrict__ grad_bias, unsigned* max_bits,      \
+        int* flags, long long* acc,                                                             \
+        int num_pixels, int pixels_per_image, int tex_batch, int height, int width,              \
+        int channels, int num_levels, int config, int count_log2
+#define TEXTURE_BWD_PASS                                                                      \
+    tex, mip, uv, uv_da, bias, grad_out, g_sp, g_sc, grad_tex, grad_uv, grad_uv_da, grad_bias, \
+        max_bits, flags, acc, num_pixels, pixels_per_image, (config >> 2) & 1, tex_batch, height, \
+        width, channels, num_levels, config & 3, (config >> 3) & 1, (config >> 4) & 1,                  \
+        (config >> 5) & 1, (config >> 6) & 1, (config >> 7) & 1, (config >> 8) & 1,             \
+        (config >> 9) & 1, (config >> 10) & 3, count_log2
+
+// One kernel per (2D / cube, filter) pair. The kernels are limited to the registers that let
+// three blocks of 256 threads share a multiprocessor (their latency-bound atomics need the
+// occupancy); each is declared first without the bound, in the plain form that tools reading
+// the source for kernel names expect.
+#define TEXTURE_BWD_BOUNDS __launch_bounds__(256, 3)
+
+extern "C" __global__ void texture_bwd_2d_nearest(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_nearest(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<false, kNearest>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_2d_linear(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_linear(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<false, kLinear>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_2d_mipnearest(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_mipnearest(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<false, kMipNearest>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_2d_miplinear(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_miplinear(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<false, kMipLinear>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_cube_nearest(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_nearest(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<true, kNearest>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_cube_linear(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_linear(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<true, kLinear>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_cube_mipnearest(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_mipnearest(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<true, kMipNearest>(TEXTURE_BWD_PASS);
+}
+
+extern "C" __global__ void texture_bwd_cube_miplinear(TEXTURE_BWD_ARGS);
+extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_miplinear(TEXTURE_BWD_ARGS)
+{
+    texture_bwd_impl<true, kMipLinear>(TEXTURE_BWD_PASS);
+}
+
+// Deterministic mode, last pass: one thread per texel channel of the flat gradient turns the
+// fixed-point sum into a float (NaN / +-inf where a contribution was non-finite, as float
+// additions would give).
+extern "C" __global__ void texture_grad_finish(const long long* __restrict__ acc,
+                                               const unsigned* __restrict__ max_bits,
+                                               const int* __restrict__ flags,
+                                               float* __restrict__ grad, int num_texels,
+                                               int channels, int count_log2)
+{
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= (long long)num_texels * channels)
+        return;
+    const unsigned m = max_bits[i];
+    float r = 0.0f;
+    if (m >= 0x7f800000u) {
+        const int f = flags[i];
+        r = ((f & 1) || (f & 6) == 6) ? quiet_nan() : ((f & 2) ? bits_to_float(0x7f800000u) : neg_inf());
+    } else if (m != 0u) {
+        r = (float)((double)acc[i] * pow2(-fixed_exponent(m, count_log2)));
+    }
+    grad[i] = r;
+}
