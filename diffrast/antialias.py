@@ -1,9 +1,11 @@
 """Public ``antialias`` and ``antialias_construct_topology_hash`` (nvdiffrast's API).
 
-The inputs are validated here, then the work goes to the backend for the tensors' device
-(``_backend_for``): float32 CUDA tensors run the kernels of ``cuda_ops/antialias.cu`` through
-``diffrast.cuda_backend_antialias``; everything else uses the plain-PyTorch reference in
-``diffrast.reference.antialias``.
+The inputs are validated here, then the work goes to the backend that :mod:`diffrast.dispatch`
+chooses for the tensors: float32 CUDA tensors run the kernels of ``cuda_ops/antialias_forward.cu``
+and ``antialias_backward.cu`` through :mod:`diffrast.cuda_backend_antialias` (the topology too:
+``cuda_ops/antialias_topology.cu``); everything else uses the plain-PyTorch reference in
+:mod:`diffrast.reference.antialias` (on a CUDA device, the topology from torch ops without host
+synchronization).
 
 Under ``torch.compile`` both functions dispatch to ``torch.library`` custom ops instead
 (``diffrast::antialias_construct_topology``, ``diffrast::antialias`` and its backward
@@ -18,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _library
+from . import _checks, _library, dispatch
 from . import cuda_backend_antialias as _cuda
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
@@ -26,16 +28,27 @@ from .reference.antialias import TopologyHash
 __all__ = ["antialias", "antialias_construct_topology_hash", "TopologyHash"]
 
 
-def _backend_for(device: torch.device):
-    """The ``(construct_topology, antialias)`` implementation for tensors on ``device``.
+def _reference_topology(tri: torch.Tensor) -> TopologyHash:
+    """The topology construction without the kernels: on a CUDA device the sync-free torch
+    construction of :mod:`diffrast.cuda_backend_antialias`, elsewhere the reference's."""
+    return _cuda.construct_topology(tri) if tri.is_cuda else _ref.construct_topology(tri)
 
-    CUDA tensors: the topology is built on the GPU (:mod:`diffrast.cuda_backend_antialias`: hash
-    table kernels, the reference's tables up to the numbering of edges) and ``antialias`` runs the
-    CUDA kernels of ``cuda_ops/antialias.cu`` when CuPy is available; there, only float32 inputs
-    take the kernels, float64 ones the reference. CPU tensors use the plain-PyTorch reference."""
-    if device.type == "cuda":
-        return _cuda.construct_topology, (_cuda.antialias if _cuda.available() else _ref.antialias)
-    return _ref.construct_topology, _ref.antialias
+
+def _reference_antialias(color, rast, pos, tri, topology: TopologyHash, pos_gradient_boost):
+    """The reference ``antialias``, reading any topology hash without host synchronization."""
+    return _ref.antialias(color, rast, pos, tri, _cuda.reference_topology(topology),
+                          pos_gradient_boost)
+
+
+dispatch.register("antialias_topology", reference=_reference_topology,
+                  kernels=_cuda.construct_topology)
+dispatch.register("antialias", reference=_reference_antialias, kernels=_cuda.antialias)
+
+
+def _dtype(color: torch.Tensor, rast: torch.Tensor) -> torch.dtype:
+    """The dtype that decides the backend: float32 only if ``color`` (and ``pos``, of the same
+    dtype) and ``rast`` all are."""
+    return torch.promote_types(color.dtype, rast.dtype)
 
 
 # id(tensor) -> (weak reference, version counter) of CUDA triangle tensors found non-negative
@@ -92,8 +105,7 @@ def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:
     tri = _check_tri_only(tri)
     if _library.compiling():
         return _cuda.GpuTopologyHash(tri.shape[0], *_construct_topology_op(tri))
-    construct, _ = _backend_for(tri.device)
-    return construct(tri)
+    return dispatch.backend("antialias_topology", tri.device)(tri)
 
 
 def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
@@ -189,9 +201,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
                   else _cuda.topology_tables(topology_hash))
         out, _, _ = _antialias_op(color, rast, pos, tri, *tables, float(pos_gradient_boost))
         return out
-    construct, run = _backend_for(device)
     if topology_hash is None:
-        topology_hash = construct(tri)
+        topology_hash = dispatch.backend("antialias_topology", device)(tri)
+    run = dispatch.backend("antialias", device, _dtype(color, rast))
     return run(color, rast, pos, tri, topology_hash, float(pos_gradient_boost))
 
 
@@ -224,8 +236,7 @@ def _(tri):
 
 def _uses_kernels(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor) -> bool:
     """Whether ``antialias`` on these tensors runs the CUDA kernels (rather than the reference)."""
-    _, run = _backend_for(color.device)
-    return run is _cuda.antialias and color.dtype == pos.dtype == rast.dtype == torch.float32
+    return dispatch.uses_kernels(color.device, _dtype(color, rast))
 
 
 def _is_trivial(color: torch.Tensor, tri: torch.Tensor) -> bool:
@@ -254,10 +265,9 @@ def _antialias_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tr
         else:
             tables = (neighbor, edge_ptr, inc_tri, inc_opp)
         return _cuda.antialias_forward(color, rast, pos, tri, *tables)
-    _, run = _backend_for(color.device)
     topology = TopologyHash(T, tri_edge, edge_ptr, inc_tri, inc_opp)
     with torch.no_grad():
-        out = run(color, rast, pos, tri, topology, pos_gradient_boost)
+        out = _reference_antialias(color, rast, pos, tri, topology, pos_gradient_boost)
     return (out, color.new_empty(0, 2, dtype=torch.float32),
             color.new_empty(0, dtype=torch.int32))
 
@@ -288,11 +298,10 @@ def _antialias_backward_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.T
         grads = _cuda.antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out,
                                          pos_gradient_boost, *needs)
     else:
-        _, run = _backend_for(color.device)
         topology = TopologyHash(tri.shape[0], tri_edge, edge_ptr, inc_tri, inc_opp)
         grads = _library.vjp(
-            lambda c, p: run(c, rast, p, tri, topology, pos_gradient_boost), [color, pos],
-            [grad_out], needs)
+            lambda c, p: _reference_antialias(c, rast, p, tri, topology, pos_gradient_boost),
+            [color, pos], [grad_out], needs)
     return [_fresh(g, grad_out) for g, n in zip(grads, needs) if n]
 
 

@@ -2,7 +2,7 @@
 and of its topology construction (``cuda_ops/antialias_topology.cu``).
 
 :func:`diffrast.antialias` validates its arguments and, for CUDA tensors, calls the two functions
-here (see ``_backend_for`` in :mod:`diffrast.antialias`):
+here (chosen by :mod:`diffrast.dispatch`):
 
 * :func:`construct_topology` builds the edge-to-triangle adjacency on the device of ``tri``:
   on CUDA with four kernels of ``cuda_ops/antialias_topology.cu`` (a hash table of the undirected
@@ -38,6 +38,7 @@ from torch.autograd.function import once_differentiable
 
 from .cuda_backend import (_INT32_MAX, _aligned, _grad_strides, _launch, _row_segments, _unused,
                            available, deterministic)
+from . import dispatch
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
 
@@ -156,15 +157,9 @@ def construct_tables(tri: torch.Tensor):
                 torch.zeros(0, dtype=torch.int64, device=dev),
                 torch.zeros(0, dtype=torch.int64, device=dev),
                 torch.zeros(0, 3, dtype=torch.int32, device=dev))
-    if _topology_kernels(tri.device):
+    if dispatch.uses_kernels(tri.device):  # (tests run the kernels on the CPU too)
         return _construct_tables_kernels(tri)
     return _construct_tables_torch(tri)
-
-
-def _topology_kernels(device: torch.device) -> bool:
-    """Whether :func:`construct_tables` runs the kernels on ``device`` (the tests also run them
-    on the CPU, through their kernel emulator)."""
-    return device.type == "cuda" and available()
 
 
 _SCAN_TILE = 256  # slots per tile of the kernel topology_scan (kScanTile in antialias_topology.cu)

@@ -6,27 +6,12 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _library
+from . import _checks, _library, cuda_backend, dispatch
 from .reference import interpolate as _reference
 
+dispatch.register("interpolate", reference=_reference.interpolate, kernels=cuda_backend.interpolate)
+
 __all__ = ["interpolate"]
-
-
-def _backend_for(device: torch.device, dtype: torch.dtype):
-    """Return the implementation used for tensors on ``device`` with ``dtype``.
-
-    A backend is a callable ``fn(attr, rast, tri, rast_db, diff_attrs) -> (out, out_da)`` taking
-    validated, contiguous tensors and a list of attribute indices (possibly empty) and returning
-    outputs that are differentiable by autograd (either built from torch ops, or produced by a
-    ``torch.autograd.Function``). float32 CUDA tensors use the CUDA kernels
-    (:mod:`diffrast.cuda_backend`) when CuPy is available; everything else (CPU, float64) uses the
-    PyTorch reference.
-    """
-    if device.type == "cuda" and dtype == torch.float32:
-        from . import cuda_backend
-        if cuda_backend.available():
-            return cuda_backend.interpolate
-    return _reference.interpolate
 
 
 def _parse_diff_attrs(diff_attrs, num_attributes: int) -> list:
@@ -156,8 +141,7 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
     if _library.compiling():
         return _interpolate_op(attr, rast, tri, rast_db, diff_list)
-    backend = _backend_for(device, dtype)
-    return backend(attr, rast, tri, rast_db, diff_list)
+    return dispatch.backend("interpolate", device, dtype)(attr, rast, tri, rast_db, diff_list)
 
 
 # -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
@@ -168,8 +152,8 @@ def _interpolate_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """``interpolate`` on validated tensors: ``(out, out_da)``."""
     with torch.no_grad():
-        return _backend_for(attr.device, attr.dtype)(attr.contiguous(), rast.contiguous(),
-                                                      tri.contiguous(), rast_db, diff_attrs)
+        backend = dispatch.backend("interpolate", attr.device, attr.dtype)
+        return backend(attr.contiguous(), rast.contiguous(), tri.contiguous(), rast_db, diff_attrs)
 
 
 @_interpolate_op.register_fake
@@ -185,12 +169,10 @@ def _interpolate_backward_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.
                              needs: list[bool]) -> list[torch.Tensor]:
     """Gradients of :func:`_interpolate_op` with respect to those of ``(attr, rast, rast_db)``
     flagged in ``needs``, in that order (only the flagged ones)."""
-    backend = _backend_for(attr.device, attr.dtype)
-    if backend is _reference.interpolate:  # autograd of the reference, as in eager calls
-        grads = _library.vjp(lambda a, r, d: backend(a, r, tri, d, diff_attrs),
+    if not dispatch.uses_kernels(attr.device, attr.dtype):  # the reference's autograd, as eager
+        grads = _library.vjp(lambda a, r, d: _reference.interpolate(a, r, tri, d, diff_attrs),
                              (attr, rast, rast_db), (grad_out, grad_out_da), needs)
     else:
-        from . import cuda_backend
         grads = cuda_backend.interpolate_backward(attr, rast, tri, grad_out, rast_db, diff_attrs,
                                                   grad_out_da, needs)
     return [g.contiguous() for g, n in zip(grads, needs) if n]

@@ -6,21 +6,13 @@ from typing import Optional
 
 import torch
 
-from . import _library, triangle_id
+from . import _library, cuda_backend, dispatch, triangle_id
 from ._checks import check_same_device, check_tensor, check_triangles
 from .raster_context import RasterContext
 from .reference import rasterize as _reference
 
-
-def _backward_backend(device: torch.device):
-    """The implementation of the rasterize backward for tensors on ``device``: the CUDA kernels
-    (:mod:`diffrast.cuda_backend`) for CUDA tensors when CuPy is available (``pos`` is always
-    float32), otherwise the PyTorch reference."""
-    if device.type == "cuda":
-        from . import cuda_backend
-        if cuda_backend.available():
-            return cuda_backend.rasterize_grad
-    return _reference.rasterize_grad
+dispatch.register("rasterize_backward", reference=_reference.rasterize_grad,
+                  kernels=cuda_backend.rasterize_grad)
 
 
 def _check_resolution(resolution):
@@ -147,7 +139,8 @@ class _Rasterize(torch.autograd.Function):
             if grad_db is None:
                 return (None,) * 9
             grad_rast = torch.zeros_like(rast)
-        grad = _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db, ctx.grad_depth)
+        backward = dispatch.backend("rasterize_backward", pos.device, pos.dtype)
+        grad = backward(pos, tri, rast, grad_rast, grad_db, ctx.grad_depth)
         return grad, None, None, None, None, None, None, None, None
 
 
@@ -184,7 +177,8 @@ def _rasterize_backward_op(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Ten
                            grad_depth: bool) -> torch.Tensor:
     """The gradient of ``rasterize`` with respect to ``pos``, shaped like ``pos``."""
     with _library.autograd_enabled():  # (the reference differentiates its formulas)
-        return _backward_backend(pos.device)(pos, tri, rast, grad_rast, grad_db, grad_depth)
+        backward = dispatch.backend("rasterize_backward", pos.device, pos.dtype)
+        return backward(pos, tri, rast, grad_rast, grad_db, grad_depth)
 
 
 @_rasterize_backward_op.register_fake

@@ -1,7 +1,7 @@
 """Texture sampling: ``texture`` and ``texture_construct_mip``, with nvdiffrast's API.
 
 The public functions validate their arguments (see :mod:`diffrast._checks`), then hand the work
-to the backend for the tensors' device and dtype (:func:`_backend_for`): the CUDA kernels of
+to the backend for the tensors' device and dtype (:mod:`diffrast.dispatch`): the CUDA kernels of
 :mod:`diffrast.cuda_backend_texture` for float32 CUDA tensors, otherwise the reference
 implementation in :mod:`diffrast.reference.texture` (plain differentiable PyTorch). Both backends
 have the same two entry points.
@@ -16,9 +16,8 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _library
+from . import _checks, _library, dispatch
 from . import cuda_backend_texture as _cuda_texture
-from .cuda_ops import loader as _loader
 from .reference import mipmap as _ref_mipmap
 from .reference import texture as _ref_texture
 
@@ -65,13 +64,7 @@ class _ReferenceBackend:
     construct_mip = staticmethod(_ref_mipmap.construct_mip_levels)
 
 
-def _backend_for(device: torch.device, dtype: torch.dtype):
-    """The backend for tensors of ``dtype`` on ``device``: the CUDA kernels
-    (:mod:`diffrast.cuda_backend_texture`) for float32 CUDA tensors when CuPy is available, the
-    reference otherwise (float64 included)."""
-    if device.type == "cuda" and dtype == torch.float32 and _loader.available():
-        return _cuda_texture.Backend
-    return _ReferenceBackend
+dispatch.register("texture", reference=_ReferenceBackend, kernels=_cuda_texture.Backend)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -294,7 +287,7 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     if _library.compiling():
         return _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode,
                                  boundary_mode, max_mip_level)
-    backend = _backend_for(device, tex.dtype)
+    backend = dispatch.backend("texture", device, tex.dtype)
     if mipmapped:
         if levels is None:
             levels = backend.construct_mip(tex, max_mip_level, cube)
@@ -348,7 +341,8 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
         flat = _construct_mip_op(tex, max_mip_level, cube_mode)
         return TextureMipStack(_split_levels(flat, tex.shape, cube_mode, max_mip_level),
                                cube_mode, tex.shape)
-    levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
+    backend = dispatch.backend("texture", tex.device, tex.dtype)
+    levels = backend.construct_mip(tex, max_mip_level, cube_mode)
     return TextureMipStack(levels, cube_mode, tex.shape)
 
 
@@ -425,7 +419,8 @@ def _construct_mip_op(tex: torch.Tensor, max_mip_level: Optional[int], cube_mode
     other, level 1 first, each in the texture's layout (empty without levels)."""
     with torch.no_grad():
         tex = tex.contiguous()
-        levels = _backend_for(tex.device, tex.dtype).construct_mip(tex, max_mip_level, cube_mode)
+        backend = dispatch.backend("texture", tex.device, tex.dtype)
+        levels = backend.construct_mip(tex, max_mip_level, cube_mode)
         if isinstance(levels, _cuda_texture.MipLevels):
             return levels.flat
         return _flatten_levels(levels, tex)
@@ -441,7 +436,7 @@ def _(tex, max_mip_level, cube_mode):
 def _construct_mip_backward_op(tex: torch.Tensor, max_mip_level: Optional[int],
                                cube_mode: bool, grad: torch.Tensor) -> torch.Tensor:
     """Gradient of ``tex`` from ``grad``, that of the output of :func:`_construct_mip_op`."""
-    if _backend_for(tex.device, tex.dtype) is _cuda_texture.Backend:
+    if dispatch.uses_kernels(tex.device, tex.dtype):
         return _cuda_texture.construct_mip_backward(grad, tex.shape, cube_mode, max_mip_level)
 
     def flat_levels(t):
@@ -479,7 +474,7 @@ def _texture_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tenso
     """``texture`` on validated tensors, ``filter_mode`` resolved, ``mip_levels`` the levels
     used (already cut to ``max_mip_level``; ignored outside the mipmapped modes)."""
     with torch.no_grad():
-        return _backend_for(tex.device, tex.dtype).texture(
+        return dispatch.backend("texture", tex.device, tex.dtype).texture(
             tex.contiguous(), uv.contiguous(), _contiguous(uv_da), _contiguous(mip_level_bias),
             [lvl.contiguous() for lvl in mip_levels], filter_mode, boundary_mode)
 
@@ -517,7 +512,7 @@ def _texture_backward_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[to
     want_tex, want_uv, want_da, want_bias, want_mip = needs
     if not any(needs):
         return []
-    if _backend_for(tex.device, tex.dtype) is _cuda_texture.Backend:
+    if dispatch.uses_kernels(tex.device, tex.dtype):
         texels, g_uv, g_da, g_bias = _cuda_texture.texture_backward(
             tex, uv, uv_da, mip_level_bias, list(mip_levels), filter_mode, boundary_mode,
             grad_out, needs)

@@ -15,6 +15,7 @@ import torch
 
 import diffrast as dr
 from diffrast import cuda_backend_antialias as cb
+from diffrast import dispatch
 from diffrast.reference import antialias as ref
 
 from helpers import antialias_scenes as scenes
@@ -39,12 +40,8 @@ def device(request, monkeypatch, deterministic):
     Deterministic mode: the kernels' position gradient without float atomics, so that two runs
     (eager and compiled) can be compared bit for bit."""
     deterministic(True)
-    if request.param == "emulated":
-        kernel_emulator.kernel_device("emulated", monkeypatch)
-        monkeypatch.setattr(aa_module, "_backend_for",
-                            lambda device: (cb.construct_topology, cb.antialias))
-        monkeypatch.setattr(cb, "_topology_kernels", lambda device: True)  # kernel-built tables
-        return torch.device("cpu")
+    if request.param == "emulated":  # the kernels (topology included) on the CPU
+        return kernel_emulator.kernel_device("emulated", request)
     return torch.device(request.param)
 
 
@@ -128,7 +125,7 @@ def test_compiled_topology_hash(device):
     assert isinstance(got, cb.GpuTopologyHash) and got.device == tri.device
     want = ref.construct_topology(tri.cpu())
     assert got.num_edges == want.num_edges
-    if not cb._topology_kernels(tri.device):  # torch ops: the reference's numbering
+    if not dispatch.uses_kernels(tri.device):  # torch ops: the reference's numbering
         scenes.assert_topology_equal(got, want)
         assert torch.equal(got.neighbor.cpu(), cb.neighbor_table(want))
     else:  # the kernels: the same tables up to the numbering of the edges
@@ -321,10 +318,9 @@ def assert_kernel_tables(tri, tables, brute_force=True):
 
 
 @pytest.fixture
-def emulated(monkeypatch):
+def emulated(request):
     """The topology kernels run on the CPU by the emulator."""
-    kernel_emulator.kernel_device("emulated", monkeypatch)
-    monkeypatch.setattr(cb, "_topology_kernels", lambda device: True)
+    kernel_emulator.kernel_device("emulated", request)
 
 
 @pytest.mark.parametrize("mesh", sorted(MESHES) + sorted(HEAVY))

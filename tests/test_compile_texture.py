@@ -15,6 +15,7 @@ import torch
 
 import diffrast as dr
 from helpers import kernel_emulator
+from diffrast import dispatch
 from diffrast import cuda_backend_texture as cbt
 from diffrast.texture import (TextureMipStack, _construct_mip_backward_op, _construct_mip_op,
                               _split_levels, _texture_backward_op, _texture_op)
@@ -39,14 +40,12 @@ def device(request, monkeypatch, deterministic):
     if kind == "cpu":
         return torch.device("cpu")
     deterministic(kind == "cuda")
-    return kernel_emulator.kernel_device(kind, monkeypatch, tex_module, cbt.Backend,
-                                         tex_module._ReferenceBackend)
+    return kernel_emulator.kernel_device(kind, request)
 
 
 def is_emulated(device):
     """Whether ``device`` runs the CUDA kernels through the emulator (CPU tensors)."""
-    return device.type == "cpu" and \
-        tex_module._backend_for(device, torch.float32) is cbt.Backend
+    return device.type == "cpu" and dispatch.uses_kernels(device)
 
 
 def with_kinds(fn):

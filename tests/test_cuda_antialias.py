@@ -15,32 +15,26 @@ reference run with torch's CUDA ops (whose cross product may contract differentl
 pixel pair whose edge passes within float32 round-off of a pixel centre can decide differently;
 those comparisons allow a handful of such pixels (and the vertices they move), no more.
 """
-import importlib
-
 import pytest
 import torch
 
 import diffrast as dr
 from diffrast import cuda_backend_antialias as cb
+from diffrast import dispatch
 from diffrast.cuda_ops import loader
 from diffrast.reference import antialias as ref
 
 from helpers import antialias_scenes as scenes
 from helpers import kernel_emulator
 
-aa_module = importlib.import_module("diffrast.antialias")
-
 
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
-def kernels(request, monkeypatch):
-    """The device on which ``dr.antialias`` runs the CUDA kernels for float32 tensors."""
-    device = kernel_emulator.kernel_device(request.param, monkeypatch)
-    if request.param == "emulated":
-        monkeypatch.setattr(aa_module, "_backend_for",
-                            lambda device: (cb.construct_topology, cb.antialias))
-        # the topology built by the kernels too
-        monkeypatch.setattr(cb, "_topology_kernels", lambda device: True)
-    assert aa_module._backend_for(device) == (cb.construct_topology, cb.antialias)
+def kernels(request):
+    """The device on which ``dr.antialias`` (and the topology construction) runs the CUDA
+    kernels for float32 tensors."""
+    device = kernel_emulator.kernel_device(request.param, request)
+    assert dispatch.backend("antialias", device) is cb.antialias
+    assert dispatch.backend("antialias_topology", device) is cb.construct_topology
     return device
 
 
@@ -139,14 +133,6 @@ def test_neighbor_table_matches_brute_force():
                 assert got == (others[0] if others else -1), (i, k, inc)
     # a plain reference TopologyHash gets the same table
     assert torch.equal(cb.neighbor_table(ref.construct_topology(tri)), topo.neighbor)
-
-
-def test_backend_selection():
-    construct, run = aa_module._backend_for(torch.device("cpu"))
-    assert construct is ref.construct_topology and run is ref.antialias
-    construct, run = aa_module._backend_for(torch.device("cuda", 0))
-    assert construct is cb.construct_topology
-    assert run is (cb.antialias if cb.available() else ref.antialias)
 
 
 def test_kernels_named_by_the_backend_exist():

@@ -23,8 +23,7 @@ wrapper = importlib.import_module("diffrast.interpolate")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which ``dr.interpolate`` runs the CUDA kernels for float32 tensors."""
-    return kernel_emulator.kernel_device(request.param, monkeypatch, wrapper, cuda_backend.interpolate,
-                                         ref.interpolate)
+    return kernel_emulator.kernel_device(request.param, request)
 
 
 def random_scene(B, H, W, V, T, seed, device):

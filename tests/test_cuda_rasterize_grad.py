@@ -14,7 +14,7 @@ import torch
 import diffrast as dr
 from helpers import kernel_cases as cases
 from helpers import kernel_emulator
-from diffrast import cuda_backend, triangle_id
+from diffrast import cuda_backend, dispatch, triangle_id
 
 ref = importlib.import_module("diffrast.reference.rasterize")
 wrapper = importlib.import_module("diffrast.rasterize")
@@ -23,9 +23,8 @@ wrapper = importlib.import_module("diffrast.rasterize")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which cuda_backend.rasterize_grad runs its kernels."""
-    device = kernel_emulator.kernel_device(request.param, monkeypatch)
-    if device.type == "cuda":
-        assert wrapper._backward_backend(device) is cuda_backend.rasterize_grad
+    device = kernel_emulator.kernel_device(request.param, request)
+    assert dispatch.backend("rasterize_backward", device) is cuda_backend.rasterize_grad
     return device
 
 

@@ -166,20 +166,6 @@ def test_row_segments_group_entries_in_a_fixed_order():
     assert start.tolist() == [0, 2, 3, 6, 6]
 
 
-def test_dispatch_uses_the_reference_off_cuda():
-    import importlib
-    interp = importlib.import_module("diffrast.interpolate")
-    rast = importlib.import_module("diffrast.rasterize")
-    ref_i = importlib.import_module("diffrast.reference.interpolate")
-    ref_r = importlib.import_module("diffrast.reference.rasterize")
-    assert interp._backend_for(torch.device("cpu"), torch.float32) is ref_i.interpolate
-    assert interp._backend_for(torch.device("cuda"), torch.float64) is ref_i.interpolate
-    assert rast._backward_backend(torch.device("cpu")) is ref_r.rasterize_grad
-    if loader.available():
-        assert interp._backend_for(torch.device("cuda"), torch.float32) is cuda_backend.interpolate
-        assert rast._backward_backend(torch.device("cuda")) is cuda_backend.rasterize_grad
-
-
 def test_set_deterministic():
     saved = dr.is_deterministic()
     try:

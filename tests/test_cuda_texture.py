@@ -22,6 +22,7 @@ import torch
 import diffrast as dr
 from helpers import kernel_emulator
 from diffrast import cuda_backend_texture as cbt
+from diffrast import dispatch
 from diffrast.cuda_ops import loader
 from diffrast.reference import mipmap as ref_mipmap
 
@@ -34,19 +35,14 @@ MIP_FILTERS = ("linear-mipmap-nearest", "linear-mipmap-linear")
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
 def kernels(request, monkeypatch):
     """The device on which ``dr.texture`` runs the CUDA kernels for float32 tensors."""
-    return kernel_emulator.kernel_device(request.param, monkeypatch, tex_module, cbt.Backend,
-                                         tex_module._ReferenceBackend)
+    return kernel_emulator.kernel_device(request.param, request)
 
 
 @contextlib.contextmanager
 def reference_backend():
     """Within the block, ``dr.texture`` and ``dr.texture_construct_mip`` run the reference."""
-    saved = tex_module._backend_for
-    tex_module._backend_for = lambda device, dtype: tex_module._ReferenceBackend
-    try:
+    with dispatch.force(dispatch.REFERENCE):
         yield
-    finally:
-        tex_module._backend_for = saved
 
 
 @contextlib.contextmanager
@@ -635,18 +631,6 @@ def test_torch_deterministic_algorithms_select_deterministic_mode(kernels, deter
         torch.use_deterministic_algorithms(saved)
     assert ("texture_backward", "texture_grad_finish") in calls
     assert torch.equal(a[1], b[1])
-
-
-# ----------------------------------------------------------------------------------------------
-# Dispatch (CPU)
-
-
-def test_dispatch():
-    ref = tex_module._ReferenceBackend
-    assert tex_module._backend_for(torch.device("cpu"), torch.float32) is ref
-    assert tex_module._backend_for(torch.device("cuda"), torch.float64) is ref
-    if loader.available():
-        assert tex_module._backend_for(torch.device("cuda"), torch.float32) is cbt.Backend
 
 
 def test_kernels_named_by_the_backend_exist():

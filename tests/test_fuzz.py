@@ -264,9 +264,9 @@ def test_exactly_collinear_triangle_is_not_drawn_cuda(cuda_env):
 
 
 @pytest.fixture(params=[pytest.param("cuda", marks=pytest.mark.gpu), "emulated"])
-def grad_kernels(request, monkeypatch):
+def grad_kernels(request):
     from helpers import kernel_emulator
-    return kernel_emulator.kernel_device(request.param, monkeypatch)
+    return kernel_emulator.kernel_device(request.param, request)
 
 
 def test_degenerate_pixel_adds_nothing_to_the_gradient(grad_kernels):

@@ -381,11 +381,6 @@ def test_bad_input_raises(change, exc, match):
         dr.interpolate(**args)
 
 
-def test_backend_dispatch_is_reference_on_cpu():
-    assert wrapper._backend_for(torch.device("cpu"), torch.float32) is ref.interpolate
-    assert wrapper._backend_for(torch.device("cpu"), torch.float64) is ref.interpolate
-
-
 # ----------------------------------------------------------------------------------------------
 # CUDA (skipped without a GPU).
 

@@ -46,8 +46,7 @@ def target(request, monkeypatch):
     take float32 tensors) through the warp emulator on the CPU / on a GPU."""
     if request.param == "cpu":
         return "cpu", torch.device("cpu"), (torch.float64, torch.float32)
-    device = kernel_emulator.kernel_device(request.param, monkeypatch, tex_module, cbt.Backend,
-                                           tex_module._ReferenceBackend)
+    device = kernel_emulator.kernel_device(request.param, request)
     return request.param, device, (torch.float32,)
 
 

@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 import diffrast as dr
-from diffrast import triangle_id
+from diffrast import dispatch, triangle_id
 from diffrast.reference.rasterize import pixel_barycentrics
 from diffrast.reference import rasterize as _ref_rasterize
 
@@ -89,7 +89,7 @@ class Env:
         self.raster_kind = raster_kind
         self._contexts = {}
         self._lock = threading.Lock()
-        self._saved = []
+        self._forced = None  # the dispatch.force of the emulation, while it lasts
         if self.emulated:
             self._emulate()
 
@@ -104,34 +104,11 @@ class Env:
 
     # -- emulation ---------------------------------------------------------------------------
     def _emulate(self):
-        import importlib
         from . import kernel_emulator
-        from diffrast import cuda_backend, cuda_backend_antialias, cuda_backend_texture
-        from diffrast.cuda_ops import loader
-        from diffrast.reference import interpolate as ref_interpolate
         if kernel_emulator.compiler() is None:
             raise RuntimeError("device='emulated' needs a C++ compiler (g++)")
-        mods = {name: importlib.import_module(f"diffrast.{name}")
-                for name in ("interpolate", "texture", "antialias", "rasterize")}
-
-        f32 = torch.float32
-        self._patches = [
-            (loader, "launch", kernel_emulator.launch),
-            (mods["interpolate"], "_backend_for", lambda device, dtype: cuda_backend.interpolate
-             if dtype == f32 else ref_interpolate.interpolate),
-            (mods["texture"], "_backend_for", lambda device, dtype: cuda_backend_texture.Backend
-             if dtype == f32 else mods["texture"]._ReferenceBackend),
-            (mods["antialias"], "_backend_for", lambda device: (cuda_backend_antialias.construct_topology,
-                                                                cuda_backend_antialias.antialias)),
-            (mods["rasterize"], "_backward_backend", lambda device: cuda_backend.rasterize_grad),
-        ]
-        self._originals = [(obj, name, getattr(obj, name)) for obj, name, _ in self._patches]
-        self._apply(self._patches)
-
-    @staticmethod
-    def _apply(items):
-        for obj, name, value in items:
-            setattr(obj, name, value)
+        self._forced = dispatch.force(dispatch.KERNELS, launch=kernel_emulator.launch)
+        self._forced.__enter__()
 
     @contextlib.contextmanager
     def reference(self):
@@ -139,16 +116,12 @@ class Env:
         if not self.emulated:
             yield
             return
-        self._apply(self._originals)
-        try:
+        with dispatch.force(dispatch.REFERENCE):
             yield
-        finally:
-            self._apply(self._patches)
 
     def kernel_backward(self):
         """The rasterize backward that the device under test runs."""
-        import importlib
-        return importlib.import_module("diffrast.rasterize")._backward_backend(self.device)
+        return dispatch.backend("rasterize_backward", self.device)
 
     # -- contexts ----------------------------------------------------------------------------
     def context(self, output_db=True, kind=None, device=None):
@@ -175,9 +148,9 @@ class Env:
             if hasattr(ctx, "release"):
                 ctx.release()
         self._contexts.clear()
-        if self.emulated and self._originals:
-            self._apply(self._originals)
-            self._originals = []
+        if self._forced is not None:
+            self._forced.__exit__(None, None, None)
+            self._forced = None
 
 
 # ----------------------------------------------------------------------------------------------

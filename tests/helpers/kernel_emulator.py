@@ -104,22 +104,21 @@ def launch(module, kernel, grid, block, args, device, shared_mem=0):
                            f"behaviour on a GPU)")
 
 
-def kernel_device(param, monkeypatch, module=None, kernel=None, reference=None):
-    """The device on which a test runs an op's CUDA kernels: ``'cuda'`` (the GPU) or
-    ``'emulated'`` (the CPU through this emulator: ``loader.launch`` is replaced and, when
-    ``module`` is given, its ``_backend_for`` returns ``kernel`` for float32 tensors and
-    ``reference`` otherwise). Skips the emulated case where no C++ compiler exists."""
+def kernel_device(param, request):
+    """The device on which a test runs the ops' CUDA kernels: ``'cuda'`` (the GPU) or
+    ``'emulated'`` (the CPU through this emulator: for the rest of the test, every op runs its
+    kernels for float32 tensors, launched by :func:`launch`; see
+    :func:`diffrast.dispatch.force`). ``request`` is the calling fixture's (the switch is undone
+    at its teardown). Skips the emulated case where no C++ compiler exists."""
     import pytest
     import torch
-    from diffrast.cuda_ops import loader
+    from diffrast import dispatch
     if param == "emulated":
         if compiler() is None:
             pytest.skip("no C++ compiler for the kernel emulator")
-        monkeypatch.setattr(loader, "launch", launch)
-        if module is not None:
-            monkeypatch.setattr(module, "_backend_for",
-                                lambda device, dtype: kernel if dtype == torch.float32 else reference)
+        forced = dispatch.force(dispatch.KERNELS, launch=launch)
+        forced.__enter__()
+        request.addfinalizer(lambda: forced.__exit__(None, None, None))
         return torch.device("cpu")
-    if module is not None:
-        assert module._backend_for(torch.device("cuda"), torch.float32) is kernel
+    assert dispatch.uses_kernels(torch.device("cuda"))
     return torch.device("cuda")

@@ -1,0 +1,111 @@
+"""diffrast's own host time per op, measurable without a GPU.
+
+Runs the benchmark's training step (rasterize, interpolate with derivatives, mipmapped texture,
+antialias with a prebuilt topology hash, backward) on CPU tensors with every op's CUDA path
+forced (:func:`diffrast.dispatch.force`) and a launcher that launches nothing, through a
+rasterizer context that renders nothing. What remains is the Python and torch work diffrast
+does around its kernels: validation, allocation, autograd, argument packing (when the launcher
+packs). Prints the median host time per stage and the number of launches, and with
+``--python`` the functions that cost the most.
+
+    python benchmarks/host_overhead.py                  # small_1x512
+    python benchmarks/host_overhead.py --scenario mid_4x1024 --python
+
+Only ratios between runs on one machine mean anything (the GPU's host is another CPU).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import diffrast as dr  # noqa: E402
+from diffrast import dispatch  # noqa: E402
+from diffrast.cuda_ops import loader  # noqa: E402
+from diffrast.raster_context import RasterContext  # noqa: E402
+from profile_step import staged_step  # noqa: E402
+from run import SCENARIOS, scene  # noqa: E402
+
+
+class NullContext(RasterContext):
+    """A rasterizer context on the CPU that leaves ``rast`` as allocated (no rendering)."""
+
+    capturable = True
+    max_resolution = (1 << 15, 1 << 15)
+    max_layers = 1 << 30
+
+    def __init__(self):
+        self.device = torch.device("cpu")
+        self.output_db = True
+        super().__init__()
+
+    def render(self, pos, tri, resolution, ranges, layer_index, peel, rast, rast_db):
+        pass
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--scenario", default="small_1x512", choices=sorted(SCENARIOS))
+    p.add_argument("--calls", type=int, default=200)
+    p.add_argument("--pack", action="store_true",
+                   help="the null launcher packs the arguments as the real one does")
+    p.add_argument("--python", action="store_true", help="also print a cProfile of the step")
+    args = p.parse_args()
+
+    launches = []
+
+    def null_launch(module, kernel, grid, block, kernel_args, device, shared_mem=0):
+        launches.append(kernel)
+        if args.pack:
+            loader.pack_arguments(kernel_args)
+
+    cfg = dict(SCENARIOS[args.scenario])
+    gen = torch.Generator().manual_seed(0)
+    clip, tri, uv, tex = scene(cfg, torch.device("cpu"), gen)
+    clip.requires_grad_(True)
+    tex.requires_grad_(True)
+    res = (cfg["res"], cfg["res"])
+    target = torch.zeros(cfg["batch"], *res, 3)
+    ctx = NullContext()
+    times = {}
+    with dispatch.force(dispatch.KERNELS, launch=null_launch):
+        topo = dr.antialias_construct_topology_hash(tri)
+        for call in range(args.calls + 10):
+            stages, _ = staged_step(ctx, clip, tri, uv, tex, res, topo, target)
+            launches.clear()
+            for name, fn in stages:
+                t0 = time.perf_counter()
+                fn()
+                if call >= 10:
+                    times.setdefault(name, []).append(time.perf_counter() - t0)
+            count = len(launches)
+        print(f"{args.scenario}: host time per stage (median of {args.calls}, µs), "
+              f"{count} launches per step")
+        total = 0.0
+        for name, ts in times.items():
+            med = statistics.median(ts) * 1e6
+            if name not in ("mask", "loss"):
+                total += med
+            print(f"  {name:12s} {med:8.1f}")
+        print(f"  {'diffrast':12s} {total:8.1f}  (all stages but the user's mask and loss)")
+        if args.python:
+            import cProfile
+            import pstats
+            prof = cProfile.Profile()
+            prof.enable()
+            for _ in range(50):
+                stages, _ = staged_step(ctx, clip, tri, uv, tex, res, topo, target)
+                for _, fn in stages:
+                    fn()
+            prof.disable()
+            pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+if __name__ == "__main__":
+    main()
