@@ -9,7 +9,7 @@ synchronization).
 
 Under ``torch.compile`` both functions dispatch to ``torch.library`` custom ops instead
 (``diffrast::antialias_construct_topology``, ``diffrast::antialias`` and its backward
-``diffrast::antialias_backward``, see :mod:`diffrast._library`), which run the same backends.
+``diffrast::antialias_backward``, see :mod:`diffrast.custom_ops`), which run the same backends.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _library, dispatch
+from . import checks, custom_ops, dispatch
 from . import cuda_backend_antialias as _cuda
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
@@ -59,11 +59,11 @@ def _check_tri_only(tri) -> torch.Tensor:
     """Check ``tri`` for ``antialias_construct_topology_hash``: int32 ``[T, 3]`` on a CPU or CUDA
     device, no negative index. The index check reads one number back from the device; on a
     CUDA tensor its result is cached per tensor object and version counter (as in
-    :func:`diffrast._checks.check_triangles`), and under ``torch.compile`` it is skipped (the
+    :func:`diffrast.checks.check_triangles`), and under ``torch.compile`` it is skipped (the
     kernels guard every index)."""
-    tri = _checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
-    _checks.check_device("tri", tri)
-    if not tri.numel() or _library.compiling():
+    tri = checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
+    checks.check_device("tri", tri)
+    if not tri.numel() or custom_ops.compiling():
         return tri
     if tri.is_cuda:
         hit = _nonnegative_tri_cache.get(id(tri))
@@ -103,7 +103,7 @@ def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:
         ValueError: ``tri`` is not ``[num_triangles, 3]`` or has negative indices.
     """
     tri = _check_tri_only(tri)
-    if _library.compiling():
+    if custom_ops.compiling():
         return _cuda.GpuTopologyHash(tri.shape[0], *_construct_topology_op(tri))
     return dispatch.backend("antialias_topology", tri.device)(tri)
 
@@ -162,10 +162,10 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     behind the camera, NaN positions and zero-area triangles do not raise: such edges simply do
     not blend.
     """
-    color = _checks.check_float("color", color, ndims=4)
-    rast = _checks.check_float("rast", rast, ndims=4, last_dim=4)
-    pos = _checks.check_float("pos", pos, ndims=(2, 3), last_dim=4)
-    tri = _checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
+    color = checks.check_float("color", color, ndims=4)
+    rast = checks.check_float("rast", rast, ndims=4, last_dim=4)
+    pos = checks.check_float("pos", pos, ndims=(2, 3), last_dim=4)
+    tri = checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
     if rast.shape[:3] != color.shape[:3]:
         raise ValueError(
             f"rast must have shape [minibatch_size, height, width, 4] matching color "
@@ -174,9 +174,9 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         raise ValueError(
             f"pos in instanced mode must have minibatch size {color.shape[0]} (that of color), "
             f"got shape {tuple(pos.shape)}")
-    _checks.check_same_dtype(color=color, pos=pos)
-    device = _checks.check_same_device(color=color, rast=rast, pos=pos, tri=tri)
-    tri = _checks.check_triangles("tri", tri, pos.shape[-2])
+    checks.check_same_dtype(color=color, pos=pos)
+    device = checks.check_same_device(color=color, rast=rast, pos=pos, tri=tri)
+    tri = checks.check_triangles("tri", tri, pos.shape[-2])
     if isinstance(pos_gradient_boost, bool) or not isinstance(pos_gradient_boost, numbers.Real):
         raise TypeError(
             f"pos_gradient_boost must be a real number, got {type(pos_gradient_boost).__name__}")
@@ -196,7 +196,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
                 f"topology_hash must be on the same device as color ({device}), got "
                 f"{topology_hash.device}")
 
-    if _library.compiling():
+    if custom_ops.compiling():
         tables = (_construct_topology_op(tri) if topology_hash is None
                   else _cuda.topology_tables(topology_hash))
         out, _, _ = _antialias_op(color, rast, pos, tri, *tables, float(pos_gradient_boost))
@@ -207,7 +207,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     return run(color, rast, pos, tri, topology_hash, float(pos_gradient_boost))
 
 
-# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+# -- the custom ops torch.compile sees (diffrast.custom_ops) -------------------------------------
 #
 # The topology travels as its tensors (``_cuda.topology_tables``), never as the Python object.
 # Under compile, the topology is built by ``diffrast::antialias_construct_topology`` on every
@@ -216,7 +216,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
 # numbering of edges, which no result depends on), and the reference reads the padded offsets the
 # same, so compiled results equal eager ones.
 
-@_library.custom_op("antialias_construct_topology")
+@custom_ops.custom_op("antialias_construct_topology")
 def _construct_topology_op(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
                                                        torch.Tensor, torch.Tensor]:
     """``antialias_construct_topology_hash`` on a validated ``tri``: the tables of
@@ -246,7 +246,7 @@ def _is_trivial(color: torch.Tensor, tri: torch.Tensor) -> bool:
     return B * H * W == 0 or tri.shape[0] == 0
 
 
-@_library.custom_op("antialias")
+@custom_ops.custom_op("antialias")
 def _antialias_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: torch.Tensor,
                   tri_edge: torch.Tensor, edge_ptr: torch.Tensor, inc_tri: torch.Tensor,
                   inc_opp: torch.Tensor, neighbor: Optional[torch.Tensor],
@@ -280,7 +280,7 @@ def _(color, rast, pos, tri, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, pos
             color.new_empty(N, dtype=torch.int32))
 
 
-@_library.custom_op("antialias_backward")
+@custom_ops.custom_op("antialias_backward")
 def _antialias_backward_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor,
                            tri: torch.Tensor, tri_edge: torch.Tensor, edge_ptr: torch.Tensor,
                            inc_tri: torch.Tensor, inc_opp: torch.Tensor,
@@ -289,7 +289,7 @@ def _antialias_backward_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.T
                            needs: list[bool]) -> list[torch.Tensor]:
     """Gradients of :func:`_antialias_op` with respect to those of ``(color, pos)`` flagged in
     ``needs``, in that order (only the flagged ones). The kernels' backward reads the pair
-    records of the forward; the reference is differentiated again (``_library.vjp``)."""
+    records of the forward; the reference is differentiated again (``custom_ops.vjp``)."""
     color, rast, pos, tri = (t.contiguous() for t in (color, rast, pos, tri))
     if _is_trivial(color, tri):
         grads = (grad_out.to(color.dtype, memory_format=torch.contiguous_format, copy=True),
@@ -299,7 +299,7 @@ def _antialias_backward_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.T
                                          pos_gradient_boost, *needs)
     else:
         topology = TopologyHash(tri.shape[0], tri_edge, edge_ptr, inc_tri, inc_opp)
-        grads = _library.vjp(
+        grads = custom_ops.vjp(
             lambda c, p: _reference_antialias(c, rast, p, tri, topology, pos_gradient_boost),
             [color, pos], [grad_out], needs)
     return [_fresh(g, grad_out) for g, n in zip(grads, needs) if n]

@@ -6,7 +6,7 @@ import threading
 
 import torch
 
-from ._checks import check_choice
+from .checks import check_choice
 from .raster_context import ONE_CONTEXT_PER_DEVICE, RasterContext, resolve_device
 
 

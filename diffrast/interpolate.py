@@ -6,7 +6,7 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _library, cuda_backend, dispatch
+from . import checks, custom_ops, cuda_backend, dispatch
 from .reference import interpolate as _reference
 
 dispatch.register("interpolate", reference=_reference.interpolate, kernels=cuda_backend.interpolate)
@@ -28,7 +28,7 @@ def _parse_diff_attrs(diff_attrs, num_attributes: int) -> list:
                 or diff_attrs.dtype == torch.bool:
             raise TypeError(
                 f"diff_attrs must be 'all' or a 1-D sequence of integer attribute indices, got a "
-                f"tensor of {_checks._describe(diff_attrs)}")
+                f"tensor of {checks.describe(diff_attrs)}")
         diff_attrs = diff_attrs.reshape(-1).tolist()
     try:
         items = list(diff_attrs)
@@ -107,19 +107,19 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
             indices out of range, ``diff_attrs`` given without ``rast_db``, or ``rast_db`` not
             shaped like ``rast``.
     """
-    attr = _checks.check_tensor("attr", attr, dtypes=_checks.FLOAT_DTYPES + _checks.HALF_DTYPES,
+    attr = checks.check_tensor("attr", attr, dtypes=checks.FLOAT_DTYPES + checks.HALF_DTYPES,
                                 ndims=(2, 3))
-    if attr.dtype in _checks.HALF_DTYPES:  # computed in float32, returned in attr's dtype
+    if attr.dtype in checks.HALF_DTYPES:  # computed in float32, returned in attr's dtype
         out, out_da = interpolate(attr.float(), rast, tri, rast_db, diff_attrs)
         return out.to(attr.dtype), out_da.to(attr.dtype)
-    rast = _checks.check_float("rast", rast, ndims=4, last_dim=4)
-    tri = _checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
-    device = _checks.check_same_device(attr=attr, rast=rast, tri=tri)
-    dtype = _checks.check_same_dtype(attr=attr, rast=rast)
+    rast = checks.check_float("rast", rast, ndims=4, last_dim=4)
+    tri = checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
+    device = checks.check_same_device(attr=attr, rast=rast, tri=tri)
+    dtype = checks.check_same_dtype(attr=attr, rast=rast)
     if attr.ndim == 3 and attr.shape[0] not in (1, rast.shape[0]):
         raise ValueError(
             f"attr minibatch size must be 1 or equal to that of rast ({rast.shape[0]}), got attr "
-            f"{_checks._describe(attr)} and rast {_checks._describe(rast)}")
+            f"{checks.describe(attr)} and rast {checks.describe(rast)}")
 
     diff_list = _parse_diff_attrs(diff_attrs, attr.shape[-1])
     if diff_list:
@@ -127,26 +127,26 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
             raise ValueError(
                 "diff_attrs requires rast_db (the image-space derivatives of the barycentrics, "
                 "second output of rasterize()), got rast_db=None")
-        rast_db = _checks.check_float("rast_db", rast_db, ndims=4, last_dim=4)
+        rast_db = checks.check_float("rast_db", rast_db, ndims=4, last_dim=4)
         if rast_db.shape != rast.shape:
             raise ValueError(
                 f"rast_db must have the same shape as rast {tuple(rast.shape)}, got "
-                f"{_checks._describe(rast_db)}")
-        _checks.check_same_device(attr=attr, rast_db=rast_db)
-        _checks.check_same_dtype(attr=attr, rast_db=rast_db)
+                f"{checks.describe(rast_db)}")
+        checks.check_same_device(attr=attr, rast_db=rast_db)
+        checks.check_same_dtype(attr=attr, rast_db=rast_db)
     else:
         rast_db = None  # unused: nvdiffrast ignores it without diff_attrs
 
-    tri = _checks.check_triangles("tri", tri, attr.shape[-2])
+    tri = checks.check_triangles("tri", tri, attr.shape[-2])
 
-    if _library.compiling():
+    if custom_ops.compiling():
         return _interpolate_op(attr, rast, tri, rast_db, diff_list)
     return dispatch.backend("interpolate", device, dtype)(attr, rast, tri, rast_db, diff_list)
 
 
-# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+# -- the custom ops torch.compile sees (diffrast.custom_ops) -------------------------------------
 
-@_library.custom_op("interpolate")
+@custom_ops.custom_op("interpolate")
 def _interpolate_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
                     rast_db: Optional[torch.Tensor], diff_attrs: list[int]
                     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,7 +162,7 @@ def _(attr, rast, tri, rast_db, diff_attrs):
     return (attr.new_empty(B, H, W, attr.shape[-1]), attr.new_empty(B, H, W, 2 * len(diff_attrs)))
 
 
-@_library.custom_op("interpolate_backward")
+@custom_ops.custom_op("interpolate_backward")
 def _interpolate_backward_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor,
                              rast_db: Optional[torch.Tensor], diff_attrs: list[int],
                              grad_out: torch.Tensor, grad_out_da: torch.Tensor,
@@ -170,7 +170,7 @@ def _interpolate_backward_op(attr: torch.Tensor, rast: torch.Tensor, tri: torch.
     """Gradients of :func:`_interpolate_op` with respect to those of ``(attr, rast, rast_db)``
     flagged in ``needs``, in that order (only the flagged ones)."""
     if not dispatch.uses_kernels(attr.device, attr.dtype):  # the reference's autograd, as eager
-        grads = _library.vjp(lambda a, r, d: _reference.interpolate(a, r, tri, d, diff_attrs),
+        grads = custom_ops.vjp(lambda a, r, d: _reference.interpolate(a, r, tri, d, diff_attrs),
                              (attr, rast, rast_db), (grad_out, grad_out_da), needs)
     else:
         grads = cuda_backend.interpolate_backward(attr, rast, tri, grad_out, rast_db, diff_attrs,

@@ -14,7 +14,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from . import _library
+from . import custom_ops
 
 # Appended to device-mismatch errors: the usual way to get there.
 ONE_CONTEXT_PER_DEVICE = (". A context serves one device: torch.nn.DataParallel, which runs "
@@ -81,7 +81,7 @@ class RasterContext(abc.ABC):
 
     def __init__(self):
         self.active_peeler = None
-        _library.context_handle(self)  # how custom ops name it under torch.compile
+        custom_ops.context_handle(self)  # how custom ops name it under torch.compile
 
     @property
     @abc.abstractmethod

@@ -6,8 +6,8 @@ from typing import Optional
 
 import torch
 
-from . import _library, cuda_backend, dispatch, triangle_id
-from ._checks import check_same_device, check_tensor, check_triangles
+from . import custom_ops, cuda_backend, dispatch, triangle_id
+from .checks import check_same_device, check_tensor, check_triangles
 from .raster_context import RasterContext
 from .reference import rasterize as _reference
 
@@ -69,7 +69,7 @@ def _validate(glctx, pos, tri, resolution, ranges):
     ranges = check_tensor("ranges", ranges, dtypes=(torch.int32,), ndims=2, last_dim=2)
     if ranges.device.type != "cpu":
         raise ValueError(f"ranges must be a CPU tensor, got device {ranges.device}")
-    if ranges.shape[0] > 0 and not _library.compiling():  # (values: checked in eager calls)
+    if ranges.shape[0] > 0 and not custom_ops.compiling():  # (values: checked in eager calls)
         start, count = ranges[:, 0].long(), ranges[:, 1].long()
         negative = (start < 0) | (count < 0)
         if bool(negative.any()):
@@ -111,9 +111,9 @@ def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel, 
     """The outputs, through autograd only when a gradient can flow to ``pos`` (the autograd
     node costs host time that matters for small images); under ``torch.compile``, through the
     custom op ``diffrast::rasterize``."""
-    if _library.compiling():
+    if custom_ops.compiling():
         op = _rasterize_op if glctx.capturable else _rasterize_gl_op
-        return op(_library.context_handle(glctx), pos, tri, resolution[0], resolution[1], ranges,
+        return op(custom_ops.context_handle(glctx), pos, tri, resolution[0], resolution[1], ranges,
                   layer_index, peel, grad_db, grad_depth)
     if pos.requires_grad and torch.is_grad_enabled():
         return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel,
@@ -144,39 +144,39 @@ class _Rasterize(torch.autograd.Function):
         return grad, None, None, None, None, None, None, None, None
 
 
-# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+# -- the custom ops torch.compile sees (diffrast.custom_ops) -------------------------------------
 
 def _rasterize_impl(context: int, pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
                     ranges: Optional[torch.Tensor], layer_index: int, peel: bool,
                     grad_db: bool, grad_depth: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(rast, rast_db)`` of validated inputs, rendered by the context of handle ``context``
-    (:func:`diffrast._library.context_handle`). ``grad_db`` and ``grad_depth`` only matter to
+    (:func:`diffrast.custom_ops.context_handle`). ``grad_db`` and ``grad_depth`` only matter to
     the backward."""
-    glctx = _library.context_from_handle(context)
+    glctx = custom_ops.context_from_handle(context)
     return _outputs(glctx, pos, tri, (height, width), ranges, layer_index, peel)
 
 
 # Two ops of one implementation: that of capturable contexts (RasterContext.capturable: the CUDA
 # rasterizer's, which CUDA graphs may capture) and the others' (OpenGL's), tagged so that
 # torch.compile(mode="reduce-overhead") never captures it.
-_rasterize_op = _library.custom_op("rasterize")(_rasterize_impl)
-_rasterize_gl_op = _library.custom_op("rasterize_gl", tags=_library.CUDAGRAPH_UNSAFE)(
+_rasterize_op = custom_ops.custom_op("rasterize")(_rasterize_impl)
+_rasterize_gl_op = custom_ops.custom_op("rasterize_gl", tags=custom_ops.CUDAGRAPH_UNSAFE)(
     _rasterize_impl)
 
 
 def _rasterize_fake(context, pos, tri, height, width, ranges, layer_index, peel, grad_db,
                     grad_depth):
     batch = pos.shape[0] if ranges is None else ranges.shape[0]
-    channels = 4 if _library.context_from_handle(context).output_db else 0
+    channels = 4 if custom_ops.context_from_handle(context).output_db else 0
     return (pos.new_empty(batch, height, width, 4), pos.new_empty(batch, height, width, channels))
 
 
-@_library.custom_op("rasterize_backward")
+@custom_ops.custom_op("rasterize_backward")
 def _rasterize_backward_op(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor,
                            grad_rast: torch.Tensor, grad_db: Optional[torch.Tensor],
                            grad_depth: bool) -> torch.Tensor:
     """The gradient of ``rasterize`` with respect to ``pos``, shaped like ``pos``."""
-    with _library.autograd_enabled():  # (the reference differentiates its formulas)
+    with custom_ops.autograd_enabled():  # (the reference differentiates its formulas)
         backward = dispatch.backend("rasterize_backward", pos.device, pos.dtype)
         return backward(pos, tri, rast, grad_rast, grad_db, grad_depth)
 

@@ -1,6 +1,6 @@
 """Texture sampling: ``texture`` and ``texture_construct_mip``, with nvdiffrast's API.
 
-The public functions validate their arguments (see :mod:`diffrast._checks`), then hand the work
+The public functions validate their arguments (see :mod:`diffrast.checks`), then hand the work
 to the backend for the tensors' device and dtype (:mod:`diffrast.dispatch`): the CUDA kernels of
 :mod:`diffrast.cuda_backend_texture` for float32 CUDA tensors, otherwise the reference
 implementation in :mod:`diffrast.reference.texture` (plain differentiable PyTorch). Both backends
@@ -8,7 +8,7 @@ have the same two entry points.
 
 Under ``torch.compile`` the validated call goes through the custom ops at the bottom of this file
 (``diffrast::texture``, ``diffrast::texture_construct_mip`` and their ``_backward`` ops, see
-:mod:`diffrast._library`), which run the same backends; eager calls use the backends directly.
+:mod:`diffrast.custom_ops`), which run the same backends; eager calls use the backends directly.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Optional
 
 import torch
 
-from . import _checks, _library, dispatch
+from . import checks, custom_ops, dispatch
 from . import cuda_backend_texture as _cuda_texture
 from .reference import mipmap as _ref_mipmap
 from .reference import texture as _ref_texture
@@ -82,14 +82,14 @@ def _check_max_mip_level(max_mip_level):
     return max_mip_level
 
 
-_TEX_DTYPES = _checks.FLOAT_DTYPES + _checks.HALF_DTYPES
+_TEX_DTYPES = checks.FLOAT_DTYPES + checks.HALF_DTYPES
 
 
 def _check_texture(name: str, tex, cube: bool) -> torch.Tensor:
     """Check a texture tensor's layout: ``[B, H, W, C]``, or ``[B, 6, H, W, C]`` for a cube map
     with square faces; every dimension positive; float32, float64, float16 or bfloat16."""
     if cube:
-        tex = _checks.check_tensor(name, tex, dtypes=_TEX_DTYPES, ndims=5)
+        tex = checks.check_tensor(name, tex, dtypes=_TEX_DTYPES, ndims=5)
         if tex.shape[1] != 6:
             raise ValueError(f"{name} must have shape [minibatch_size, 6, height, width, channels] "
                              f"for a cube map, got shape {tuple(tex.shape)} (dimension 1 is not 6)")
@@ -97,7 +97,7 @@ def _check_texture(name: str, tex, cube: bool) -> torch.Tensor:
             raise ValueError(f"{name} must have square cube map faces (height == width), "
                              f"got shape {tuple(tex.shape)}")
     else:
-        tex = _checks.check_tensor(name, tex, dtypes=_TEX_DTYPES, ndims=4)
+        tex = checks.check_tensor(name, tex, dtypes=_TEX_DTYPES, ndims=4)
     if any(s == 0 for s in tex.shape):
         raise ValueError(f"{name} must have no empty dimension, got shape {tuple(tex.shape)}")
     return tex
@@ -135,7 +135,7 @@ def _check_mip(mip, tex: torch.Tensor, cube: bool) -> list:
     out = []
     for k, (lvl, (h, w)) in enumerate(zip(levels, sizes)):
         lname = f"{name}[{k}]"
-        lvl = _checks.check_tensor(lname, lvl, dtypes=_TEX_DTYPES, ndims=tex.ndim)
+        lvl = checks.check_tensor(lname, lvl, dtypes=_TEX_DTYPES, ndims=tex.ndim)
         if cube:
             want = (tex.shape[0], 6, h, w, tex.shape[-1])
         else:
@@ -230,8 +230,8 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
             boundary_mode='cube' or vice versa; a mipmapped filter mode without ``uv_da`` or
             ``mip_level_bias``; a ``mip`` stack that does not fit ``tex``.
     """
-    _checks.check_choice("filter_mode", filter_mode, _FILTER_MODES)
-    _checks.check_choice("boundary_mode", boundary_mode, _BOUNDARY_MODES)
+    checks.check_choice("filter_mode", filter_mode, _FILTER_MODES)
+    checks.check_choice("boundary_mode", boundary_mode, _BOUNDARY_MODES)
     max_mip_level = _check_max_mip_level(max_mip_level)
     if not isinstance(tex, torch.Tensor):
         raise TypeError(f"tex must be a torch.Tensor, got {type(tex).__name__}")
@@ -239,30 +239,30 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     _check_cube_layout(tex, cube, "boundary_mode='cube'", "sampling a cube map needs "
                        "boundary_mode='cube'", f"boundary_mode={boundary_mode!r}")
     tex = _check_texture("tex", tex, cube)
-    if tex.dtype in _checks.HALF_DTYPES:  # sampled in float32, returned in tex's dtype
+    if tex.dtype in checks.HALF_DTYPES:  # sampled in float32, returned in tex's dtype
         if isinstance(mip, (list, tuple)):
-            mip = [_checks.float32_if_half(m) for m in mip]
+            mip = [checks.float32_if_half(m) for m in mip]
         return texture(tex.float(), uv, uv_da, mip_level_bias, mip, filter_mode, boundary_mode,
                        max_mip_level).to(tex.dtype)
-    uv = _checks.check_float("uv", uv, ndims=4, last_dim=3 if cube else 2)
+    uv = checks.check_float("uv", uv, ndims=4, last_dim=3 if cube else 2)
     batch = uv.shape[0]
     if tex.shape[0] not in (1, batch):
         raise ValueError(f"tex minibatch size must be 1 or match uv's ({batch}), "
                          f"got tex shape {tuple(tex.shape)} and uv shape {tuple(uv.shape)}")
     if uv_da is not None:
-        uv_da = _checks.check_float("uv_da", uv_da, ndims=4)
+        uv_da = checks.check_float("uv_da", uv_da, ndims=4)
         want = tuple(uv.shape[:3]) + (2 * uv.shape[3],)
         if tuple(uv_da.shape) != want:
             raise ValueError(f"uv_da must have shape {want} (uv's shape with a last dimension "
                              f"twice as long), got shape {tuple(uv_da.shape)}")
     if mip_level_bias is not None:
-        mip_level_bias = _checks.check_float("mip_level_bias", mip_level_bias, ndims=3)
+        mip_level_bias = checks.check_float("mip_level_bias", mip_level_bias, ndims=3)
         if tuple(mip_level_bias.shape) != tuple(uv.shape[:3]):
             raise ValueError(f"mip_level_bias must have shape {tuple(uv.shape[:3])} "
                              f"([minibatch_size, height, width] of uv), "
                              f"got shape {tuple(mip_level_bias.shape)}")
-    device = _checks.check_same_device(tex=tex, uv=uv, uv_da=uv_da, mip_level_bias=mip_level_bias)
-    _checks.check_same_dtype(tex=tex, uv=uv, uv_da=uv_da, mip_level_bias=mip_level_bias)
+    device = checks.check_same_device(tex=tex, uv=uv, uv_da=uv_da, mip_level_bias=mip_level_bias)
+    checks.check_same_dtype(tex=tex, uv=uv, uv_da=uv_da, mip_level_bias=mip_level_bias)
 
     if filter_mode == "auto":
         has_lod = uv_da is not None or mip_level_bias is not None
@@ -284,7 +284,7 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
                                 f"({str(tex.dtype).replace('torch.', '')}), "
                                 f"got {str(lvl.dtype).replace('torch.', '')}")
 
-    if _library.compiling():
+    if custom_ops.compiling():
         return _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode,
                                  boundary_mode, max_mip_level)
     backend = dispatch.backend("texture", device, tex.dtype)
@@ -335,9 +335,9 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
         _check_cube_layout(tex, cube_mode, "cube_mode=True", "pass cube_mode=True to build its "
                            "mipmap stack", "cube_mode=False")
     tex = _check_texture("tex", tex, cube_mode)
-    _checks.check_device("tex", tex)
-    tex = _checks.float32_if_half(tex)  # a float16 / bfloat16 texture gets a float32 stack
-    if _library.compiling():
+    checks.check_device("tex", tex)
+    tex = checks.float32_if_half(tex)  # a float16 / bfloat16 texture gets a float32 stack
+    if custom_ops.compiling():
         flat = _construct_mip_op(tex, max_mip_level, cube_mode)
         return TextureMipStack(_split_levels(flat, tex.shape, cube_mode, max_mip_level),
                                cube_mode, tex.shape)
@@ -346,7 +346,7 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
     return TextureMipStack(levels, cube_mode, tex.shape)
 
 
-# -- the custom ops torch.compile sees (diffrast._library) -------------------------------------
+# -- the custom ops torch.compile sees (diffrast.custom_ops) -------------------------------------
 #
 # diffrast::texture_construct_mip returns the mip levels as one flat buffer (the levels one after
 # the other, each in the texture's layout: the CUDA backend's MipLevels.flat), since the outputs of
@@ -354,7 +354,7 @@ def texture_construct_mip(tex, max_mip_level=None, cube_mode=False):
 # (_split_levels). diffrast::texture takes the levels as a list of tensors; the CUDA backend reads
 # such views of one buffer in place. Backwards: the CUDA kernels' (cuda_backend_texture's
 # texture_backward, construct_mip_backward), or the reference differentiated again by autograd
-# (_library.vjp).
+# (custom_ops.vjp).
 
 
 def _level_shapes(tex_shape, cube: bool, max_mip_level) -> list:
@@ -412,7 +412,7 @@ def _contiguous(t):
     return t.contiguous() if t is not None else None
 
 
-@_library.custom_op("texture_construct_mip")
+@custom_ops.custom_op("texture_construct_mip")
 def _construct_mip_op(tex: torch.Tensor, max_mip_level: Optional[int], cube_mode: bool
                       ) -> torch.Tensor:
     """The mip levels below ``tex`` (validated) as one flat tensor: the levels one after the
@@ -432,7 +432,7 @@ def _(tex, max_mip_level, cube_mode):
     return tex.new_empty(sum(_numel(s) for s in shapes))
 
 
-@_library.custom_op("texture_construct_mip_backward")
+@custom_ops.custom_op("texture_construct_mip_backward")
 def _construct_mip_backward_op(tex: torch.Tensor, max_mip_level: Optional[int],
                                cube_mode: bool, grad: torch.Tensor) -> torch.Tensor:
     """Gradient of ``tex`` from ``grad``, that of the output of :func:`_construct_mip_op`."""
@@ -442,7 +442,7 @@ def _construct_mip_backward_op(tex: torch.Tensor, max_mip_level: Optional[int],
     def flat_levels(t):
         return _flatten_levels(_ref_mipmap.construct_mip_levels(t, max_mip_level, cube_mode), t)
 
-    return _library.vjp(flat_levels, [tex.contiguous()], [grad], [True])[0].contiguous()
+    return custom_ops.vjp(flat_levels, [tex.contiguous()], [grad], [True])[0].contiguous()
 
 
 @_construct_mip_backward_op.register_fake
@@ -467,7 +467,7 @@ def _construct_mip_autograd(ctx, grad):
 _construct_mip_op.register_autograd(_construct_mip_autograd, setup_context=_construct_mip_setup)
 
 
-@_library.custom_op("texture")
+@custom_ops.custom_op("texture")
 def _texture_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
                 mip_level_bias: Optional[torch.Tensor], mip_levels: list[torch.Tensor],
                 filter_mode: str, boundary_mode: str) -> torch.Tensor:
@@ -496,7 +496,7 @@ def _texture_grad_needs(needs, filter_mode: str, has_uv_da: bool, has_bias: bool
             bool(needs[4]) and filter_mode in _MIPMAP_MODES and num_levels > 0]
 
 
-@_library.custom_op("texture_backward")
+@custom_ops.custom_op("texture_backward")
 def _texture_backward_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
                          mip_level_bias: Optional[torch.Tensor], mip_levels: list[torch.Tensor],
                          filter_mode: str, boundary_mode: str, grad_out: torch.Tensor,
@@ -525,7 +525,7 @@ def _texture_backward_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[to
 
         inputs = [tex.contiguous(), uv.contiguous(), _contiguous(uv_da),
                   _contiguous(mip_level_bias)] + [lvl.contiguous() for lvl in mip_levels]
-        grads = _library.vjp(fn, inputs, [grad_out], needs[:4] + [want_mip] * len(mip_levels))
+        grads = custom_ops.vjp(fn, inputs, [grad_out], needs[:4] + [want_mip] * len(mip_levels))
         g_uv, g_da, g_bias = grads[1:4]
         parts = ([grads[0]] if want_tex else []) + (grads[4:] if want_mip else [])
         texels = torch.cat([g.reshape(-1) for g in parts]) if parts else None

@@ -1,5 +1,5 @@
 """Every documented error of every public function names the argument, says what was expected
-and what came (diffrast/_checks.py). Pins the key words of the cases that the op test files do
+and what came (diffrast/checks.py). Pins the key words of the cases that the op test files do
 not already pin (tests/test_rasterize.py::test_bad_inputs_raise_clear_errors,
 tests/test_interpolate.py::test_bad_input_raises, tests/test_texture.py::test_bad_input and
 test_construct_mip_bad_input, tests/test_antialias.py::test_bad_inputs_raise and

@@ -10,14 +10,14 @@ import weakref
 
 import torch
 
-from . import _library
+from . import custom_ops
 
 FLOAT_DTYPES = (torch.float32, torch.float64)
 # Accepted for attributes and textures: computed in float32, results returned in these dtypes.
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
-def _describe(t: torch.Tensor) -> str:
+def describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}, device {t.device}"
 
 
@@ -33,12 +33,12 @@ def check_tensor(name: str, t, *, dtypes=None, ndims=None, last_dim=None) -> tor
         ndims = (ndims,) if isinstance(ndims, int) else tuple(ndims)
         if t.ndim not in ndims:
             want = " or ".join(f"{n}-D" for n in ndims)
-            raise ValueError(f"{name} must be {want}, got {_describe(t)}")
+            raise ValueError(f"{name} must be {want}, got {describe(t)}")
     if last_dim is not None:
         last = (last_dim,) if isinstance(last_dim, int) else tuple(last_dim)
         if t.ndim == 0 or t.shape[-1] not in last:
             want = " or ".join(str(n) for n in last)
-            raise ValueError(f"{name} must have last dimension {want}, got {_describe(t)}")
+            raise ValueError(f"{name} must have last dimension {want}, got {describe(t)}")
     return t.contiguous()
 
 
@@ -106,7 +106,7 @@ def check_triangles(name: str, tri, num_vertices: int) -> torch.Tensor:
     memory access.)
     """
     tri = check_tensor(name, tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
-    if tri.shape[0] == 0 or _library.compiling():
+    if tri.shape[0] == 0 or custom_ops.compiling():
         # Under torch.compile the range check (a data-dependent read) is left to the kernels and
         # shaders, which guard every index (call eagerly once to get the error message).
         return tri
