@@ -81,23 +81,19 @@ __device__ bool pair_pos_grad(const Scene& s, const float* __restrict__ rast, lo
 
 }  // namespace
 
-// Backward. grad_out is read through element strides (so that an expanded gradient, e.g. of a
+// antialias_bwd, the backward pass. grad_out is read through element strides (so that an expanded gradient, e.g. of a
 // .sum(), needs no copy). grad_color: the transpose of the blend, gathered per pixel. Position
 // gradient of the pixel's own pairs (right, above): atomicAdd into grad_pos (zeroed by the
 // caller), or in deterministic mode pair_grad[2p + j] = dLoss/dt * boost and entry_rows[4p + 2j + e]
 // = the vertex row of edge end e (0x7fffffff when the pair does not blend).
-extern "C" __global__ void antialias_bwd(
-    const float* __restrict__ color, const float* __restrict__ grad_out,
-    const float* __restrict__ rast, const float* __restrict__ pos, const int* __restrict__ tri,
-    const float* __restrict__ pair_t, const int* __restrict__ pair_meta,
-    float* __restrict__ grad_color, float* __restrict__ grad_pos, float* __restrict__ pair_grad,
-    int* __restrict__ entry_rows,
-    int num_pixels, int width, int height, int channels, int num_vertices, int num_triangles,
-    int pos_batched, int g_stride_b, int g_stride_y, int g_stride_x, int g_stride_c,
-    int want_color, int want_pos, int deterministic, float boost)
+__device__ __forceinline__ void antialias_bwd_impl(const AntialiasBackwardParams& kp)
 {
+    const float* __restrict__ color = kp.color;
+    const float* __restrict__ grad_out = kp.grad_out;
+    const int width = kp.width, height = kp.height, channels = kp.channels;
+    const bool deterministic = kp.deterministic;
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= num_pixels)
+    if (p >= kp.num_pixels)
         return;
     const int hw = width * height;
     const int b = p / hw;
@@ -105,16 +101,16 @@ extern "C" __global__ void antialias_bwd(
     const int y = rem / width;
     const int x = rem - y * width;
     PairView pv[4];
-    pixel_pairs(pair_t, pair_meta, p, x, y, width, pv);
+    pixel_pairs(kp.pair_t, kp.pair_meta, p, x, y, width, pv);
     const long long C = channels;
-    const long long gsc = g_stride_c;
+    const long long gsc = kp.g_stride_c;
     // grad_out offsets of the pixel and of its left, right, lower and upper neighbours
-    const long long g_self = (long long)b * g_stride_b + (long long)y * g_stride_y +
-                             (long long)x * g_stride_x;
-    const long long g_nb[4] = {g_self - g_stride_x, g_self + g_stride_x, g_self - g_stride_y,
-                               g_self + g_stride_y};
+    const long long g_self = (long long)b * kp.g_stride_b + (long long)y * kp.g_stride_y +
+                             (long long)x * kp.g_stride_x;
+    const long long g_nb[4] = {g_self - kp.g_stride_x, g_self + kp.g_stride_x,
+                               g_self - kp.g_stride_y, g_self + kp.g_stride_y};
 
-    if (want_color) {
+    if (kp.want_color) {
         for (int c = 0; c < channels; ++c) {
             const float g = grad_out[g_self + c * gsc];
             float acc = g;
@@ -124,14 +120,15 @@ extern "C" __global__ void antialias_bwd(
                 // target: out[p] gets -w * color[p]; source: out[other] gets +w * color[p].
                 acc += pv[i].target ? -pv[i].w * g : pv[i].w * grad_out[g_nb[i] + c * gsc];
             }
-            grad_color[p * C + c] = acc;
+            kp.grad_color[p * C + c] = acc;
         }
     }
-    if (!want_pos)
+    if (!kp.want_pos)
         return;
 
-    const Scene s = make_scene(pos, tri, width, height, num_vertices, num_triangles, pos_batched);
-    const int m_self = pair_meta[p];
+    const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
+                               kp.pos_batched);
+    const int m_self = kp.pair_meta[p];
     for (int j = 0; j < 2; ++j) {
         const int meta = (m_self >> (8 * j)) & 0xff;
         bool done = false;
@@ -147,64 +144,61 @@ extern "C" __global__ void antialias_bwd(
             // weight = 0.5 - t when the target is the front pixel A (t < 0.5), else t - 0.5.
             const bool a_second = (meta & kPairASecond) != 0;
             const bool target_is_a = (meta & kPairTargetSecond) ? a_second : !a_second;
-            const float G = (target_is_a ? -dw : dw) * boost;
+            const float G = v.clamped ? 0.0f : (target_is_a ? -dw : dw) * kp.boost;
             if (deterministic) {
                 EdgeGrad eg;
-                if (G != 0.0f && pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, G, eg)) {
-                    pair_grad[2LL * p + j] = G;
-                    entry_rows[4LL * p + 2 * j] = (int)eg.row[0];
-                    entry_rows[4LL * p + 2 * j + 1] = (int)eg.row[1];
+                if (G != 0.0f && pair_pos_grad(s, kp.rast, p, b, x, y, j == 1, meta, G, eg)) {
+                    kp.pair_grad[2LL * p + j] = G;
+                    kp.entry_rows[4LL * p + 2 * j] = (int)eg.row[0];
+                    kp.entry_rows[4LL * p + 2 * j + 1] = (int)eg.row[1];
                     done = true;
                 }
             } else if (G != 0.0f) {
                 EdgeGrad eg;
-                if (pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, G, eg)) {
+                if (pair_pos_grad(s, kp.rast, p, b, x, y, j == 1, meta, G, eg)) {
                     for (int e = 0; e < 2; ++e)
-                        atomic_add_xyw(grad_pos + eg.row[e] * 4, eg.gx[e], eg.gy[e], eg.gw[e]);
+                        atomic_add_xyw(kp.grad_pos + eg.row[e] * 4, eg.gx[e], eg.gy[e], eg.gw[e]);
                 }
             }
         }
         if (deterministic && !done) {
-            pair_grad[2LL * p + j] = 0.0f;
-            entry_rows[4LL * p + 2 * j] = 0x7fffffff;
-            entry_rows[4LL * p + 2 * j + 1] = 0x7fffffff;
+            kp.pair_grad[2LL * p + j] = 0.0f;
+            kp.entry_rows[4LL * p + 2 * j] = 0x7fffffff;
+            kp.entry_rows[4LL * p + 2 * j + 1] = 0x7fffffff;
         }
     }
 }
 
-// Deterministic position gradient: `order` lists the entries 4p + 2j + e sorted by vertex row
+// antialias_bwd_pos_reduce, the deterministic position gradient: `order` lists the entries 4p + 2j + e sorted by vertex row
 // with a stable sort (so by pixel, pair and end within a row), row_start[r] .. row_start[r + 1]
 // is row r's part. One thread per row recomputes each entry's contribution and adds them in that
 // order. grad_pos is fully written (z and rows without entries get 0).
-extern "C" __global__ void antialias_bwd_pos_reduce(
-    const float* __restrict__ rast, const float* __restrict__ pos, const int* __restrict__ tri,
-    const int* __restrict__ pair_meta, const float* __restrict__ pair_grad,
-    const long long* __restrict__ order, const long long* __restrict__ row_start,
-    float* __restrict__ grad_pos,
-    int num_rows, int width, int height, int num_vertices, int num_triangles, int pos_batched)
+__device__ __forceinline__ void antialias_bwd_pos_reduce_impl(const AntialiasBackwardParams& kp)
 {
+    const int width = kp.width, height = kp.height;
     const int row = blockIdx.x * blockDim.x + threadIdx.x;
-    if (row >= num_rows)
+    if (row >= kp.num_rows)
         return;
-    const Scene s = make_scene(pos, tri, width, height, num_vertices, num_triangles, pos_batched);
+    const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
+                               kp.pos_batched);
     const int hw = width * height;
     float gx = 0.0f, gy = 0.0f, gw = 0.0f;
-    for (long long i = row_start[row]; i < row_start[row + 1]; ++i) {
-        const long long entry = order[i];
+    for (long long i = kp.row_start[row]; i < kp.row_start[row + 1]; ++i) {
+        const long long entry = kp.order[i];
         const long long p = entry >> 2;
         const int j = (int)((entry >> 1) & 1);
         const int e = (int)(entry & 1);
-        const int meta = (pair_meta[p] >> (8 * j)) & 0xff;
+        const int meta = (kp.pair_meta[p] >> (8 * j)) & 0xff;
         const int b = (int)(p / hw);
         const int rem = (int)(p - (long long)b * hw);
         const int y = rem / width;
         const int x = rem - y * width;
         EdgeGrad eg;
-        if (pair_pos_grad(s, rast, p, b, x, y, j == 1, meta, pair_grad[2 * p + j], eg)) {
+        if (pair_pos_grad(s, kp.rast, p, b, x, y, j == 1, meta, kp.pair_grad[2 * p + j], eg)) {
             gx += e ? eg.gx[1] : eg.gx[0];
             gy += e ? eg.gy[1] : eg.gy[0];
             gw += e ? eg.gw[1] : eg.gw[0];
         }
     }
-    reinterpret_cast<float4*>(grad_pos)[row] = make_float4(gx, gy, 0.0f, gw);
+    reinterpret_cast<float4*>(kp.grad_pos)[row] = make_float4(gx, gy, 0.0f, gw);
 }

@@ -132,11 +132,8 @@ __device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, in
     float t_min = inf;
     int k = 0;
     for (int i = 0; i < 3; ++i) {
-        const float den = add_rn(mul_rn(L[i].x, dx), mul_rn(L[i].y, dy));
-        const float e_a = mul_rn(sgn, L[i].z);
-        const float e_b = mul_rn(sgn, add_rn(den, L[i].z));
-        if (e_a >= 0.0f && e_b < 0.0f) {
-            const float ti = div_rn(-L[i].z, den == 0.0f ? 1.0f : den);
+        float ti;
+        if (edge_crossing(L[i], dx, dy, sgn, ti)) {
             if (ti < t_min) {
                 t_min = ti;
                 k = i;
@@ -160,30 +157,28 @@ __device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, in
 
 }  // namespace
 
-// Pass 1: the pixel's pairs with its right neighbour and with the neighbour above.
-extern "C" __global__ void antialias_fwd_pairs(
-    const float* __restrict__ rast, const float* __restrict__ pos, const int* __restrict__ tri,
-    const int* __restrict__ nbr, const long long* __restrict__ edge_ptr,
-    const long long* __restrict__ inc_tri, const long long* __restrict__ inc_opp,
-    float* __restrict__ pair_t, int* __restrict__ pair_meta,
-    int num_pixels, int width, int height, int num_vertices, int num_triangles, int num_edges,
-    int pos_batched)
+// antialias_fwd_pairs, pass 1: the pixel's pairs with its right neighbour and with the
+// neighbour above.
+__device__ __forceinline__ void antialias_fwd_pairs_impl(const AntialiasForwardParams& kp)
 {
+    const int width = kp.width, height = kp.height;
+    const float* __restrict__ rast = kp.rast;
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= num_pixels)
+    if (p >= kp.num_pixels)
         return;
     const int hw = width * height;
     const int b = p / hw;
     const int rem = p - b * hw;
     const int y = rem / width;
     const int x = rem - y * width;
-    const Scene s = make_scene(pos, tri, width, height, num_vertices, num_triangles, pos_batched);
+    const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
+                               kp.pos_batched);
     Topology topo;
-    topo.nbr = nbr;
-    topo.edge_ptr = edge_ptr;
-    topo.inc_tri = inc_tri;
-    topo.inc_opp = inc_opp;
-    topo.num_edges = num_edges;
+    topo.nbr = kp.nbr;
+    topo.edge_ptr = kp.edge_ptr;
+    topo.inc_tri = kp.inc_tri;
+    topo.inc_opp = kp.inc_opp;
+    topo.num_edges = kp.num_edges;
 
     const float4 r0 = load4(rast, p);
     TriCache cache;
@@ -195,28 +190,28 @@ extern "C" __global__ void antialias_fwd_pairs(
         meta = eval_pair(s, topo, b, x, y, 1, 0, r0, load4(rast, p + 1), cache, t_h);
     if (y + 1 < height)
         meta |= eval_pair(s, topo, b, x, y, 0, 1, r0, load4(rast, p + width), cache, t_v) << 8;
-    reinterpret_cast<float2*>(pair_t)[p] = make_float2(t_h, t_v);
-    pair_meta[p] = meta;
+    reinterpret_cast<float2*>(kp.pair_t)[p] = make_float2(t_h, t_v);
+    kp.pair_meta[p] = meta;
 }
 
-// Pass 2: out = color plus the deltas of the pairs that blend into the pixel.
-extern "C" __global__ void antialias_fwd_blend(
-    const float* __restrict__ color, const float* __restrict__ pair_t,
-    const int* __restrict__ pair_meta, float* __restrict__ out,
-    int num_pixels, int width, int height, int channels)
+// antialias_fwd_blend, pass 2: out = color plus the deltas of the pairs that blend into the
+// pixel.
+__device__ __forceinline__ void antialias_fwd_blend_impl(const AntialiasForwardParams& kp)
 {
+    const float* __restrict__ color = kp.color;
+    const int width = kp.width, height = kp.height, channels = kp.channels;
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= num_pixels)
+    if (p >= kp.num_pixels)
         return;
     const int hw = width * height;
     const int rem = p - (p / hw) * hw;
     const int y = rem / width;
     const int x = rem - y * width;
     PairView pv[4];
-    pixel_pairs(pair_t, pair_meta, p, x, y, width, pv);
+    pixel_pairs(kp.pair_t, kp.pair_meta, p, x, y, width, pv);
     const long long C = channels;
     const float* c_self = color + p * C;
-    float* o = out + p * C;
+    float* o = kp.out + p * C;
     for (int c = 0; c < channels; ++c) {
         const float own = c_self[c];
         float acc = own;

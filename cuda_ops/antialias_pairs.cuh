@@ -16,7 +16,8 @@
 // rast [N, 4] (u, v, z/w, id + 1), color / out / grad_color [N, C], pos [rows, 4] (rows = B * V in
 // instance mode, V in range mode; `pos_batched` tells), tri [T, 3]. Per pixel, pair_t [N, 2] holds
 // the crossing parameter t of its pair with the right neighbour and of its pair with the
-// neighbour above, pair_meta [N] one PairBits byte per pair.
+// neighbour above (as found, up to 1/16 outside [0, 1]; blend_weight clamps it), pair_meta [N]
+// one PairBits byte per pair.
 #pragma once
 
 #include "common.cuh"
@@ -75,10 +76,34 @@ __device__ __forceinline__ Vec3 pixel_space(const Scene& s, float4 v, float cx, 
     return r;
 }
 
-// The reference's blend weight for crossing parameter t.
+// How far outside the segment between the two pixel centres (in pixels) an edge crossing still
+// counts; it is then clamped to the segment (the reference's CROSSING_TOLERANCE).
+constexpr float kCrossingTolerance = 0.0625f;
+
+// Step 3 of the reference for one edge line L of a triangle of determinant sign `sgn`, along the
+// unit step (dx, dy) from the front pixel A: whether the segment's line leaves the edge's inner
+// side at a crossing parameter t within [-1/16, 1 + 1/16] (t returned). den is exact (dx, dy are
+// 0 or +-1), so is sgn * den, and den != 0 wherever t is computed.
+__device__ __forceinline__ bool edge_crossing(const Vec3& L, float dx, float dy, float sgn,
+                                              float& t)
+{
+    const float den = add_rn(mul_rn(L.x, dx), mul_rn(L.y, dy));
+    if (!(mul_rn(sgn, den) < 0.0f))
+        return false;
+    t = div_rn(-L.z, den);
+    return t >= -kCrossingTolerance && t <= 1.0f + kCrossingTolerance;
+}
+
+// Whether crossing parameter t was clamped to the segment (then the blend passes no position
+// gradient: the reference's clamp(t, 0, 1) has derivative 0 there).
+__device__ __forceinline__ bool crossing_clamped(float t) { return t < 0.0f || t > 1.0f; }
+
+// The reference's blend weight for crossing parameter t (clamped to [0, 1] first). The side is
+// the same for t and its clamped value.
 __device__ __forceinline__ float blend_weight(float t)
 {
-    return t < 0.5f ? sub_rn(0.5f, t) : sub_rn(t, 0.5f);
+    const float tc = t < 0.0f ? 0.0f : (t > 1.0f ? 1.0f : t);
+    return tc < 0.5f ? sub_rn(0.5f, tc) : sub_rn(tc, 0.5f);
 }
 
 // One of the (up to four) pairs a pixel belongs to, seen from that pixel.
@@ -87,6 +112,7 @@ struct PairView {
     bool target;     // the pixel is the blend target (else it is the source)
     long long other; // the other pixel of the pair
     float w;         // blend weight
+    bool clamped;    // the crossing was clamped to the segment: no position gradient
 };
 
 // The pixel's four pairs in the reference's accumulation order: left, right, below, above.
@@ -104,6 +130,7 @@ __device__ __forceinline__ void pixel_pairs(const float* __restrict__ pair_t,
         pv[i].other = other[i];
         pv[i].target = false;
         pv[i].w = 0.0f;
+        pv[i].clamped = false;
         if (!pv[i].valid)
             continue;
         const bool target_second = (m[i] & kPairTargetSecond) != 0;
@@ -113,6 +140,7 @@ __device__ __forceinline__ void pixel_pairs(const float* __restrict__ pair_t,
                       : i == 2 ? pair_t[2 * (p - width) + 1]
                                : pair_t[2 * p + 1];
         pv[i].w = blend_weight(t);
+        pv[i].clamped = crossing_clamped(t);
     }
 }
 

@@ -127,9 +127,12 @@ __device__ __forceinline__ void store_status(unsigned long long* status, long lo
 
 }  // namespace
 
-extern "C" __global__ void topology_insert(const int* __restrict__ tri, long long* table,
-                                           long long* scratch, int num_slots, int capacity)
+__device__ __forceinline__ void topology_insert_impl(const AntialiasTopologyParams& kp)
 {
+    const int* __restrict__ tri = kp.tri;
+    long long* table = kp.table;
+    long long* scratch = kp.scratch;
+    const int num_slots = kp.num_slots, capacity = kp.capacity;
     // No early return: the whole warp takes part in __match_any_sync.
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = lane_id();
@@ -160,10 +163,12 @@ extern "C" __global__ void topology_insert(const int* __restrict__ tri, long lon
     }
 }
 
-extern "C" __global__ void topology_scan(long long* table, long long* scratch,
-                                         long long* __restrict__ edge_ptr, int num_slots,
-                                         int capacity, int num_tiles)
+__device__ __forceinline__ void topology_scan_impl(const AntialiasTopologyParams& kp)
 {
+    long long* table = kp.table;
+    long long* scratch = kp.scratch;
+    long long* __restrict__ edge_ptr = kp.edge_ptr;
+    const int num_slots = kp.num_slots, capacity = kp.capacity, num_tiles = kp.num_tiles;
     const int lane = lane_id();
     unsigned long long* status = reinterpret_cast<unsigned long long*>(table + 2LL * capacity);
     unsigned long long* ticket = status + num_tiles;
@@ -240,14 +245,17 @@ extern "C" __global__ void topology_scan(long long* table, long long* scratch,
     }
 }
 
-extern "C" __global__ void topology_place(const int* __restrict__ tri, const long long* table,
-                                          long long* scratch, long long* __restrict__ tri_edge,
-                                          long long* __restrict__ edge_ptr,
-                                          long long* __restrict__ inc_tri,
-                                          long long* __restrict__ inc_opp,
-                                          int* __restrict__ nbr, int num_slots, int capacity,
-                                          int num_tiles)
+__device__ __forceinline__ void topology_place_impl(const AntialiasTopologyParams& kp)
 {
+    const int* __restrict__ tri = kp.tri;
+    const long long* table = kp.table;
+    long long* scratch = kp.scratch;
+    long long* __restrict__ tri_edge = kp.tri_edge;
+    long long* __restrict__ edge_ptr = kp.edge_ptr;
+    long long* __restrict__ inc_tri = kp.inc_tri;
+    long long* __restrict__ inc_opp = kp.inc_opp;
+    int* __restrict__ nbr = kp.nbr;
+    const int num_slots = kp.num_slots, capacity = kp.capacity, num_tiles = kp.num_tiles;
     // No early return: the whole warp takes part in __match_any_sync.
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = lane_id();
@@ -285,12 +293,15 @@ extern "C" __global__ void topology_place(const int* __restrict__ tri, const lon
     }
 }
 
-extern "C" __global__ void topology_rank(const int* __restrict__ tri, long long* scratch,
-                                         const long long* __restrict__ tri_edge,
-                                         const long long* __restrict__ edge_ptr,
-                                         long long* __restrict__ inc_tri,
-                                         long long* __restrict__ inc_opp, int num_slots)
+__device__ __forceinline__ void topology_rank_impl(const AntialiasTopologyParams& kp)
 {
+    const int* __restrict__ tri = kp.tri;
+    long long* scratch = kp.scratch;
+    const long long* __restrict__ tri_edge = kp.tri_edge;
+    const long long* __restrict__ edge_ptr = kp.edge_ptr;
+    long long* __restrict__ inc_tri = kp.inc_tri;
+    long long* __restrict__ inc_opp = kp.inc_opp;
+    const int num_slots = kp.num_slots;
     // No early return: the whole warp takes part in the collectives.
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const int lane = lane_id();

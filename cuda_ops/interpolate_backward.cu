@@ -49,51 +49,45 @@ __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __rest
 
 }  // namespace
 
-// Backward pass. Writes grad_rast and grad_rast_db (when wanted) for every pixel; for grad_attr
+// interpolate_bwd, the backward pass. Writes grad_rast and grad_rast_db (when wanted) for every pixel; for grad_attr
 // either adds each covered pixel's corner contributions with warp-aggregated atomics (grad_attr
 // must be zeroed by the caller), or, in deterministic mode, only records the attribute row of
 // each (pixel, corner) entry in entry_rows[3p + c] (0x7fffffff for empty pixels) for
 // interpolate_bwd_reduce.
-extern "C" __global__ void interpolate_bwd(
-    const float* __restrict__ attr, const float* __restrict__ rast, const int* __restrict__ tri,
-    const float* __restrict__ rast_db, const int* __restrict__ diff_table,
-    const float* __restrict__ grad_out, long long g_sp, long long g_sc,
-    const float* __restrict__ grad_out_da, long long gda_sp, long long gda_sc,
-    float* __restrict__ grad_attr, float* __restrict__ grad_rast, float* __restrict__ grad_rast_db,
-    int* __restrict__ entry_rows,
-    int num_pixels, int pixels_per_image, int num_vertices, int num_attrs, int num_triangles,
-    int attr_batched, int num_diff, int want_attr, int want_rast, int want_db, int deterministic)
+__device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardParams& kp)
 {
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    const bool in_range = p < num_pixels;
-    const int A = num_attrs, K = num_diff;
-    const int* sel = diff_table;
-    const int* inv_ptr = diff_table + K;
-    const int* inv_k = diff_table + K + A + 1;
+    const bool in_range = p < kp.num_pixels;
+    const int A = kp.num_attrs, K = kp.num_diff;
+    const long long g_sc = kp.g_sc, gda_sc = kp.gda_sc;
+    const int* sel = kp.diff_table;
+    const int* inv_ptr = kp.diff_table + K;
+    const int* inv_k = kp.diff_table + K + A + 1;
 
     // No early return: every lane of the warp takes part in the shuffles of the atomic path.
-    const int image = in_range ? p / pixels_per_image : 0;
+    const int image = in_range ? p / kp.pixels_per_image : 0;
     float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     PixelTriangle pt;
     pt.tri = -1;
     pt.row[0] = pt.row[1] = pt.row[2] = 0;
     bool covered = false;
     if (in_range) {
-        r = load4(rast, p);
-        covered = pixel_triangle(r.w, image, tri, num_triangles, num_vertices, attr_batched, pt);
+        r = load4(kp.rast, p);
+        covered = pixel_triangle(r.w, image, kp.tri, kp.num_triangles, kp.num_vertices,
+                                 kp.attr_batched, pt);
     }
-    const float4 db = (covered && K > 0) ? load4(rast_db, p) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    const float4 db = (covered && K > 0) ? load4(kp.rast_db, p) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     const float u = covered ? r.x : 0.0f;
     const float v = covered ? r.y : 0.0f;
     const float w = 1.0f - u - v;
-    const float* g = grad_out + (long long)p * g_sp;
-    const float* gda = grad_out_da + (long long)p * gda_sp;
-    const float* a0 = attr + pt.row[0] * A;  // row 0 (never read) for an empty pixel
-    const float* a1 = attr + pt.row[1] * A;
-    const float* a2 = attr + pt.row[2] * A;
+    const float* g = kp.grad_out + (long long)p * kp.g_sp;
+    const float* gda = kp.grad_out_da + (long long)p * kp.gda_sp;
+    const float* a0 = kp.attr + pt.row[0] * A;  // row 0 (never read) for an empty pixel
+    const float* a1 = kp.attr + pt.row[1] * A;
+    const float* a2 = kp.attr + pt.row[2] * A;
 
     // Gradients to rast (u, v) and rast_db: per pixel, plain stores.
-    if (in_range && (want_rast || want_db)) {
+    if (in_range && (kp.want_rast || kp.want_db)) {
         float gu = 0.0f, gv = 0.0f;
         float4 gdb = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         if (covered) {
@@ -114,24 +108,25 @@ extern "C" __global__ void interpolate_bwd(
                 gdb.w += gy * d1;
             }
         }
-        if (want_rast)
-            store4(grad_rast, p, make_float4(gu, gv, 0.0f, 0.0f));
-        if (want_db)
-            store4(grad_rast_db, p, gdb);
+        if (kp.want_rast)
+            store4(kp.grad_rast, p, make_float4(gu, gv, 0.0f, 0.0f));
+        if (kp.want_db)
+            store4(kp.grad_rast_db, p, gdb);
     }
 
-    if (!want_attr)
+    if (!kp.want_attr)
         return;  // uniform across the launch
-    if (deterministic) {
+    if (kp.deterministic) {
         if (in_range)
             for (int c = 0; c < 3; ++c)
-                entry_rows[3LL * p + c] = covered ? (int)pt.row[c] : 0x7fffffff;
+                kp.entry_rows[3LL * p + c] = covered ? (int)pt.row[c] : 0x7fffffff;
         return;  // uniform across the launch
     }
 
     // Pixels of one run share the triangle (and image, when attr is batched), hence the rows.
     const long long key = covered
-        ? (attr_batched ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
+        ? (kp.attr_batched ? (long long)image * kp.num_triangles + pt.tri : (long long)pt.tri)
+        : -1LL;
     if (!__any_sync(kFullWarp, covered))
         return;  // uniform across the warp
     const WarpRun run = warp_run(key);
@@ -146,48 +141,42 @@ extern "C" __global__ void interpolate_bwd(
             c1 = v * gi + e1;
             c2 = w * gi + (-e0 - e1);
         }
-        run_atomic_add(grad_attr + pt.row[0] * A + i, c0, run, covered);
-        run_atomic_add(grad_attr + pt.row[1] * A + i, c1, run, covered);
-        run_atomic_add(grad_attr + pt.row[2] * A + i, c2, run, covered);
+        run_atomic_add(kp.grad_attr + pt.row[0] * A + i, c0, run, covered);
+        run_atomic_add(kp.grad_attr + pt.row[1] * A + i, c1, run, covered);
+        run_atomic_add(kp.grad_attr + pt.row[2] * A + i, c2, run, covered);
     }
 }
 
-// Deterministic accumulation of grad_attr. `order` lists the (pixel, corner) entries 3p + c
+// interpolate_bwd_reduce, deterministic accumulation of grad_attr. `order` lists the (pixel, corner) entries 3p + c
 // sorted by attribute row with a stable sort (so by pixel, then corner, within a row), and
 // `row_start[r] .. row_start[r + 1]` is row r's part of it. One warp per (row, attribute): lane l
 // takes the entries l, l + 32, ... of the row, recomputes each one's contribution (the same
 // expressions as interpolate_bwd) and adds them in that order; warp_sum_fixed_order combines the
 // lanes. Every addition happens in a fixed order, so the result is bit-identical run to run.
 // grad_attr is fully written (rows without entries get 0).
-extern "C" __global__ void interpolate_bwd_reduce(
-    const float* __restrict__ rast, const float* __restrict__ rast_db,
-    const int* __restrict__ diff_table, const float* __restrict__ grad_out, long long g_sp,
-    long long g_sc, const float* __restrict__ grad_out_da, long long gda_sp, long long gda_sc,
-    const long long* __restrict__ order,
-    const long long* __restrict__ row_start, float* __restrict__ grad_attr,
-    int num_rows, int num_attrs, int num_diff)
+__device__ __forceinline__ void interpolate_bwd_reduce_impl(const InterpolateBackwardParams& kp)
 {
     const long long item = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
     const int lane = lane_id();
-    const int A = num_attrs, K = num_diff;
-    if (A <= 0 || item >= (long long)num_rows * A)
+    const int A = kp.num_attrs, K = kp.num_diff;
+    if (A <= 0 || item >= (long long)kp.num_rows * A)
         return;  // uniform across the warp
     const long long row = item / A;
     const int i = (int)(item - row * A);
-    const int* inv_ptr = diff_table + K;
-    const int* inv_k = diff_table + K + A + 1;
+    const int* inv_ptr = kp.diff_table + K;
+    const int* inv_k = kp.diff_table + K + A + 1;
 
     float sum = 0.0f;
-    for (long long j = row_start[row] + lane; j < row_start[row + 1]; j += 32) {
-        const long long entry = order[j];
+    for (long long j = kp.row_start[row] + lane; j < kp.row_start[row + 1]; j += 32) {
+        const long long entry = kp.order[j];
         const long long p = entry / 3;
         const int corner = (int)(entry - 3 * p);
-        const float4 r = load4(rast, p);
-        const float gi = grad_out[p * g_sp + i * g_sc];
+        const float4 r = load4(kp.rast, p);
+        const float gi = kp.grad_out[p * kp.g_sp + i * kp.g_sc];
         float e0 = 0.0f, e1 = 0.0f;
         if (K > 0)
-            diff_terms(i, load4(rast_db, p), grad_out_da + p * gda_sp, gda_sc, inv_ptr, inv_k,
-                       e0, e1);
+            diff_terms(i, load4(kp.rast_db, p), kp.grad_out_da + p * kp.gda_sp, kp.gda_sc,
+                       inv_ptr, inv_k, e0, e1);
         const float u = r.x, v = r.y, w = 1.0f - u - v;
         sum += corner == 0 ? u * gi + e0
              : corner == 1 ? v * gi + e1
@@ -195,5 +184,5 @@ extern "C" __global__ void interpolate_bwd_reduce(
     }
     sum = warp_sum_fixed_order(sum);
     if (lane == 0)
-        grad_attr[item] = sum;
+        kp.grad_attr[item] = sum;
 }

@@ -25,42 +25,38 @@
 
 using namespace diffrast;
 
-extern "C" __global__ void interpolate_fwd(
-    const float* __restrict__ attr, const float* __restrict__ rast, const int* __restrict__ tri,
-    const float* __restrict__ rast_db, const int* __restrict__ diff_table,
-    float* __restrict__ out, float* __restrict__ out_da,
-    int num_pixels, int pixels_per_image, int num_vertices, int num_attrs, int num_triangles,
-    int attr_batched, int num_diff)
+// The kernel interpolate_fwd (entry point generated from cuda_ops/kernels.py).
+__device__ __forceinline__ void interpolate_fwd_impl(const InterpolateForwardParams& kp)
 {
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= num_pixels)
+    if (p >= kp.num_pixels)
         return;
-    const int A = num_attrs, K = num_diff;
-    float* o = out + (long long)p * A;
-    float* od = out_da + (long long)p * 2 * K;
+    const int A = kp.num_attrs, K = kp.num_diff;
+    float* o = kp.out + (long long)p * A;
+    float* od = kp.out_da + (long long)p * 2 * K;
 
-    const float4 r = load4(rast, p);
+    const float4 r = load4(kp.rast, p);
     PixelTriangle pt;
-    if (!pixel_triangle(r.w, p / pixels_per_image, tri, num_triangles, num_vertices,
-                        attr_batched, pt)) {
+    if (!pixel_triangle(r.w, p / kp.pixels_per_image, kp.tri, kp.num_triangles, kp.num_vertices,
+                        kp.attr_batched, pt)) {
         for (int i = 0; i < A; ++i)
             o[i] = 0.0f;
         for (int k = 0; k < 2 * K; ++k)
             od[k] = 0.0f;
         return;
     }
-    const float* a0 = attr + pt.row[0] * A;
-    const float* a1 = attr + pt.row[1] * A;
-    const float* a2 = attr + pt.row[2] * A;
+    const float* a0 = kp.attr + pt.row[0] * A;
+    const float* a1 = kp.attr + pt.row[1] * A;
+    const float* a2 = kp.attr + pt.row[2] * A;
     const float u = r.x, v = r.y;
     const float w = __fsub_rn(__fsub_rn(1.0f, u), v);
     for (int i = 0; i < A; ++i)
         o[i] = __fadd_rn(__fadd_rn(__fmul_rn(u, a0[i]), __fmul_rn(v, a1[i])), __fmul_rn(w, a2[i]));
 
     if (K > 0) {
-        const float4 db = load4(rast_db, p);
+        const float4 db = load4(kp.rast_db, p);
         for (int k = 0; k < K; ++k) {
-            const int j = diff_table[k];
+            const int j = kp.diff_table[k];
             float dx = 0.0f, dy = 0.0f;
             if (j >= 0 && j < A) {
                 const float d0 = __fsub_rn(a0[j], a2[j]);

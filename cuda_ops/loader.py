@@ -1,12 +1,19 @@
 """Compiling and launching diffrast's CUDA kernels.
 
 Each op's kernels live in their own ``cuda_ops/<op>_forward.cu`` and ``cuda_ops/<op>_backward.cu``
-(``extern "C" __global__`` functions, one module each; shared device code in ``cuda_ops/*.cuh``,
-the helpers common to all in ``cuda_ops/common.cuh``). This module is the one place that compiles them —
+(shared device code in ``cuda_ops/*.cuh``, the helpers common to all in ``cuda_ops/common.cuh``).
+A module's source, as compiled, is assembled by :func:`source`: the C declarations of its
+parameter structs and modes (generated from :mod:`diffrast.cuda_ops.params`), the ``.cu`` file
+with its headers inlined, and its ``extern "C" __global__`` entry points (generated from the
+table of :mod:`diffrast.cuda_ops.kernels`). This module is the one place that compiles them —
 ``cupy.RawModule`` through NVRTC, once per process and device, cached on disk by CuPy (in
 ``~/.cupy/kernel_cache`` or ``$CUPY_CACHE_DIR``) across processes — and launches them on PyTorch's
-current stream with torch tensors passed by pointer. Nothing here allocates through CuPy's
-memory pool: outputs are torch tensors made by the caller.
+current stream. Every kernel takes the fields of one parameter struct: :func:`launch` packs the
+struct's bytes into a per-thread buffer (one ``pack_into``) and hands ``cuLaunchKernel`` the
+array of pointers to its fields. Nothing here allocates through CuPy's memory pool: outputs are
+torch tensors made by the caller.
+
+``print(loader.source("texture_forward"))`` shows a module's source as compiled.
 """
 from __future__ import annotations
 
@@ -14,11 +21,11 @@ import ctypes
 import functools
 import os
 import re
-import struct
 import threading
 
-import numpy as np
 import torch
+
+from . import kernels, params
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
 COMPILE_OPTIONS = ("--std=c++17",)
@@ -43,8 +50,12 @@ _INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.M)
 
 
 def source(name: str) -> str:
-    """The text of ``cuda_ops/<name>.cu`` with its local ``#include "..."`` headers inlined (each
-    once), so that CuPy's on-disk cache, keyed by the source text, also sees header changes."""
+    """The source of module ``name`` as it is compiled: the generated declarations of its
+    parameter structs and modes (:func:`diffrast.cuda_ops.params.c_prelude`), the text of
+    ``cuda_ops/<name>.cu`` with its local ``#include "..."`` headers inlined (each once, with
+    ``#line`` markers, so that compiler messages name the real files), then its generated entry
+    points (:func:`diffrast.cuda_ops.kernels.entry_points`). CuPy's on-disk cache is keyed by
+    this text, so it sees changes to headers, structs and the kernel table alike."""
     seen = set()
 
     def expand(filename):
@@ -56,9 +67,13 @@ def source(name: str) -> str:
             if header in seen:
                 return ""
             seen.add(header)
-            return expand(header)
+            resume = text.count("\n", 0, match.end()) + 2  # the line after the #include
+            return (f'#line 1 "{header}"\n{expand(header)}\n'
+                    f'#line {resume} "{filename}"')
         return _INCLUDE.sub(inline, text)
-    return expand(name + ".cu")
+    body = expand(name + ".cu")
+    return (params.c_prelude(kernels.structs_of(name)) + f'#line 1 "{name}.cu"\n' + body
+            + '\n#line 1 "cuda_ops/kernels.py (generated)"' + kernels.entry_points(name))
 
 
 def _module(name: str, device_index: int):
@@ -76,58 +91,43 @@ def _module(name: str, device_index: int):
     return mod
 
 
-# Kernel parameters by Python type: struct format code (native C layout) of the C parameter.
-_PARAM_CODES = {torch.Tensor: "P", int: "i", bool: "i", float: "f", np.int32: "i",
-                np.int64: "q", np.uint64: "Q", np.float32: "f", np.bool_: "i"}
+class _ArgumentBuffer:
+    """A thread's argument buffer for one parameter struct: its bytes (filled by one
+    ``pack_into``) and the array of pointers to each field in them, the ``kernelParams`` that
+    ``cuLaunchKernel`` reads (the kernels take the fields one by one, see
+    :mod:`diffrast.cuda_ops.kernels`; the call copies them, so the buffer is reused)."""
 
+    __slots__ = ("data", "pointers", "address")
 
-def _param_code(a) -> str:
-    """The ``struct`` format code of kernel argument ``a``: a tensor passes its data pointer
-    (``P``), a Python int or bool an ``int`` (``i``), a float a ``float`` (``f``), a numpy scalar
-    its own type (``np.int64(n)`` for a ``long long``)."""
-    code = _PARAM_CODES.get(type(a))
-    if code is None:
-        if isinstance(a, torch.Tensor):
-            return "P"
-        raise TypeError(f"unsupported kernel argument {type(a).__name__}")
-    return code
-
-
-class _Params:
-    """A kernel's argument buffer for one signature: the packed values in one C buffer and the
-    array of pointers to each of them that ``cuLaunchKernel`` reads (it copies the values at the
-    call, so the buffer is reused; one per thread)."""
-
-    def __init__(self, args):
-        codes = "".join(_param_code(a) for a in args)
-        self.tensors = tuple(i for i, c in enumerate(codes) if c == "P")
-        self.layout = struct.Struct("@" + codes)
-        self.buffer = ctypes.create_string_buffer(max(self.layout.size, 1))
-        base = ctypes.addressof(self.buffer)
-        offsets = [struct.calcsize("@" + codes[:i + 1]) - struct.calcsize(codes[i]) for i in range(len(codes))]
-        self.pointers = (ctypes.c_void_p * max(len(codes), 1))(*[base + o for o in offsets])
+    def __init__(self, struct_type):
+        self.data = ctypes.create_string_buffer(struct_type.size)
+        base = ctypes.addressof(self.data)
+        offsets = [getattr(struct_type.ctype, f.name).offset for f in struct_type.fields]
+        self.pointers = (ctypes.c_void_p * len(offsets))(*[base + o for o in offsets])
         self.address = ctypes.addressof(self.pointers)
 
 
 _tls = threading.local()
 
 
-def pack_arguments(args) -> _Params:
-    """The per-thread argument buffer for the types of ``args``, filled with their values:
-    ``.pointers`` (at ``.address``) is the ``void**`` array a kernel launch takes."""
+def pack(kernel_params: params.KernelParams) -> int:
+    """Write a parameter struct's bytes into the calling thread's buffer for its type and return
+    the address of the array of pointers to its fields (``kernelParams`` of ``cuLaunchKernel``),
+    valid until the thread's next call for the same type. ``TypeError`` naming the field when a
+    value does not fit its C type."""
     try:
-        cache = _tls.params
+        buffers = _tls.buffers
     except AttributeError:
-        cache = _tls.params = {}
-    sig = tuple(map(type, args))
-    params = cache.get(sig)
-    if params is None:
-        params = cache[sig] = _Params(args)
-    values = list(args)
-    for i in params.tensors:
-        values[i] = args[i].data_ptr()
-    params.layout.pack_into(params.buffer, 0, *values)
-    return params
+        buffers = _tls.buffers = {}
+    buf = buffers.get(type(kernel_params))
+    if buf is None:
+        buf = buffers[type(kernel_params)] = _ArgumentBuffer(type(kernel_params))
+    try:
+        kernel_params.pack_into(buf.data)
+    except Exception as e:
+        kernel_params.check()  # raises the TypeError naming the field
+        raise TypeError(f"packing {kernel_params.c_name}: {e}") from e
+    return buf.address
 
 
 def _driver():
@@ -143,20 +143,20 @@ def _driver():
 _driver_api = None
 
 
-def launch(module: str, kernel: str, grid, block, args, device: torch.device, shared_mem: int = 0):
+def launch(module: str, kernel: str, grid, block, kernel_params, device: torch.device,
+           shared_mem: int = 0):
     """Launch ``kernel`` of ``cuda_ops/<module>.cu`` on torch's current stream of ``device``.
 
     The kernel is compiled by CuPy (:class:`cupy.RawModule`) and launched with the driver's
-    ``cuLaunchKernel`` (``cuda-bindings``) from a packed argument buffer: a few microseconds of
-    host time per launch.
+    ``cuLaunchKernel`` (``cuda-bindings``) from its packed parameter struct (:func:`pack`): a
+    few microseconds of host time per launch.
 
     Args:
         module: file name of the ``.cu`` source without extension.
-        kernel: name of an ``extern "C" __global__`` function in it.
+        kernel: the kernel's name, a row of :data:`diffrast.cuda_ops.kernels.KERNELS`.
         grid, block: launch dimensions (ints or tuples of up to three ints).
-        args: kernel arguments: torch tensors (passed as device pointers; they must be
-            contiguous and on ``device``), Python ints (``int``), floats (``float``), bools
-            (``int``), numpy scalars as typed (``np.int64(n)`` for a ``long long``).
+        kernel_params: the kernel's parameter struct (the class its row names, built by keyword;
+            its tensors must be contiguous where the kernel says so, and on ``device``).
         device: the CUDA device of the tensors.
         shared_mem: dynamic shared memory in bytes.
     """
@@ -166,27 +166,45 @@ def launch(module: str, kernel: str, grid, block, args, device: torch.device, sh
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
     key = (module, kernel, index)
-    fn = _functions.get(key)
-    if fn is None:
-        import cupy
-        with cupy.cuda.Device(index):  # the CUfunction of the device's (primary) context
-            function = _module(module, index).get_function(kernel).kernel
-        _keep_alive.append(function)
-        fn = _functions[key] = function.ptr
+    entry = _functions.get(key)
+    if entry is None:
+        entry = _function(module, kernel, index)
+    fn, struct_type = entry
+    if type(kernel_params) is not struct_type:
+        kernel_params = kernels.params_for(kernels.get(kernel), kernel_params)
     cu_launch, success, invalid_context, runtime = _driver()
-    params = pack_arguments(args)
+    address = pack(kernel_params)
     stream = raw_stream(index)
     if runtime.getDevice() == index:
-        result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]
+        result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, address, 0)[0]
         if result == invalid_context:  # no context current on this thread yet
             runtime.setDevice(index)
-            result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]
+            result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, address, 0)[0]
     else:
         import cupy
         with cupy.cuda.Device(index):
-            result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, params.address, 0)[0]
+            result = cu_launch(fn, gx, gy, gz, bx, by, bz, shared_mem, stream, address, 0)[0]
     if result != success:
         raise RuntimeError(f"launch of {kernel} (cuda_ops/{module}.cu) failed: {result.name}")
+
+
+def kernel_of(module: str, kernel: str) -> kernels.Kernel:
+    """The table row of ``kernel``, checked to belong to ``cuda_ops/<module>.cu``."""
+    k = kernels.get(kernel)
+    if k.module != module:
+        raise ValueError(f"kernel {kernel} is in cuda_ops/{k.module}.cu, not {module}.cu")
+    return k
+
+
+def _function(module: str, kernel: str, index: int):
+    """``(CUfunction handle, parameter struct class)`` of a kernel on a device, cached."""
+    import cupy
+    k = kernel_of(module, kernel)
+    with cupy.cuda.Device(index):  # the CUfunction of the device's (primary) context
+        function = _module(module, index).get_function(kernel).kernel
+    _keep_alive.append(function)
+    entry = _functions[(module, kernel, index)] = (function.ptr, k.params)
+    return entry
 
 
 _functions: dict = {}
@@ -204,6 +222,8 @@ def blocks(n: int, threads: int) -> int:
     return (n + threads - 1) // threads
 
 
+# Deterministic mode: process-wide, set by diffrast.set_deterministic (diffrast/determinism.py)
+# and read through deterministic().
 _deterministic = False
 
 
@@ -216,3 +236,4 @@ def set_deterministic(enabled: bool) -> None:
 def deterministic() -> bool:
     """Whether kernels must produce bit-identical results run to run (no float atomics)."""
     return _deterministic
+

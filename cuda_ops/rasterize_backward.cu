@@ -173,38 +173,42 @@ __device__ __forceinline__ void pixel_grad(
                      grad_z);
 }
 
+// The GradImages of the parameters (pointer, strides of image, row, pixel, channel).
+__device__ __forceinline__ GradImage grad_rast_image(const RasterizeBackwardParams& kp)
+{
+    return GradImage{kp.grad_rast, kp.grad_rast_sb, kp.grad_rast_sy, kp.grad_rast_sx,
+                     kp.grad_rast_sc};
+}
+__device__ __forceinline__ GradImage grad_db_image(const RasterizeBackwardParams& kp)
+{
+    return GradImage{kp.grad_db, kp.grad_db_sb, kp.grad_db_sy, kp.grad_db_sx, kp.grad_db_sc};
+}
+
 }  // namespace
 
-// A GradImage as kernel parameters (pointer, strides of image, row, pixel, channel) and back.
-#define GRAD_IMAGE_PARAMS(g) const float* __restrict__ g, int g##_sb, int g##_sy, int g##_sx, int g##_sc
-#define GRAD_IMAGE(g) GradImage{g, g##_sb, g##_sy, g##_sx, g##_sc}
-
-// One thread per pixel. Fast mode: adds each covered pixel's corner gradients into grad_pos
+// rasterize_grad, one thread per pixel. Fast mode: adds each covered pixel's corner gradients into grad_pos
 // (zeroed by the caller, viewed as [rows, 4]) with warp-aggregated atomics. Deterministic mode:
 // only records the pos row of each (pixel, corner) entry in entry_rows[3p + c] (0x7fffffff for
 // empty pixels) for rasterize_grad_reduce.
-extern "C" __global__ void rasterize_grad(
-    const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
-    GRAD_IMAGE_PARAMS(grad_rast), GRAD_IMAGE_PARAMS(grad_db),
-    float* __restrict__ grad_pos, int* __restrict__ entry_rows,
-    int num_pixels, int width, int height, int num_vertices, int num_triangles,
-    int instance_mode, int has_db, int has_depth, int deterministic, float sx, float sy)
+__device__ __forceinline__ void rasterize_grad_impl(const RasterizeBackwardParams& kp)
 {
+    const int width = kp.width, height = kp.height;
+    const bool has_depth = kp.has_depth;
     const int p = blockIdx.x * blockDim.x + threadIdx.x;
-    const bool in_range = p < num_pixels;
+    const bool in_range = p < kp.num_pixels;
     const int image = in_range ? p / (width * height) : 0;
     PixelTriangle pt;
     pt.tri = -1;
     pt.row[0] = pt.row[1] = pt.row[2] = 0;
     bool covered = false;
     if (in_range)
-        covered = pixel_triangle(load4(rast, p).w, image, tri, num_triangles, num_vertices,
-                                 instance_mode, pt);
+        covered = pixel_triangle(load4(kp.rast, p).w, image, kp.tri, kp.num_triangles,
+                                 kp.num_vertices, kp.instance_mode, pt);
 
-    if (deterministic) {
+    if (kp.deterministic) {
         if (in_range)
             for (int c = 0; c < 3; ++c)
-                entry_rows[3LL * p + c] = covered ? (int)pt.row[c] : 0x7fffffff;
+                kp.entry_rows[3LL * p + c] = covered ? (int)pt.row[c] : 0x7fffffff;
         return;  // uniform across the launch
     }
 
@@ -216,55 +220,51 @@ extern "C" __global__ void rasterize_grad(
     for (int c = 0; c < 3; ++c)
         grad[c] = f3(0.0f, 0.0f, 0.0f);
     if (covered)
-        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db,
-                   has_depth, sx, sy, grad, grad_z);
+        pixel_grad(p, pt, kp.pos, grad_rast_image(kp), grad_db_image(kp), width, height,
+                   kp.has_db, has_depth, kp.sx, kp.sy, grad, grad_z);
 
     const long long key = covered
-        ? (instance_mode ? (long long)image * num_triangles + pt.tri : (long long)pt.tri) : -1LL;
+        ? (kp.instance_mode ? (long long)image * kp.num_triangles + pt.tri : (long long)pt.tri)
+        : -1LL;
     const WarpRun run = warp_run(key);
     for (int c = 0; c < 3; ++c) {
         const float gx = run_sum(grad[c].x, run), gy = run_sum(grad[c].y, run);
         const float gw = run_sum(grad[c].z, run);  // (grad holds x, y, w)
         const float gz = has_depth ? run_sum(grad_z[c], run) : 0.0f;  // (uniform condition)
         if (covered && run.head) {
-            atomic_add_xyw(grad_pos + 4 * pt.row[c], gx, gy, gw);
+            atomic_add_xyw(kp.grad_pos + 4 * pt.row[c], gx, gy, gw);
             if (has_depth)
-                atomicAdd(grad_pos + 4 * pt.row[c] + 2, gz);
+                atomicAdd(kp.grad_pos + 4 * pt.row[c] + 2, gz);
         }
     }
 }
 
-// Deterministic accumulation of grad_pos: `order` lists the (pixel, corner) entries 3p + c
+// rasterize_grad_reduce, deterministic accumulation of grad_pos: `order` lists the (pixel, corner) entries 3p + c
 // sorted by pos row with a stable sort, `row_start[r] .. row_start[r + 1]` is row r's part.
 // One warp per row: lane l takes the entries l, l + 32, ... of the row, recomputes each one's
 // pixel gradient and adds the corner's share in that order; warp_sum_fixed_order combines the
 // lanes. Every addition happens in a fixed order: bit-identical results run to run. grad_pos is
 // fully written (z = 0 without has_depth, rows without entries 0).
-extern "C" __global__ void rasterize_grad_reduce(
-    const float* __restrict__ pos, const int* __restrict__ tri, const float* __restrict__ rast,
-    GRAD_IMAGE_PARAMS(grad_rast), GRAD_IMAGE_PARAMS(grad_db),
-    const long long* __restrict__ order, const long long* __restrict__ row_start,
-    float* __restrict__ grad_pos, int num_rows, int width, int height, int num_vertices,
-    int num_triangles, int instance_mode, int has_db, int has_depth, float sx, float sy)
+__device__ __forceinline__ void rasterize_grad_reduce_impl(const RasterizeBackwardParams& kp)
 {
     const long long row = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;  // per warp
     const int lane = lane_id();
-    if (row >= num_rows)
+    if (row >= kp.num_rows)
         return;  // uniform across the warp
-    const long long per_image = (long long)width * height;
+    const long long per_image = (long long)kp.width * kp.height;
     float gx = 0.0f, gy = 0.0f, gz = 0.0f, gw = 0.0f;
-    for (long long j = row_start[row] + lane; j < row_start[row + 1]; j += 32) {
-        const long long entry = order[j];
+    for (long long j = kp.row_start[row] + lane; j < kp.row_start[row + 1]; j += 32) {
+        const long long entry = kp.order[j];
         const long long p = entry / 3;
         const int corner = (int)(entry - 3 * p);
         PixelTriangle pt;
-        if (!pixel_triangle(load4(rast, p).w, (int)(p / per_image), tri, num_triangles,
-                            num_vertices, instance_mode, pt))
+        if (!pixel_triangle(load4(kp.rast, p).w, (int)(p / per_image), kp.tri, kp.num_triangles,
+                            kp.num_vertices, kp.instance_mode, pt))
             continue;  // cannot happen: entries exist only for covered pixels
         float3 grad[3];
         float grad_z[3];
-        pixel_grad(p, pt, pos, GRAD_IMAGE(grad_rast), GRAD_IMAGE(grad_db), width, height, has_db,
-                   has_depth, sx, sy, grad, grad_z);
+        pixel_grad(p, pt, kp.pos, grad_rast_image(kp), grad_db_image(kp), kp.width, kp.height,
+                   kp.has_db, kp.has_depth, kp.sx, kp.sy, grad, grad_z);
         const float3 gc = corner == 0 ? grad[0] : corner == 1 ? grad[1] : grad[2];
         gx += gc.x;
         gy += gc.y;
@@ -276,5 +276,5 @@ extern "C" __global__ void rasterize_grad_reduce(
     gz = warp_sum_fixed_order(gz);
     gw = warp_sum_fixed_order(gw);
     if (lane == 0)
-        reinterpret_cast<float4*>(grad_pos)[row] = make_float4(gx, gy, gz, gw);
+        reinterpret_cast<float4*>(kp.grad_pos)[row] = make_float4(gx, gy, gz, gw);
 }

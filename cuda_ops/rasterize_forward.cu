@@ -435,9 +435,13 @@ __device__ __forceinline__ int classify(const float* __restrict__ pos, const int
                                         long long w, int width, int height, int big_area,
                                         BoxRaster& r, long long& tiles)
 {
+    if (!instanced && w >= range_offsets[num_images])
+        return kNothing;  // past the last range (ranges on the GPU: the items are an upper bound)
     int b, t;
     long long vbase;
     work_item(w, num_triangles, num_vertices, instanced, range_offsets, range_starts, num_images, b, t, vbase);
+    if (t < 0 || t >= num_triangles)
+        return kNothing;
     float4 c[3];
     if (!load_triangle(pos, tri, num_vertices, vbase, t, c))
         return kNothing;
@@ -498,28 +502,33 @@ __device__ __forceinline__ void push_big(long long w, long long tiles, int tile_
 
 }  // namespace
 
-// Work items item_offset .. item_offset + num_items - 1; big triangles go to the list of
-// push_big (big_items: work item, big_start: first tile).
-extern "C" __global__ void __launch_bounds__(kSetupThreads) setup_and_raster_small(
-    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
-    int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
-    int num_images, long long item_offset, long long num_items, int width, int height,
-    unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
-    int big_area, int tile_bits, long long* __restrict__ big_items, long long* __restrict__ big_start,
-    unsigned long long* __restrict__ big_state)
+// Classifies work item w (classify) with the parameters of the launch.
+__device__ __forceinline__ int classify_item(const RasterizeForwardParams& kp, long long w,
+                                             BoxRaster& r, long long& tiles)
+{
+    return classify(kp.pos, kp.tri, kp.num_vertices, kp.num_triangles, kp.instanced,
+                    kp.range_offsets, kp.range_starts, kp.num_images, w, kp.width, kp.height,
+                    kp.big_area, r, tiles);
+}
+
+// setup_and_raster_small: work items item_offset .. item_offset + num_items - 1, one per
+// thread; big triangles go to the list of push_big (big_items: work item, big_start: first
+// tile).
+__device__ __forceinline__ void setup_and_raster_small_impl(const RasterizeForwardParams& kp)
 {
     __shared__ BoxRaster boxes[kSetupThreads];
+    const int width = kp.width, height = kp.height;
+    unsigned long long* __restrict__ keys = kp.keys;
     const long long local = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const unsigned long long* prev_keys = use_prev ? prev : nullptr;
+    const unsigned long long* prev_keys = kp.use_prev ? kp.prev : nullptr;
     BoxRaster r;
     int kind = kNothing;
-    if (local < num_items) {
-        const long long w = item_offset + local;
+    if (local < kp.num_items) {
+        const long long w = kp.item_offset + local;
         long long tiles = 0;
-        kind = classify(pos, tri, num_vertices, num_triangles, instanced, range_offsets, range_starts,
-                        num_images, w, width, height, big_area, r, tiles);
+        kind = classify_item(kp, w, r, tiles);
         if (kind == kBig)
-            push_big(w, tiles, tile_bits, big_items, big_start, big_state);
+            push_big(w, tiles, kp.tile_bits, kp.big_items, kp.big_start, kp.big_state);
         else if (kind == kByThread) {
             raster_box(r, 0, 1, width, height, keys, prev_keys);
         }
@@ -540,49 +549,39 @@ extern "C" __global__ void __launch_bounds__(kSetupThreads) setup_and_raster_sma
     }
 }
 
-// As setup_and_raster_small with a warp per work item instead of a thread: for few triangles,
-// which would leave most of the GPU idle one per thread. Each lane sorts the triangle (all get
-// the same answer); the warp tests boxes of up to big_area pixels 32 at a time.
-extern "C" __global__ void setup_and_raster_by_warp(
-    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
-    int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
-    int num_images, long long item_offset, long long num_items, int width, int height,
-    unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
-    int big_area, int tile_bits, long long* __restrict__ big_items, long long* __restrict__ big_start,
-    unsigned long long* __restrict__ big_state)
+// setup_and_raster_by_warp: as setup_and_raster_small with a warp per work item instead of a
+// thread: for few triangles, which would leave most of the GPU idle one per thread. Each lane
+// sorts the triangle (all get the same answer); the warp tests boxes of up to big_area pixels 32
+// at a time.
+__device__ __forceinline__ void setup_and_raster_by_warp_impl(const RasterizeForwardParams& kp)
 {
     const long long local = ((long long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = lane_id();
-    if (local >= num_items)
+    if (local >= kp.num_items)
         return;
-    const long long w = item_offset + local;
+    const long long w = kp.item_offset + local;
     long long tiles = 0;
     BoxRaster r;
-    const int kind = classify(pos, tri, num_vertices, num_triangles, instanced, range_offsets, range_starts,
-                              num_images, w, width, height, big_area, r, tiles);
+    const int kind = classify_item(kp, w, r, tiles);
     if (kind == kBig) {
         if (lane == 0)
-            push_big(w, tiles, tile_bits, big_items, big_start, big_state);
+            push_big(w, tiles, kp.tile_bits, kp.big_items, kp.big_start, kp.big_state);
     } else if (kind != kNothing) {
-        raster_box(r, lane, 32, width, height, keys, use_prev ? prev : nullptr);
+        raster_box(r, lane, 32, kp.width, kp.height, kp.keys, kp.use_prev ? kp.prev : nullptr);
     }
 }
 
-// The list of setup_and_raster_small in tiles: each block takes a contiguous run of (triangle,
-// tile) items, so it sets a triangle up once for all of its tiles in the run and finds its first
-// triangle with a single binary search.
-extern "C" __global__ void raster_big(
-    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
-    int instanced, const long long* __restrict__ range_offsets, const int* __restrict__ range_starts,
-    int num_images, int width, int height,
-    unsigned long long* __restrict__ keys, const unsigned long long* __restrict__ prev, int use_prev,
-    int tile_bits, const long long* __restrict__ big_items, const long long* __restrict__ big_start,
-    const unsigned long long* __restrict__ big_state)
+// raster_big: the list of setup_and_raster_small in tiles: each block takes a contiguous run of
+// (triangle, tile) items, so it sets a triangle up once for all of its tiles in the run and
+// finds its first triangle with a single binary search.
+__device__ __forceinline__ void raster_big_impl(const RasterizeForwardParams& kp)
 {
+    const int width = kp.width, height = kp.height, tile_bits = kp.tile_bits;
+    const long long* __restrict__ big_start = kp.big_start;
     __shared__ Setup s;
     __shared__ long long slot, slot_begin, slot_end;
     __shared__ int valid, image;
-    const unsigned long long state = *big_state;
+    const unsigned long long state = *kp.big_state;
     const long long count = (long long)(state >> tile_bits);
     const long long total = (long long)(state & ((1ull << tile_bits) - 1));
     if (count == 0)
@@ -611,10 +610,10 @@ extern "C" __global__ void raster_big(
             slot_end = slot + 1 < count ? big_start[slot + 1] : total;
             int b, t;
             long long vbase;
-            work_item(big_items[slot], num_triangles, num_vertices, instanced, range_offsets,
-                      range_starts, num_images, b, t, vbase);
+            work_item(kp.big_items[slot], kp.num_triangles, kp.num_vertices, kp.instanced,
+                      kp.range_offsets, kp.range_starts, kp.num_images, b, t, vbase);
             Setup local;
-            valid = setup_triangle(pos, tri, num_vertices, vbase, t, width, height, local);
+            valid = setup_triangle(kp.pos, kp.tri, kp.num_vertices, vbase, t, width, height, local);
             s = local;
             image = b;
         }
@@ -625,39 +624,37 @@ extern "C" __global__ void raster_big(
             const int ty = (int)(tile / tiles_x), tx = (int)(tile - (long long)ty * tiles_x);
             const int x = s.x0 + tx * kTile + threadIdx.x, y = s.y0 + ty * kTile + threadIdx.y;
             if (x <= s.x1 && y <= s.y1)
-                write_pixel(s, x, y, width, height, keys, use_prev ? prev : nullptr,
+                write_pixel(s, x, y, width, height, kp.keys, kp.use_prev ? kp.prev : nullptr,
                             (long long)image * width * height);
         }
         __syncthreads();
     }
 }
 
-// rast[p] = (u, v, z/w, id + 1) and rast_db[p] = (du/dX, du/dY, dv/dX, dv/dY) from keys[p]. The
-// first num_states threads also zero the big-list counters for the next call.
-extern "C" __global__ void resolve(
-    const float* __restrict__ pos, const int* __restrict__ tri, int num_vertices, int num_triangles,
-    int instanced, const unsigned long long* __restrict__ keys,
-    unsigned long long* __restrict__ big_states, int num_states, int num_images,
-    int width, int height, float* __restrict__ rast, float* __restrict__ rast_db, int output_db)
+// resolve: rast[p] = (u, v, z/w, id + 1) and rast_db[p] = (du/dX, du/dY, dv/dX, dv/dY) from
+// keys[p]. The first num_states threads also zero the big-list counters for the next call.
+__device__ __forceinline__ void resolve_impl(const RasterizeForwardParams& kp)
 {
+    const int width = kp.width, height = kp.height, num_vertices = kp.num_vertices;
+    const bool output_db = kp.output_db;
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long pixels = (long long)width * height;
-    if (p < num_states)
-        big_states[p] = 0;
-    if (p >= pixels * num_images)
+    if (p < kp.num_states)
+        kp.big_states[p] = 0;
+    if (p >= pixels * kp.num_images)
         return;
-    const unsigned long long key = keys[p];
+    const unsigned long long key = kp.keys[p];
     float4 out = make_float4(0.f, 0.f, 0.f, 0.f), db = make_float4(0.f, 0.f, 0.f, 0.f);
     int vi[3];
     const int t = (int)(key & 0xffffffffu);
-    if (key != kEmpty && triangle_vertices(tri, t, num_vertices, vi)) {
+    if (key != kEmpty && triangle_vertices(kp.tri, t, num_vertices, vi)) {
         const int b = (int)(p / pixels);
         const long long rem = p - (long long)b * pixels;
         const int y = (int)(rem / width), x = (int)(rem - (long long)y * width);
-        const long long vbase = instanced ? (long long)b * num_vertices : 0;
+        const long long vbase = kp.instanced ? (long long)b * num_vertices : 0;
         float4 c[3];
         for (int i = 0; i < 3; ++i)
-            c[i] = load4(pos, vbase + vi[i]);
+            c[i] = load4(kp.pos, vbase + vi[i]);
         const double sx = 2.0 / width, sy = 2.0 / height;
         const Bary r = barycentrics(c, (x + 0.5) * 2.0 / width - 1.0, (y + 0.5) * 2.0 / height - 1.0);
         out = make_float4((float)r.u, (float)r.v, (float)depth_of(c, r), encode_triangle(t + 1));
@@ -669,7 +666,7 @@ extern "C" __global__ void resolve(
                              (float)((r.n1y * r.s - r.e1 * r.nsy) * inv_s2 * sy));
         }
     }
-    reinterpret_cast<float4*>(rast)[p] = out;
+    reinterpret_cast<float4*>(kp.rast)[p] = out;
     if (output_db)
-        reinterpret_cast<float4*>(rast_db)[p] = db;
+        reinterpret_cast<float4*>(kp.rast_db)[p] = db;
 }

@@ -30,7 +30,7 @@
 
 namespace diffrast {
 
-constexpr int kFast = 0, kDetScan = 1, kDetSum = 2;  // backward modes (see above)
+// The modes above: kFast, kDetScan, kDetSum (TextureGradMode in cuda_ops/params.py).
 
 // Whether every lane of the warp holds the same key. All lanes must call it.
 __device__ __forceinline__ bool warp_uniform(long long key)

@@ -31,7 +31,7 @@
 
 namespace diffrast {
 
-constexpr int kWrap = 0, kZero = 2;  // boundary modes ('clamp' is 1, 'cube' 3)
+// Boundary modes: kWrap, kClamp, kZero, kCube (Boundary in cuda_ops/params.py).
 constexpr float kTiny = 1.17549435082228751e-38f;  // torch.finfo(torch.float32).tiny
 
 // ---- texture description ----

@@ -16,30 +16,27 @@ namespace {
 
 using namespace diffrast;
 
+// The kernel of one (2D / cube, filter) pair (entry points texture_bwd_*, generated from
+// cuda_ops/kernels.py); kp.mode is the pass (kFast, kDetScan, kDetSum).
 template <bool CUBE, int FILTER>
-__device__ __forceinline__ void texture_bwd_impl(
-    const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv,
-    const float* __restrict__ uv_da, const float* __restrict__ bias,
-    const float* __restrict__ grad_out, long long g_sp, long long g_sc,
-    float* __restrict__ grad_tex, float* __restrict__ grad_uv,
-    float* __restrict__ grad_uv_da, float* __restrict__ grad_bias, unsigned* max_bits,
-    int* flags, long long* acc, int num_pixels, int pixels_per_image, int tex_batched,
-    int tex_batch, int height, int width, int channels, int num_levels, int boundary, int has_da,
-    int has_bias, int want_tex0, int want_mip, int want_uv, int want_da, int want_bias, int mode,
-    int count_log2)
+__device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp)
 {
     constexpr int kLevels = FILTER == kMipLinear ? 2 : 1;
     constexpr int kTaps = FILTER == kNearest ? 1 : 4;
     // No early return: every lane of the warp takes part in the warp-level combination of
     // texture gradients (lanes past the end contribute nothing).
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const bool lane_ok = p < num_pixels;
-    const int C = channels;
-    const Tex t = make_tex(tex, mip, tex_batch, CUBE, height, width, C, num_levels);
-    const long long tb = lane_ok && tex_batched ? p / pixels_per_image : 0;
+    const bool lane_ok = p < kp.num_pixels;
+    const int C = kp.channels;
+    const int boundary = kp.boundary, mode = kp.mode;
+    const bool want_tex0 = kp.want_tex0, want_mip = kp.want_mip, want_uv = kp.want_uv;
+    const bool want_da = kp.want_da, want_bias = kp.want_bias, has_da = kp.has_da;
+    const Tex t = make_tex(kp.tex, kp.mip, kp.tex_batch, CUBE, kp.height, kp.width, C,
+                           kp.num_levels);
+    const long long tb = lane_ok && kp.tex_batched ? p / kp.pixels_per_image : 0;
     Sample S;
     if (lane_ok) {
-        S = locate<CUBE, FILTER>(t, p, uv, uv_da, bias, has_da, has_bias);
+        S = locate<CUBE, FILTER>(t, p, kp.uv, kp.uv_da, kp.bias, has_da, kp.has_bias);
     } else {
         S.status = kNan;
         S.u = S.v = S.lod = 0.0f;
@@ -49,14 +46,14 @@ __device__ __forceinline__ void texture_bwd_impl(
     }
     // The loss gradient of the pixel, read in place through its pixel and channel strides
     // (contiguous: C, 1; the expanded gradient of a sum: 0, 0).
-    const float* __restrict__ g = grad_out + (lane_ok ? p : 0) * g_sp;
+    const float* __restrict__ g = kp.grad_out + (lane_ok ? p : 0) * kp.g_sp;
     GradSink sink;
     sink.mode = mode;
-    sink.grad = grad_tex;
-    sink.max_bits = max_bits;
-    sink.flags = flags;
-    sink.acc = acc;
-    sink.count_log2 = count_log2;
+    sink.grad = kp.grad_tex;
+    sink.max_bits = kp.max_bits;
+    sink.flags = kp.flags;
+    sink.acc = kp.acc;
+    sink.count_log2 = kp.count_log2;
 
     // The sample's levels (up to two) and their weights; nl = number of levels that receive
     // gradients. A 2D sample at a non-finite coordinate (at every level alike) has none, and
@@ -138,7 +135,7 @@ __device__ __forceinline__ void texture_bwd_impl(
         float dfx = 0.0f, dfy = 0.0f, dwl = 0.0f;
         const float gx = 1.0f - T.fx, gy = 1.0f - T.fy;
         for (int c = 0; c < C; ++c) {
-            const float gc = lane_ok ? g[c * g_sc] : 0.0f;
+            const float gc = lane_ok ? g[c * kp.g_sc] : 0.0f;
             if (want_geo && active) {
                 float v[4];
                 tap_values(L.data, T, C, c, v);
@@ -176,8 +173,8 @@ __device__ __forceinline__ void texture_bwd_impl(
     float gl = 0.0f;
     if (FILTER == kMipLinear && sampled && S.lod >= 0.0f && S.lod <= (float)t.top)
         gl = gl_raw;
-    if (want_bias && has_bias)
-        grad_bias[p] = gl;
+    if (want_bias && kp.has_bias)
+        kp.grad_bias[p] = gl;
     // The level of detail's inputs receive gl times their partial derivatives even where gl is
     // 0, as in the reference (non-finite uv_da then gives NaN gradients, like autograd's).
     const bool lod_chain = FILTER == kMipLinear && has_da && (want_da || (CUBE && want_uv));
@@ -194,7 +191,7 @@ __device__ __forceinline__ void texture_bwd_impl(
             g_ma = -hs * (S.cc.sc / ma / ma) - ht * (S.cc.tc / ma / ma);
         }
         if (lod_chain)
-            lod_cube_backward(uv_da + p * 6, S.cc, t.w, gl, gda, g_sc, g_tc, g_ma);
+            lod_cube_backward(kp.uv_da + p * 6, S.cc, t.w, gl, gda, g_sc, g_tc, g_ma);
         if (want_uv) {
             // sc = d.S, tc = d.T, ma = d.N, masked to valid directions.
             const int f = S.cc.face;
@@ -203,116 +200,37 @@ __device__ __forceinline__ void texture_bwd_impl(
                 const float gi = (g_sc * axis_comp(s_axis(f), s_sign(f), i) +
                                   g_tc * axis_comp(t_axis(f), t_sign(f), i)) +
                                  g_ma * axis_comp(n_axis(f), n_sign(f), i);
-                grad_uv[p * 3 + i] = S.cc.valid ? gi : 0.0f;
+                kp.grad_uv[p * 3 + i] = S.cc.valid ? gi : 0.0f;
             }
         }
         if (want_da && has_da) {
             for (int i = 0; i < 6; ++i)
-                grad_uv_da[p * 6 + i] = gda[i];
+                kp.grad_uv_da[p * 6 + i] = gda[i];
         }
     } else {
         if (want_uv) {
-            grad_uv[p * 2] = g_s;
-            grad_uv[p * 2 + 1] = g_t;
+            kp.grad_uv[p * 2] = g_s;
+            kp.grad_uv[p * 2 + 1] = g_t;
         }
         if (want_da && has_da) {
             if (lod_chain)
-                lod_2d_backward(uv_da + p * 4, t.h, t.w, gl, gda);
+                lod_2d_backward(kp.uv_da + p * 4, t.h, t.w, gl, gda);
             for (int i = 0; i < 4; ++i)
-                grad_uv_da[p * 4 + i] = gda[i];
+                kp.grad_uv_da[p * 4 + i] = gda[i];
         }
     }
-}
-
-}  // namespace
-
-// ---- kernels ----
-
-// Kernel arguments. `config` packs the small settings: bits 0-1 boundary mode (0 wrap, 1 clamp,
-// 2 zero, 3 cube), 2 texture batched (tex_batch > 1 with one texture per image), 3 uv_da given,
-// 4 mip_level_bias given (as in texture_forward.cu); 5 want the gradient of level 0, 6 of the mip
-// levels, 7 of uv, 8 of uv_da, 9 of mip_level_bias, 10-11 the mode (kFast, kDetScan, kDetSum).
-#define TEXTURE_BWD_ARGS                                                                      \
-    const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv, \
-        const float* __restrict__ uv_da, const float* __restrict__ bias,                        \
-        const float* __restrict__ grad_out, long long g_sp, long long g_sc,                     \
-        float* __restrict__ grad_tex, float* __restrict__ grad_uv,                              \
-        float* __restrict__ grad_uv_da, float* __restrict__ grad_bias, unsigned* max_bits,      \
-        int* flags, long long* acc,                                                             \
-        int num_pixels, int pixels_per_image, int tex_batch, int height, int width,              \
-        int channels, int num_levels, int config, int count_log2
-#define TEXTURE_BWD_PASS                                                                      \
-    tex, mip, uv, uv_da, bias, grad_out, g_sp, g_sc, grad_tex, grad_uv, grad_uv_da, grad_bias, \
-        max_bits, flags, acc, num_pixels, pixels_per_image, (config >> 2) & 1, tex_batch, height, \
-        width, channels, num_levels, config & 3, (config >> 3) & 1, (config >> 4) & 1,                  \
-        (config >> 5) & 1, (config >> 6) & 1, (config >> 7) & 1, (config >> 8) & 1,             \
-        (config >> 9) & 1, (config >> 10) & 3, count_log2
-
-// One kernel per (2D / cube, filter) pair. The kernels are limited to the registers that let
-// three blocks of 256 threads share a multiprocessor (their latency-bound atomics need the
-// occupancy); each is declared first without the bound, in the plain form that tools reading
-// the source for kernel names expect.
-#define TEXTURE_BWD_BOUNDS __launch_bounds__(256, 3)
-
-extern "C" __global__ void texture_bwd_2d_nearest(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_nearest(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<false, kNearest>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_2d_linear(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_linear(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<false, kLinear>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_2d_mipnearest(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_mipnearest(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<false, kMipNearest>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_2d_miplinear(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_2d_miplinear(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<false, kMipLinear>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_cube_nearest(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_nearest(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<true, kNearest>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_cube_linear(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_linear(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<true, kLinear>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_cube_mipnearest(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_mipnearest(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<true, kMipNearest>(TEXTURE_BWD_PASS);
-}
-
-extern "C" __global__ void texture_bwd_cube_miplinear(TEXTURE_BWD_ARGS);
-extern "C" __global__ TEXTURE_BWD_BOUNDS void texture_bwd_cube_miplinear(TEXTURE_BWD_ARGS)
-{
-    texture_bwd_impl<true, kMipLinear>(TEXTURE_BWD_PASS);
 }
 
 // Deterministic mode, last pass: one thread per texel channel of the flat gradient turns the
 // fixed-point sum into a float (NaN / +-inf where a contribution was non-finite, as float
 // additions would give).
-extern "C" __global__ void texture_grad_finish(const long long* __restrict__ acc,
-                                               const unsigned* __restrict__ max_bits,
-                                               const int* __restrict__ flags,
-                                               float* __restrict__ grad, int num_texels,
-                                               int channels, int count_log2)
+__device__ __forceinline__ void texture_grad_finish_impl(const TextureBackwardParams& kp)
 {
+    const long long* __restrict__ acc = kp.acc;
+    const unsigned* __restrict__ max_bits = kp.max_bits;
+    const int* __restrict__ flags = kp.flags;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)num_texels * channels)
+    if (i >= (long long)kp.num_texels * kp.channels)
         return;
     const unsigned m = max_bits[i];
     float r = 0.0f;
@@ -320,7 +238,9 @@ extern "C" __global__ void texture_grad_finish(const long long* __restrict__ acc
         const int f = flags[i];
         r = ((f & 1) || (f & 6) == 6) ? quiet_nan() : ((f & 2) ? bits_to_float(0x7f800000u) : neg_inf());
     } else if (m != 0u) {
-        r = (float)((double)acc[i] * pow2(-fixed_exponent(m, count_log2)));
+        r = (float)((double)acc[i] * pow2(-fixed_exponent(m, kp.count_log2)));
     }
-    grad[i] = r;
+    kp.grad_tex[i] = r;
 }
+
+}  // namespace

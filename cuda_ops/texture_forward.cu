@@ -13,21 +13,21 @@ namespace {
 
 using namespace diffrast;
 
+// The kernel of one (2D / cube, filter) pair (entry points texture_fwd_*, generated from
+// cuda_ops/kernels.py).
 template <bool CUBE, int FILTER>
-__device__ __forceinline__ void texture_fwd_impl(
-    const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv,
-    const float* __restrict__ uv_da, const float* __restrict__ bias, float* __restrict__ out,
-    int num_pixels, int pixels_per_image, int tex_batched, int tex_batch, int height, int width,
-    int channels, int num_levels, int boundary, int has_da, int has_bias)
+__device__ __forceinline__ void texture_fwd_impl(const TextureForwardParams& kp)
 {
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= num_pixels)
+    if (p >= kp.num_pixels)
         return;
-    const int C = channels;
-    float* __restrict__ o = out + p * C;
-    const Tex t = make_tex(tex, mip, tex_batch, CUBE, height, width, C, num_levels);
-    const long long tb = tex_batched ? p / pixels_per_image : 0;
-    const Sample S = locate<CUBE, FILTER>(t, p, uv, uv_da, bias, has_da, has_bias);
+    const int C = kp.channels;
+    const int boundary = kp.boundary;
+    float* __restrict__ o = kp.out + p * C;
+    const Tex t = make_tex(kp.tex, kp.mip, kp.tex_batch, CUBE, kp.height, kp.width, C,
+                           kp.num_levels);
+    const long long tb = kp.tex_batched ? p / kp.pixels_per_image : 0;
+    const Sample S = locate<CUBE, FILTER>(t, p, kp.uv, kp.uv_da, kp.bias, kp.has_da, kp.has_bias);
     if (S.status != kOk) {
         const float fill = S.status == kZeroOut ? 0.0f : quiet_nan();
         for (int c = 0; c < C; ++c)
@@ -77,59 +77,3 @@ __device__ __forceinline__ void texture_fwd_impl(
 }
 
 }  // namespace
-
-// ---- kernels ----
-
-// Kernel arguments. `config` packs the small settings: bits 0-1 boundary mode (0 wrap, 1 clamp,
-// 2 zero, 3 cube), 2 texture batched (tex_batch > 1 with one texture per image), 3 uv_da given,
-// 4 mip_level_bias given (the backward kernels' config adds bits 5-11, see texture_backward.cu).
-#define TEXTURE_FWD_ARGS                                                                      \
-    const float* __restrict__ tex, const float* __restrict__ mip, const float* __restrict__ uv, \
-        const float* __restrict__ uv_da, const float* __restrict__ bias, float* __restrict__ out, \
-        int num_pixels, int pixels_per_image, int tex_batch, int height, int width,              \
-        int channels, int num_levels, int config
-#define TEXTURE_FWD_PASS                                                                      \
-    tex, mip, uv, uv_da, bias, out, num_pixels, pixels_per_image, (config >> 2) & 1, tex_batch,  \
-        height, width, channels, num_levels, config & 3, (config >> 3) & 1, (config >> 4) & 1
-
-// One kernel per (2D / cube, filter) pair.
-
-extern "C" __global__ void texture_fwd_2d_nearest(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<false, kNearest>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_2d_linear(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<false, kLinear>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_2d_mipnearest(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<false, kMipNearest>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_2d_miplinear(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<false, kMipLinear>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_cube_nearest(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<true, kNearest>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_cube_linear(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<true, kLinear>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_cube_mipnearest(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<true, kMipNearest>(TEXTURE_FWD_PASS);
-}
-
-extern "C" __global__ void texture_fwd_cube_miplinear(TEXTURE_FWD_ARGS)
-{
-    texture_fwd_impl<true, kMipLinear>(TEXTURE_FWD_PASS);
-}

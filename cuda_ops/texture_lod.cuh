@@ -16,7 +16,7 @@
 
 namespace diffrast {
 
-constexpr int kNearest = 0, kLinear = 1, kMipNearest = 2, kMipLinear = 3;  // filter modes
+// Filter modes: kNearest, kLinear, kMipNearest, kMipLinear (Filter in cuda_ops/params.py).
 constexpr float kLn2 = 0.693147180559945309f;
 
 // ---- level of detail ----

@@ -58,13 +58,16 @@ __device__ __forceinline__ AxisUp axis_up(int i, int n)
 
 }  // namespace
 
-// One backward step: the full gradient of level k (own gradient from `raw` for k >= 1, plus
+// mip_up, one backward step: the full gradient of level k (own gradient from `raw` for k >= 1, plus
 // what reaches it from level k+1's full gradient, read from `raw` when level k+1 is the top,
 // else from `totals`), written to `totals` (k >= 1) or `out` (k = 0: the base texture's share).
-extern "C" __global__ void mip_up(const float* __restrict__ raw, float* __restrict__ totals,
-                                  float* __restrict__ out, int images, int H, int W, int C,
-                                  int k, int top_is_raw)
+__device__ __forceinline__ void mip_up_impl(const MipBackwardParams& kp)
 {
+    const float* __restrict__ raw = kp.raw;
+    float* __restrict__ totals = kp.totals;
+    float* __restrict__ out = kp.out;
+    const int images = kp.images, H = kp.height, W = kp.width, C = kp.channels, k = kp.level;
+    const bool top_is_raw = kp.top_is_raw;
     int h, w;
     long long off;
     level_geometry(H, W, images, C, k, h, w, off);
@@ -95,13 +98,17 @@ extern "C" __global__ void mip_up(const float* __restrict__ raw, float* __restri
     }
 }
 
-// `steps` backward steps at once, from the full gradient of level j+steps (in `raw` if it is the
+// mip_up_chain, `steps` backward steps at once, from the full gradient of level j+steps (in `raw` if it is the
 // top level, else in `totals`) down to level j, every step a plain 2 x 2 mean (the sides of
 // levels j .. j+steps-1 are even); written as in mip_up.
-extern "C" __global__ void mip_up_chain(const float* __restrict__ raw, float* __restrict__ totals,
-                                        float* __restrict__ out, int images, int H, int W, int C,
-                                        int j, int steps, int top_is_raw)
+__device__ __forceinline__ void mip_up_chain_impl(const MipBackwardParams& kp)
 {
+    const float* __restrict__ raw = kp.raw;
+    float* __restrict__ totals = kp.totals;
+    float* __restrict__ out = kp.out;
+    const int images = kp.images, H = kp.height, W = kp.width, C = kp.channels, j = kp.level;
+    const int steps = kp.steps;
+    const bool top_is_raw = kp.top_is_raw;
     int h, w;
     long long off;
     level_geometry(H, W, images, C, j, h, w, off);

@@ -90,15 +90,19 @@ __device__ __forceinline__ float down_texel(const float* __restrict__ src, long 
 
 }  // namespace
 
-// Levels k+1 .. k+depth from level k (`tex` for k = 0, else in `flat`), written to `flat`.
+// mip_down: levels k+1 .. k+depth from level k (`tex` for k = 0, else in `flat`), written to
+// `flat`.
 // depth 1: one thread per texel of level k+1. depth 2 to 4 (level k+1 has even sides; depth 3
 // also level k+2, depth 4 also level k+3): each lane computes a 2 x 2 block of level k+1 and its
 // mean, one texel of level k+2; a warp holds an 8 x 4 patch of level k+2 (lane = 8 row +
 // column), and levels k+3 and k+4 are means of 2 x 2 lanes and of 2 x 2 of those, combined with
 // warp shuffles.
-extern "C" __global__ void mip_down(const float* __restrict__ tex, float* __restrict__ flat,
-                                    int images, int H, int W, int C, int k, int depth)
+__device__ __forceinline__ void mip_down_impl(const MipForwardParams& kp)
 {
+    const float* __restrict__ tex = kp.tex;
+    float* __restrict__ flat = kp.flat;
+    const int images = kp.images, H = kp.height, W = kp.width, C = kp.channels;
+    const int k = kp.level, depth = kp.depth;
     int h0, w0;
     long long off0;
     level_geometry(H, W, images, C, k, h0, w0, off0);

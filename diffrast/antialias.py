@@ -122,10 +122,15 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
 
     For every horizontally or vertically adjacent pixel pair with different triangle ids, the
     triangle of the pixel in front (smaller ``z/w``; empty pixels are farthest) is examined. If
-    one of its silhouette edges crosses the segment between the two pixel centres, the pixel on
-    whose side the crossing lies has the other pixel's color blended into it by the crossing's
-    distance from the pixel boundary (0 to 1/2). See ``diffrast.reference.antialias`` for the
-    exact rules.
+    the edge through which the segment between the two pixel centres leaves it is a silhouette
+    edge, steep relative to the pair (at least 45°), the pixel on whose side the crossing lies
+    has the other pixel's color blended into it by the crossing's distance from the pixel
+    boundary (0 to 1/2). As in nvdiffrast, a crossing up to 1/16 pixel outside the segment still
+    counts, clamped to its end: that pixel then takes half of the other's color, and the pair
+    passes no gradient to ``pos`` (this matters on overlapping or intersecting geometry, where
+    the other pixel can lie just inside the front triangle yet show a surface in front of it,
+    and where a pixel centre lies within a hair of an edge). See
+    ``diffrast.reference.antialias`` for the exact rules.
 
     Silhouette edge determination is based on vertex indices in the triangle tensor. For it to
     work properly, a vertex belonging to multiple triangles must be referred to using the same
@@ -260,7 +265,7 @@ def _antialias_op(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tr
     if _uses_kernels(color, rast, pos):
         B, H, W, _ = color.shape
         if not _is_trivial(color, tri):
-            _cuda._check_kernel_sizes(B * H * W, pos.numel() // 4, T)
+            _cuda.check_kernel_sizes(B * H * W, pos.numel() // 4, T)
             tables = _cuda.kernel_tables(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, T)
         else:
             tables = (neighbor, edge_ptr, inc_tri, inc_opp)

@@ -7,9 +7,16 @@ every output with torch (never through CuPy's memory pool), and launch the kerne
 :mod:`diffrast.cuda_ops.loader`. Nothing here synchronizes with the host or reads a value back
 from the device.
 
+Every kernel takes one parameter struct (:mod:`diffrast.cuda_ops.params`), built here by
+keyword; the kernel names are rows of :data:`diffrast.cuda_ops.kernels.KERNELS`.
+
 Sections, one per op (each op's kernels live in ``cuda_ops/<op>_{forward,backward}.cu``):
 
-* shared helpers: launch geometry, alignment, deterministic accumulation;
+* shared helpers, public for the other kernel backends (:mod:`diffrast.cuda_backend_texture`,
+  :mod:`diffrast.cuda_backend_antialias`): :data:`THREADS`, :data:`INT32_MAX`,
+  :func:`available`, :func:`deterministic`, :func:`launch` (one thread per item),
+  :func:`aligned` (16-byte aligned tensors), :func:`row_segments` (deterministic
+  accumulation), :func:`pixel_strides` and :func:`grad_strides` (loss gradients read in place);
 * ``interpolate``: forward and backward;
 * ``rasterize``: the backward to ``pos`` (the forward is OpenGL, see :mod:`diffrast.rasterize`).
 
@@ -17,25 +24,31 @@ Gradient accumulation into per-vertex tensors (``attr``, ``pos``) uses float ``a
 a warp-level pre-reduction (``cuda_ops/accumulate.cuh``): fast, but the order of the additions,
 hence the last bits of the result, varies from run to run. In deterministic mode
 (:func:`diffrast.set_deterministic`, or ``torch.use_deterministic_algorithms(True)``) no float
-atomics are used; see :func:`_row_segments`.
+atomics are used; see :func:`row_segments`.
 """
 from __future__ import annotations
 
 import threading
 
-import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
 from .cuda_ops import loader
+from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams, \
+    RasterizeBackwardParams
 
-__all__ = ["available", "interpolate", "rasterize_grad"]
+__all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
+           "THREADS", "INT32_MAX", "launch", "aligned", "row_segments", "pixel_strides",
+           "grad_strides", "diff_table_values"]
 
 # ==============================================================================================
 # Shared helpers.
 
-THREADS = 256  # threads per block; a multiple of 32 (the kernels' warp shuffles need full warps)
-_INT32_MAX = 2**31 - 1
+#: Threads per block of :func:`launch`; a multiple of 32 (the kernels' warp shuffles need full
+#: warps).
+THREADS = 256
+#: The largest int32: the kernels index pixels and rows with 32-bit ints.
+INT32_MAX = 2**31 - 1
 
 
 def available() -> bool:
@@ -48,43 +61,39 @@ def deterministic() -> bool:
     return loader.deterministic() or torch.are_deterministic_algorithms_enabled()
 
 
-def _launch(module: str, kernel: str, num_threads: int, args, device: torch.device) -> None:
-    """One thread per item, ``THREADS`` per block, on torch's current stream."""
+def launch(module: str, kernel: str, num_threads: int, kernel_params, device: torch.device) -> None:
+    """Launch ``kernel`` of ``cuda_ops/<module>.cu`` with one thread per item, :data:`THREADS`
+    per block, on torch's current stream (:func:`diffrast.cuda_ops.loader.launch`).
+
+    Args:
+        module: the kernel's module (``cuda_ops/<module>.cu``).
+        kernel: its name (a row of :data:`diffrast.cuda_ops.kernels.KERNELS`).
+        num_threads: threads to run (the grid is rounded up to whole blocks).
+        kernel_params: the kernel's parameter struct (:mod:`diffrast.cuda_ops.params`).
+        device: the device of the tensors.
+    """
     blocks = loader.blocks(num_threads, THREADS)
-    if blocks > _INT32_MAX:
+    if blocks > INT32_MAX:
         raise ValueError(f"{kernel}: {num_threads} threads exceed the CUDA grid limit")
-    loader.launch(module, kernel, blocks, THREADS, args, device)
+    loader.launch(module, kernel, blocks, THREADS, kernel_params, device)
 
 
-def _aligned(t: torch.Tensor) -> torch.Tensor:
+def aligned(t: torch.Tensor) -> torch.Tensor:
     """``t`` (contiguous) with a 16-byte aligned data pointer, as the kernels' float4 loads need.
     Tensors from torch's allocator are; only views at odd storage offsets need a copy."""
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-_placeholders: dict = {}
-
-
-def _unused(device: torch.device, dtype=torch.float32) -> torch.Tensor:
-    """Placeholder (empty tensor) for a pointer argument the kernel does not read in this
-    configuration."""
-    key = (device, dtype)
-    t = _placeholders.get(key)
-    if t is None:
-        t = _placeholders[key] = torch.empty(0, dtype=dtype, device=device)
-    return t
-
-
 def _check_sizes(num_pixels: int, num_rows: int) -> None:
-    if num_pixels > _INT32_MAX - THREADS:
+    if num_pixels > INT32_MAX - THREADS:
         raise ValueError(f"the image batch has {num_pixels} pixels; the CUDA kernels support "
-                         f"at most {_INT32_MAX - THREADS}")
-    if num_rows >= _INT32_MAX:
+                         f"at most {INT32_MAX - THREADS}")
+    if num_rows >= INT32_MAX:
         raise ValueError(f"{num_rows} vertex rows exceed the CUDA kernels' limit of "
-                         f"{_INT32_MAX - 1}")
+                         f"{INT32_MAX - 1}")
 
 
-def _row_segments(entry_rows: torch.Tensor, num_rows: int):
+def row_segments(entry_rows: torch.Tensor, num_rows: int):
     """Deterministic accumulation, step 2: group gradient entries by the vertex row they add to.
 
     A backward kernel's first pass writes, for every entry (interpolate and rasterize: ``3 *
@@ -107,25 +116,26 @@ def _row_segments(entry_rows: torch.Tensor, num_rows: int):
     return order, row_start
 
 
-def _pixel_strides(grad: torch.Tensor):
-    """``(grad, (pixel stride, channel stride))`` of a ``[B, H, W, C]`` loss gradient, as int64
-    kernel arguments: read in place when its pixels are evenly spaced (contiguous: ``(C, 1)``;
-    the expanded gradient of a sum: ``(0, 0)``), otherwise a contiguous copy."""
+def pixel_strides(grad: torch.Tensor):
+    """``(grad, (pixel stride, channel stride))`` of a ``[B, H, W, C]`` loss gradient, for the
+    kernels' ``long long`` stride fields: read in place when its pixels are evenly spaced
+    (contiguous: ``(C, 1)``; the expanded gradient of a sum: ``(0, 0)``), otherwise a contiguous
+    copy."""
     sb, sy, sx, sc = grad.stride()
     _, H, W, _ = grad.shape
     if not (sx >= 0 and sc >= 0 and (H == 1 or sy == W * sx) and (grad.shape[0] == 1
                                                                   or sb == H * W * sx)):
         grad = grad.contiguous()
         sx, sc = grad.stride(2), grad.stride(3)
-    return grad, (np.int64(sx), np.int64(sc))
+    return grad, (sx, sc)
 
 
-def _grad_strides(grad: torch.Tensor):
-    """``grad`` and its element strides, as int32 kernel arguments: a loss gradient is read in
-    place whatever its layout, so an expanded one (stride 0, e.g. of ``out.sum()``) costs no
-    copy. Only strides beyond int32 make a contiguous copy."""
+def grad_strides(grad: torch.Tensor):
+    """``grad`` and its element strides, for the kernels' ``int`` stride fields: a loss gradient
+    is read in place whatever its layout, so an expanded one (stride 0, e.g. of ``out.sum()``)
+    costs no copy. Only strides beyond int32 make a contiguous copy."""
     strides = grad.stride()
-    if any(s < 0 or s > _INT32_MAX for s in strides):
+    if any(s < 0 or s > INT32_MAX for s in strides):
         grad = grad.contiguous()
         strides = grad.stride()
     return grad, strides
@@ -194,14 +204,15 @@ class _Interpolate(torch.autograd.Function):
         N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
         _check_sizes(N, num_rows)
         K = len(diff_attrs)
-        rast = _aligned(rast)
-        rast_db = _aligned(rast_db) if K else None
-        table = _diff_table(diff_attrs, A, device) if K else _unused(device, torch.int32)
+        rast = aligned(rast)
+        rast_db = aligned(rast_db) if K else None
+        table = _diff_table(diff_attrs, A, device) if K else None
         out = torch.empty(B, H, W, A, dtype=attr.dtype, device=device)
         out_da = torch.empty(B, H, W, 2 * K, dtype=attr.dtype, device=device)
-        _launch("interpolate_forward", "interpolate_fwd", N,
-                (attr, rast, tri, rast_db if K else _unused(device), table, out, out_da,
-                 N, per_image, V, A, tri.shape[0], batched, K), device)
+        launch("interpolate_forward", "interpolate_fwd", N, InterpolateForwardParams(
+            attr=attr, rast=rast, tri=tri, rast_db=rast_db, diff_table=table, out=out,
+            out_da=out_da, num_pixels=N, pixels_per_image=per_image, num_vertices=V,
+            num_attrs=A, num_triangles=tri.shape[0], num_diff=K, attr_batched=batched), device)
         ctx.save_for_backward(attr, rast, rast_db, tri, table)
         ctx.num_diff = K
         return out, out_da
@@ -224,27 +235,26 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
     N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
     det = want_attr and deterministic()
 
-    grad_out, g_strides = _pixel_strides(grad_out)
-    grad_out_da, gda_strides = _pixel_strides(grad_out_da) if K else (_unused(device), (0, 0))
+    grad_out, (g_sp, g_sc) = pixel_strides(grad_out)
+    grad_out_da, (gda_sp, gda_sc) = pixel_strides(grad_out_da) if K else (None, (0, 0))
     grad_attr = None
     if want_attr:
         grad_attr = torch.empty_like(attr) if det else torch.zeros_like(attr)
     grad_rast = torch.empty_like(rast) if want_rast else None
     grad_rast_db = torch.empty_like(rast_db) if want_db else None
-    entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
-                  else _unused(device, torch.int32))
-    null = _unused(device)
-    _launch("interpolate_backward", "interpolate_bwd", N,
-            (attr, rast, tri, rast_db if K else null, table, grad_out, *g_strides, grad_out_da,
-             *gda_strides, grad_attr if want_attr else null, grad_rast if want_rast else null,
-             grad_rast_db if want_db else null, entry_rows,
-             N, per_image, V, A, tri.shape[0], batched, K,
-             want_attr, want_rast, want_db, det), device)
+    entry_rows = torch.empty(3 * N, dtype=torch.int32, device=device) if det else None
+    kp = InterpolateBackwardParams(
+        attr=attr, rast=rast, tri=tri, rast_db=rast_db if K else None, diff_table=table,
+        grad_out=grad_out, grad_out_da=grad_out_da, grad_attr=grad_attr, grad_rast=grad_rast,
+        grad_rast_db=grad_rast_db, entry_rows=entry_rows, g_sp=g_sp, g_sc=g_sc, gda_sp=gda_sp,
+        gda_sc=gda_sc, num_pixels=N, pixels_per_image=per_image, num_vertices=V, num_attrs=A,
+        num_triangles=tri.shape[0], num_diff=K, num_rows=num_rows, attr_batched=batched,
+        want_attr=want_attr, want_rast=want_rast, want_db=want_db, deterministic=det)
+    launch("interpolate_backward", "interpolate_bwd", N, kp, device)
     if det:
-        order, row_start = _row_segments(entry_rows, num_rows)
-        _launch("interpolate_backward", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
-                (rast, rast_db if K else null, table, grad_out, *g_strides, grad_out_da,
-                 *gda_strides, order, row_start, grad_attr, num_rows, A, K), device)
+        order, row_start = row_segments(entry_rows, num_rows)
+        launch("interpolate_backward", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
+               kp._replace(order=order, row_start=row_start), device)
     return grad_attr, grad_rast, grad_rast_db
 
 
@@ -255,10 +265,9 @@ def interpolate_backward(attr, rast, tri, grad_out, rast_db=None, diff_attrs=Non
     Same contract as :func:`diffrast.reference.interpolate.interpolate_backward`, plus ``needs``:
     which of ``(attr, rast, rast_db)`` get a gradient (``None`` for the others)."""
     K = len(diff_attrs or ())
-    table = (_diff_table(diff_attrs, attr.shape[-1], attr.device) if K
-             else _unused(attr.device, torch.int32))
-    rast = _aligned(rast.contiguous())
-    rast_db = _aligned(rast_db.contiguous()) if K else None
+    table = _diff_table(diff_attrs, attr.shape[-1], attr.device) if K else None
+    rast = aligned(rast.contiguous())
+    rast_db = aligned(rast_db.contiguous()) if K else None
     return _interpolate_backward(attr.contiguous(), rast, rast_db, tri.contiguous(), table, K,
                                  grad_out, grad_out_da, *needs)
 
@@ -306,23 +315,24 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     num_rows = pos.numel() // 4
     _check_sizes(N, num_rows)
     det = deterministic()
-    pos, rast = _aligned(pos.contiguous()), _aligned(rast.contiguous())
+    pos, rast = aligned(pos.contiguous()), aligned(rast.contiguous())
     tri = tri.contiguous()
     has_db = grad_db is not None
-    sx, sy = 2.0 / W, 2.0 / H  # rounded to float32 at the launch, as torch rounds the scalar
-    grad_rast, gr_strides = _grad_strides(grad_rast)
-    grad_db, gd_strides = _grad_strides(grad_db) if has_db else (_unused(device), (0, 0, 0, 0))
-    grads = (grad_rast, *gr_strides, grad_db, *gd_strides)
+    grad_rast, (r_sb, r_sy, r_sx, r_sc) = grad_strides(grad_rast)
+    grad_db, (d_sb, d_sy, d_sx, d_sc) = grad_strides(grad_db) if has_db else (None, (0, 0, 0, 0))
     grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
-    entry_rows = (torch.empty(3 * N, dtype=torch.int32, device=device) if det
-                  else _unused(device, torch.int32))
-    _launch("rasterize_backward", "rasterize_grad", N,
-            (pos, tri, rast) + grads + (grad_pos, entry_rows,
-             N, W, H, V, tri.shape[0], instance, has_db, bool(grad_depth), det, sx, sy), device)
+    entry_rows = torch.empty(3 * N, dtype=torch.int32, device=device) if det else None
+    kp = RasterizeBackwardParams(
+        pos=pos, tri=tri, rast=rast, grad_rast=grad_rast, grad_db=grad_db, grad_pos=grad_pos,
+        entry_rows=entry_rows, grad_rast_sb=r_sb, grad_rast_sy=r_sy, grad_rast_sx=r_sx,
+        grad_rast_sc=r_sc, grad_db_sb=d_sb, grad_db_sy=d_sy, grad_db_sx=d_sx, grad_db_sc=d_sc,
+        num_pixels=N, num_rows=num_rows, width=W, height=H, num_vertices=V,
+        num_triangles=tri.shape[0],
+        sx=2.0 / W, sy=2.0 / H,  # rounded to float32 in the struct, as torch rounds the scalar
+        instance_mode=instance, has_db=has_db, has_depth=bool(grad_depth), deterministic=det)
+    launch("rasterize_backward", "rasterize_grad", N, kp, device)
     if det:
-        order, row_start = _row_segments(entry_rows, num_rows)
-        _launch("rasterize_backward", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
-                (pos, tri, rast) + grads + (order, row_start, grad_pos,
-                 num_rows, W, H, V, tri.shape[0], instance, has_db, bool(grad_depth), sx, sy),
-                device)
+        order, row_start = row_segments(entry_rows, num_rows)
+        launch("rasterize_backward", "rasterize_grad_reduce", 32 * num_rows,  # a warp per row
+               kp._replace(order=order, row_start=row_start), device)
     return grad_pos

@@ -29,15 +29,18 @@ the output, so the forward pass has no atomics and is deterministic. The backwar
 ``grad_color`` the same way, and accumulates the position gradient of each blending pair (through
 ``t``, into the two vertices of the crossing edge, times ``pos_gradient_boost``) with float
 ``atomicAdd``, or, in deterministic mode, without float atomics as described in
-:func:`_row_segments`.
+:func:`diffrast.cuda_backend.row_segments`.
 """
 from __future__ import annotations
 
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import (_INT32_MAX, _aligned, _grad_strides, _launch, _row_segments, _unused,
-                           available, deterministic)
+from .cuda_backend import INT32_MAX, aligned, available, deterministic, grad_strides, row_segments
+# (module-level _launch: tests drive single topology passes through it)
+from .cuda_backend import launch as _launch
+from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
+                              AntialiasTopologyParams)
 from . import dispatch
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
@@ -170,7 +173,7 @@ def _topology_buffers(T: int, device: torch.device):
     the hash table followed by the scan's tile status and ticket (zeroed) and the per-incidence
     scratch (uninitialized); see the header of ``cuda_ops/antialias_topology.cu``."""
     n = 3 * T
-    capacity = min(2 * n, _INT32_MAX)  # at most half full: E <= n
+    capacity = min(2 * n, INT32_MAX)  # at most half full: E <= n
     num_tiles = -(-n // _SCAN_TILE)
     table = torch.zeros(2 * capacity + num_tiles + 1, dtype=torch.int64, device=device)
     scratch = torch.empty(3 * n, dtype=torch.int64, device=device)
@@ -186,9 +189,9 @@ def _construct_tables_kernels(tri: torch.Tensor):
     dev = tri.device
     T = tri.shape[0]
     n = 3 * T
-    if n >= _INT32_MAX:
+    if n >= INT32_MAX:
         raise ValueError(f"tri has {T} triangles; the topology kernels support fewer than "
-                         f"{_INT32_MAX // 3}")
+                         f"{INT32_MAX // 3}")
     tri = tri.contiguous()
     table, scratch, capacity, num_tiles = _topology_buffers(T, dev)
     tri_edge = torch.empty(T, 3, dtype=torch.int64, device=dev)
@@ -196,14 +199,14 @@ def _construct_tables_kernels(tri: torch.Tensor):
     inc_tri = torch.empty(n, dtype=torch.int64, device=dev)
     inc_opp = torch.empty(n, dtype=torch.int64, device=dev)
     neighbor = torch.empty(T, 3, dtype=torch.int32, device=dev)
-    _launch("antialias_topology", "topology_insert", n, (tri, table, scratch, n, capacity), dev)
-    _launch("antialias_topology", "topology_scan", 32 * num_tiles,
-            (table, scratch, edge_ptr, n, capacity, num_tiles), dev)
-    _launch("antialias_topology", "topology_place", n,
-            (tri, table, scratch, tri_edge, edge_ptr, inc_tri, inc_opp, neighbor, n, capacity,
-             num_tiles), dev)
-    _launch("antialias_topology", "topology_rank", n,
-            (tri, scratch, tri_edge, edge_ptr, inc_tri, inc_opp, n), dev)
+    kp = AntialiasTopologyParams(tri=tri, table=table, scratch=scratch, edge_ptr=edge_ptr,
+                                 tri_edge=tri_edge, inc_tri=inc_tri, inc_opp=inc_opp,
+                                 nbr=neighbor, num_slots=n, capacity=capacity,
+                                 num_tiles=num_tiles)
+    _launch("antialias_topology", "topology_insert", n, kp, dev)
+    _launch("antialias_topology", "topology_scan", 32 * num_tiles, kp, dev)
+    _launch("antialias_topology", "topology_place", n, kp, dev)
+    _launch("antialias_topology", "topology_rank", n, kp, dev)
     return tri_edge, edge_ptr, inc_tri, inc_opp, neighbor
 
 
@@ -297,9 +300,9 @@ def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
     (:func:`renumbered_like_reference` gives the reference's numbering).
     """
     T = tri.shape[0]
-    if 3 * T >= _INT32_MAX:
+    if 3 * T >= INT32_MAX:
         raise ValueError(f"tri has {T} triangles; the CUDA antialias supports fewer than "
-                         f"{_INT32_MAX // 3}")
+                         f"{INT32_MAX // 3}")
     return GpuTopologyHash(T, *construct_tables(tri))
 
 
@@ -331,15 +334,17 @@ def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp):
     if N == 0 or T == 0:
         return (color.clone(), torch.zeros(N, 2, dtype=torch.float32, device=device),
                 torch.zeros(N, dtype=torch.int32, device=device))
-    pos, rast = _aligned(pos), _aligned(rast)
+    pos, rast = aligned(pos), aligned(rast)
     pair_t = torch.empty(N, 2, dtype=torch.float32, device=device)
     pair_meta = torch.empty(N, dtype=torch.int32, device=device)
-    _launch("antialias_forward", "antialias_fwd_pairs", N,
-            (rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, pair_t, pair_meta,
-             N, W, H, V, T, edge_ptr.shape[0] - 1, pos.ndim == 3), device)
     out = torch.empty_like(color)
-    _launch("antialias_forward", "antialias_fwd_blend", N,
-            (color, pair_t, pair_meta, out, N, W, H, C), device)
+    kp = AntialiasForwardParams(
+        rast=rast, pos=pos, tri=tri, nbr=nbr, edge_ptr=edge_ptr, inc_tri=inc_tri,
+        inc_opp=inc_opp, color=color, pair_t=pair_t, pair_meta=pair_meta, out=out, num_pixels=N,
+        width=W, height=H, channels=C, num_vertices=V, num_triangles=T,
+        num_edges=edge_ptr.shape[0] - 1, pos_batched=pos.ndim == 3)
+    _launch("antialias_forward", "antialias_fwd_pairs", N, kp, device)
+    _launch("antialias_forward", "antialias_fwd_blend", N, kp, device)
     return out, pair_t, pair_meta
 
 
@@ -367,36 +372,35 @@ def antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out, pos_g
         return (grad_out.to(color.dtype, memory_format=torch.contiguous_format, copy=True)
                 if want_color else None,
                 torch.zeros_like(pos) if want_pos else None)
-    pos, rast = _aligned(pos), _aligned(rast)
+    pos, rast = aligned(pos), aligned(rast)
     num_rows = pos.numel() // 4
     det = want_pos and deterministic()
-    grad_out, gs = _grad_strides(grad_out.to(torch.float32))
-    null = _unused(device)
+    grad_out, (g_sb, g_sy, g_sx, g_sc) = grad_strides(grad_out.to(torch.float32))
     grad_color = torch.empty_like(color) if want_color else None
     grad_pos = None
     if want_pos:
         grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
-    pair_grad = torch.empty(2 * N, dtype=torch.float32, device=device) if det else null
-    entry_rows = (torch.empty(4 * N, dtype=torch.int32, device=device) if det
-                  else _unused(device, torch.int32))
-    _launch("antialias_backward", "antialias_bwd", N,
-            (color, grad_out, rast, pos, tri, pair_t, pair_meta,
-             grad_color if want_color else null, grad_pos if want_pos else null,
-             pair_grad, entry_rows, N, W, H, C, V, T, pos.ndim == 3,
-             gs[0], gs[1], gs[2], gs[3], want_color, want_pos, det, float(pos_gradient_boost)),
-            device)
+    pair_grad = torch.empty(2 * N, dtype=torch.float32, device=device) if det else None
+    entry_rows = torch.empty(4 * N, dtype=torch.int32, device=device) if det else None
+    kp = AntialiasBackwardParams(
+        color=color, grad_out=grad_out, rast=rast, pos=pos, tri=tri, pair_t=pair_t,
+        pair_meta=pair_meta, grad_color=grad_color, grad_pos=grad_pos, pair_grad=pair_grad,
+        entry_rows=entry_rows, num_pixels=N, num_rows=num_rows, width=W, height=H, channels=C,
+        num_vertices=V, num_triangles=T, g_stride_b=g_sb, g_stride_y=g_sy, g_stride_x=g_sx,
+        g_stride_c=g_sc, boost=float(pos_gradient_boost), pos_batched=pos.ndim == 3,
+        want_color=bool(want_color), want_pos=bool(want_pos), deterministic=det)
+    _launch("antialias_backward", "antialias_bwd", N, kp, device)
     if det:
-        order, row_start = _row_segments(entry_rows, num_rows)
+        order, row_start = row_segments(entry_rows, num_rows)
         _launch("antialias_backward", "antialias_bwd_pos_reduce", num_rows,
-                (rast, pos, tri, pair_meta, pair_grad, order, row_start, grad_pos,
-                 num_rows, W, H, V, T, pos.ndim == 3), device)
+                kp._replace(order=order, row_start=row_start), device)
     return grad_color, grad_pos
 
 
 class _Antialias(torch.autograd.Function):
     @staticmethod
     def forward(ctx, color, pos, rast, tri, nbr, edge_ptr, inc_tri, inc_opp, boost):
-        pos, rast = _aligned(pos), _aligned(rast)
+        pos, rast = aligned(pos), aligned(rast)
         out, pair_t, pair_meta = antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri,
                                                    inc_opp)
         ctx.save_for_backward(color, pos, rast, tri, pair_t, pair_meta)
@@ -429,16 +433,22 @@ def _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int) ->
                          "with antialias_construct_topology_hash(tri)")
 
 
-def _check_kernel_sizes(N: int, num_rows: int, T: int) -> None:
-    if N > _INT32_MAX // 4:
+def check_kernel_sizes(N: int, num_rows: int, T: int) -> None:
+    """Raise ``ValueError`` unless ``N`` pixels, ``num_rows`` vertex rows and ``T`` triangles fit
+    the antialias kernels' 32-bit indexing (``4 N``, ``num_rows`` and ``3 T`` below 2^31)."""
+    if N > INT32_MAX // 4:
         raise ValueError(f"the image batch has {N} pixels; the CUDA antialias supports at most "
-                         f"{_INT32_MAX // 4}")
-    if num_rows >= _INT32_MAX:
+                         f"{INT32_MAX // 4}")
+    if num_rows >= INT32_MAX:
         raise ValueError(f"pos has {num_rows} vertex rows; the CUDA antialias supports "
-                         f"fewer than {_INT32_MAX}")
-    if 3 * T >= _INT32_MAX:
+                         f"fewer than {INT32_MAX}")
+    if 3 * T >= INT32_MAX:
         raise ValueError(f"tri has {T} triangles; the CUDA antialias supports fewer than "
-                         f"{_INT32_MAX // 3}")
+                         f"{INT32_MAX // 3}")
+
+
+# (the former private name, still used by diffrast/antialias.py)
+_check_kernel_sizes = check_kernel_sizes
 
 
 def kernel_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int):
@@ -491,7 +501,7 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     T = tri.shape[0]
     if N == 0 or T == 0:
         return color.clone()
-    _check_kernel_sizes(N, pos.numel() // 4, T)
+    check_kernel_sizes(N, pos.numel() // 4, T)
     tables = kernel_tables(*topology_tables(topology), T)
     return _Antialias.apply(color.contiguous(), pos.contiguous(), rast.contiguous(),
                             tri.contiguous(), *tables, float(pos_gradient_boost))

@@ -35,8 +35,11 @@ from typing import ClassVar
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import (THREADS, _INT32_MAX, _launch, _pixel_strides, _unused, available,
-                           deterministic)
+from .cuda_backend import INT32_MAX, THREADS, available, deterministic, launch, pixel_strides
+from .cuda_ops import kernels
+from .cuda_ops.params import (BOUNDARY_MODES, FILTER_MODES, Boundary, Filter, MipBackwardParams,
+                              MipForwardParams, TextureBackwardParams, TextureForwardParams,
+                              TextureGradMode)
 from .reference import mipmap as _ref_mipmap
 
 __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "texture",
@@ -44,12 +47,12 @@ __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "textu
            "deterministic"]
 
 
-FILTER_IDS = {"nearest": 0, "linear": 1, "linear-mipmap-nearest": 2, "linear-mipmap-linear": 3}
-BOUNDARY_IDS = {"wrap": 0, "clamp": 1, "zero": 2, "cube": 3}
-_NEAREST, _LINEAR, _MIP_NEAREST, _MIP_LINEAR = 0, 1, 2, 3
+# Kernel name suffixes by filter; the names themselves are looked up in
+# diffrast.cuda_ops.kernels (TEXTURE_FORWARD, TEXTURE_BACKWARD). Kept for
+# tests/test_cuda_texture.py::test_kernels_named_by_the_backend_exist.
 _KERNEL_SUFFIX = ("nearest", "linear", "mipnearest", "miplinear")
-_SLOTS = (1, 4, 4, 8)  # texture gradient contributions per pixel and channel, by filter
-_FAST, _DET_SCAN, _DET_SUM = 0, 1, 2  # modes of the texture_bwd_* kernels
+# Texture gradient contributions per pixel and channel, by filter.
+_SLOTS = {Filter.NEAREST: 1, Filter.LINEAR: 4, Filter.MIP_NEAREST: 4, Filter.MIP_LINEAR: 8}
 
 # How texture() receives the mip levels.
 _MIP_NONE, _MIP_FLAT, _MIP_LIST = 0, 1, 2
@@ -213,8 +216,9 @@ def mip_plan(tex_shape, cube: bool, max_mip_level) -> MipPlan:
 def _mip_forward(tex: torch.Tensor, flat: torch.Tensor, plan: MipPlan) -> None:
     H, W = plan.sizes[0]
     for step in plan.down:
-        _launch("texture_mip_forward", step.kernel, step.threads,
-                (tex, flat, plan.images, H, W, plan.channels, step.level, step.depth), tex.device)
+        launch("texture_mip_forward", step.kernel, step.threads, MipForwardParams(
+            tex=tex, flat=flat, images=plan.images, height=H, width=W, channels=plan.channels,
+            level=step.level, depth=step.depth), tex.device)
 
 
 def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
@@ -227,15 +231,11 @@ def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
     # Full gradients of the intermediate levels, where a step needs them.
     needs_totals = any(step.level > 0 for step in plan.up)
     totals = torch.empty(plan.total, dtype=grad.dtype, device=device) if needs_totals else None
-    totals_arg = totals if totals is not None else _unused(device)
     for step in plan.up:
-        top_is_raw = step.top == L  # the top level's full gradient is its own, in `grad`
-        if step.kernel == "mip_up_chain":
-            args = (grad, totals_arg, grad_tex, plan.images, H, W, C, step.level, step.steps,
-                    top_is_raw)
-        else:
-            args = (grad, totals_arg, grad_tex, plan.images, H, W, C, step.level, top_is_raw)
-        _launch("texture_mip_backward", step.kernel, step.threads, args, device)
+        # (the top level's full gradient is its own, in `grad`; mip_up ignores `steps`)
+        launch("texture_mip_backward", step.kernel, step.threads, MipBackwardParams(
+            raw=grad, totals=totals, out=grad_tex, images=plan.images, height=H, width=W,
+            channels=C, level=step.level, steps=step.steps, top_is_raw=step.top == L), device)
     assert plan.up[-1].level == 0
     return grad_tex
 
@@ -314,15 +314,6 @@ def _mip_inputs(mip_levels):
     return levels, _MIP_LIST, len(levels)
 
 
-def _config(boundary, tex_batched, has_da, has_bias, want_tex0=False, want_mip=False,
-            want_uv=False, want_da=False, want_bias=False, mode=_FAST) -> int:
-    """The kernels' packed ``config`` argument (see TEXTURE_BWD_ARGS in
-    cuda_ops/texture_backward.cu)."""
-    return (boundary | int(tex_batched) << 2 | int(has_da) << 3 | int(has_bias) << 4
-            | int(want_tex0) << 5 | int(want_mip) << 6 | int(want_uv) << 7 | int(want_da) << 8
-            | int(want_bias) << 9 | mode << 10)
-
-
 def _tex_dims(tex: torch.Tensor, cube: bool):
     """``(height, width)`` of level 0 (cube: the face size twice)."""
     return (tex.shape[2], tex.shape[3]) if cube else (tex.shape[1], tex.shape[2])
@@ -332,7 +323,7 @@ class _Texture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, tex, uv, uv_da, bias, *mips):
         filt, bnd, mode, num_levels = cfg
-        cube = bnd == BOUNDARY_IDS["cube"]
+        cube = bnd == Boundary.CUBE
         device = tex.device
         tex = tex.contiguous()
         uv = uv.contiguous()
@@ -340,20 +331,18 @@ class _Texture(torch.autograd.Function):
         bias = bias.contiguous() if bias is not None else None
         B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
         N = B * oh * ow
-        if N > _INT32_MAX - THREADS:
+        if N > INT32_MAX - THREADS:
             raise ValueError(f"uv has {N} pixels; the CUDA texture kernels support at most "
-                             f"{_INT32_MAX - THREADS}")
+                             f"{INT32_MAX - THREADS}")
         C = tex.shape[-1]
         H, W = _tex_dims(tex, cube)
-        null = _unused(device)
-        mipbuf, mips = _mip_buffer(mode, mips, null)
+        mipbuf, mips = _mip_buffer(mode, mips)
         out = torch.empty(B, oh, ow, C, dtype=tex.dtype, device=device)
-        kernel = "texture_fwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
-        config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None)
-        _launch("texture_forward", kernel, N,
-                (tex, mipbuf, uv, uv_da if uv_da is not None else null,
-                 bias if bias is not None else null, out,
-                 N, oh * ow, tex.shape[0], H, W, C, num_levels, config), device)
+        launch("texture_forward", kernels.TEXTURE_FORWARD[cube, filt], N, TextureForwardParams(
+            tex=tex, mip=mipbuf, uv=uv, uv_da=uv_da, bias=bias, out=out, num_pixels=N,
+            pixels_per_image=oh * ow, tex_batch=tex.shape[0], height=H, width=W, channels=C,
+            num_levels=num_levels, boundary=bnd, tex_batched=tex.shape[0] > 1,
+            has_da=uv_da is not None, has_bias=bias is not None), device)
         ctx.cfg = cfg
         ctx.mip_shapes = [m.shape for m in mips]
         ctx.save_for_backward(tex, uv, uv_da, bias, mipbuf, *mips)
@@ -366,16 +355,19 @@ class _Texture(torch.autograd.Function):
         tex, uv, uv_da, bias, mipbuf, *mips = ctx.saved_tensors
         needs = ctx.needs_input_grad
         want_tex0 = needs[1]
-        want_uv = needs[2] and filt != _NEAREST
-        want_da = needs[3] and uv_da is not None and filt == _MIP_LINEAR
-        want_bias = needs[4] and bias is not None and filt == _MIP_LINEAR
+        want_uv = needs[2] and filt != Filter.NEAREST
+        want_da = needs[3] and uv_da is not None and filt == Filter.MIP_LINEAR
+        want_bias = needs[4] and bias is not None and filt == Filter.MIP_LINEAR
         want_mip = num_levels > 0 and mode != _MIP_NONE and any(needs[5:])
         n_mips = len(ctx.mip_shapes)
         if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
             return (None,) * (5 + n_mips)
 
         base_numel = tex.numel()
-        mip_numel = sum(m.numel() for m in mips) if mode == _MIP_LIST else mipbuf.numel()
+        if mode == _MIP_LIST:
+            mip_numel = sum(m.numel() for m in mips)
+        else:
+            mip_numel = mipbuf.numel() if mipbuf is not None else 0
         grad_flat, grad_uv, grad_da, grad_bias = _texture_grads(
             ctx.cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
             want_tex0, want_uv, want_da, want_bias, want_mip)
@@ -395,8 +387,8 @@ class _Texture(torch.autograd.Function):
         return (None, grad_tex, grad_uv, grad_da, grad_bias) + mip_grads
 
 
-def _mip_buffer(mode, mips, null):
-    """``(mipbuf, mips)``: the one buffer the kernels read the levels from (``null`` without
+def _mip_buffer(mode, mips):
+    """``(mipbuf, mips)``: the one buffer the kernels read the levels from (``None`` without
     levels) and the levels made contiguous. Levels lying one after the other in memory are read
     in place; others are copied into one buffer."""
     if mode == _MIP_FLAT:
@@ -405,7 +397,7 @@ def _mip_buffer(mode, mips, null):
         mips = tuple(m.contiguous() for m in mips)
         mipbuf = mips[0] if _chained(mips) else torch.cat([m.reshape(-1) for m in mips])
     else:
-        mipbuf = null
+        mipbuf = None
     return mipbuf, mips
 
 
@@ -416,14 +408,13 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
     the base texture (``tex.numel()`` floats; unspecified unless ``want_tex0``) followed, with
     ``want_mip``, by those of the ``mip_numel`` floats of ``mipbuf``. Inputs contiguous."""
     filt, bnd, mode, num_levels = cfg
-    cube = bnd == BOUNDARY_IDS["cube"]
+    cube = bnd == Boundary.CUBE
     device = tex.device
-    grad_out, g_strides = _pixel_strides(grad_out)  # (read in place when evenly spaced)
+    grad_out, (g_sp, g_sc) = pixel_strides(grad_out)  # (read in place when evenly spaced)
     B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
     N = B * oh * ow
     C = tex.shape[-1]
     H, W = _tex_dims(tex, cube)
-    null = _unused(device)
     base_numel = tex.numel()
     want_texgrad = want_tex0 or want_mip
     det = want_texgrad and deterministic()
@@ -435,10 +426,8 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
     grad_uv = torch.empty_like(uv) if want_uv else None
     grad_da = torch.empty_like(uv_da) if want_da else None
     grad_bias = torch.empty_like(bias) if want_bias else None
-    max_bits = flags = acc = null
-    count_log2 = 0
-    if det and grad_flat.numel() // C > _INT32_MAX:
-        raise ValueError(f"deterministic texture gradients support at most {_INT32_MAX} "
+    if det and grad_flat.numel() // C > INT32_MAX:
+        raise ValueError(f"deterministic texture gradients support at most {INT32_MAX} "
                          f"texels (base and mip levels), got {grad_flat.numel() // C}")
     if det:
         # Fixed-point accumulation (see cuda_ops/texture_accumulate.cuh): a first pass records each
@@ -447,21 +436,24 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
         flags = torch.zeros(grad_flat.numel(), dtype=torch.int32, device=device)
         acc = torch.zeros(grad_flat.numel(), dtype=torch.int64, device=device)
         count_log2 = (N * _SLOTS[filt]).bit_length()
-    kernel = "texture_bwd_" + ("cube_" if cube else "2d_") + _KERNEL_SUFFIX[filt]
-    for pass_mode in ((_DET_SCAN, _DET_SUM) if det else (_FAST,)):
-        config = _config(bnd, tex.shape[0] > 1, uv_da is not None, bias is not None,
-                         want_tex0, want_mip, want_uv, want_da, want_bias, pass_mode)
-        _launch("texture_backward", kernel, N,
-                (tex, mipbuf, uv, uv_da if uv_da is not None else null,
-                 bias if bias is not None else null, grad_out, *g_strides,
-                 grad_flat if grad_flat is not None else null,
-                 grad_uv if want_uv else null, grad_da if want_da else null,
-                 grad_bias if want_bias else null, max_bits, flags, acc,
-                 N, oh * ow, tex.shape[0], H, W, C, num_levels, config, count_log2), device)
-    if det:
-        _launch("texture_backward", "texture_grad_finish", grad_flat.numel(),
-                (acc, max_bits, flags, grad_flat, grad_flat.numel() // C, C, count_log2),
-                device)
+    kernel = kernels.TEXTURE_BACKWARD[cube, filt]
+    kp = TextureBackwardParams(
+        tex=tex, mip=mipbuf, uv=uv, uv_da=uv_da, bias=bias, grad_out=grad_out,
+        grad_tex=grad_flat, grad_uv=grad_uv, grad_uv_da=grad_da, grad_bias=grad_bias, g_sp=g_sp,
+        g_sc=g_sc, num_pixels=N, pixels_per_image=oh * ow, tex_batch=tex.shape[0], height=H,
+        width=W, channels=C, num_levels=num_levels, boundary=bnd, mode=TextureGradMode.FAST,
+        tex_batched=tex.shape[0] > 1, has_da=uv_da is not None, has_bias=bias is not None,
+        want_tex0=want_tex0, want_mip=want_mip, want_uv=want_uv, want_da=want_da,
+        want_bias=want_bias)
+    if not det:
+        launch("texture_backward", kernel, N, kp, device)
+        return grad_flat, grad_uv, grad_da, grad_bias
+    kp = kp._replace(max_bits=max_bits, flags=flags, acc=acc, num_texels=grad_flat.numel() // C,
+                     count_log2=count_log2, mode=TextureGradMode.DET_SCAN)
+    launch("texture_backward", kernel, N, kp, device)
+    kp = kp._replace(mode=TextureGradMode.DET_SUM)
+    launch("texture_backward", kernel, N, kp, device)
+    launch("texture_backward", "texture_grad_finish", grad_flat.numel(), kp, device)
     return grad_flat, grad_uv, grad_da, grad_bias
 
 
@@ -469,11 +461,11 @@ def _launch_config(filter_mode, boundary_mode, uv_da, mip_level_bias, mip_levels
     """``(cfg, uv_da, mip_level_bias, mips)`` of a texture call: ``cfg = (filter, boundary, mip
     input mode, number of levels)`` for the kernels, the level-of-detail inputs (``None`` in the
     non-mipmapped modes, which ignore them) and the level tensors (empty there)."""
-    filt = FILTER_IDS[filter_mode]
-    if filt < _MIP_NEAREST:
-        return (filt, BOUNDARY_IDS[boundary_mode], _MIP_NONE, 0), None, None, ()
+    filt = FILTER_MODES[filter_mode]
+    if filt < Filter.MIP_NEAREST:
+        return (filt, BOUNDARY_MODES[boundary_mode], _MIP_NONE, 0), None, None, ()
     mips, mode, num_levels = _mip_inputs(mip_levels)
-    return (filt, BOUNDARY_IDS[boundary_mode], mode, num_levels), uv_da, mip_level_bias, mips
+    return (filt, BOUNDARY_MODES[boundary_mode], mode, num_levels), uv_da, mip_level_bias, mips
 
 
 def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None,
@@ -508,14 +500,14 @@ def texture_backward(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias,
                                                       mip_level_bias, mip_levels)
     filt, _, mode, num_levels = cfg
     want_tex0 = bool(needs[0])
-    want_uv = bool(needs[1]) and filt != _NEAREST
-    want_da = bool(needs[2]) and uv_da is not None and filt == _MIP_LINEAR
-    want_bias = bool(needs[3]) and mip_level_bias is not None and filt == _MIP_LINEAR
+    want_uv = bool(needs[1]) and filt != Filter.NEAREST
+    want_da = bool(needs[2]) and uv_da is not None and filt == Filter.MIP_LINEAR
+    want_bias = bool(needs[3]) and mip_level_bias is not None and filt == Filter.MIP_LINEAR
     want_mip = bool(needs[4]) and num_levels > 0
     if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
         return None, None, None, None
     tex = tex.contiguous()
-    mipbuf, mips = _mip_buffer(mode, mips, _unused(tex.device))
+    mipbuf, mips = _mip_buffer(mode, mips)
     mip_numel = sum(m.numel() for m in mips)
     return _texture_grads(cfg, tex, uv.contiguous(),
                           uv_da.contiguous() if uv_da is not None else None,

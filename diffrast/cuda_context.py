@@ -7,10 +7,10 @@ passes and depth peeling work unchanged with either context.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from .cuda_ops import loader
+from .cuda_ops.params import RasterizeForwardParams
 from .raster_context import RasterContext, resolve_device
 
 _THREADS = 256
@@ -106,12 +106,13 @@ class RasterizeCudaContext(RasterContext):
             self._plans = {}
 
     def _plan(self, num_items, width, height, pixels, cur, peel_prev):
-        """What a call of this shape launches: ``(keys, setup kernel, launches, chunks)``, one
-        launch per chunk of work items as ``(setup blocks, setup's arguments after the common
-        ones, raster_big's)``, ``chunks`` the counters resolve zeroes. The scratch views are made
-        once per shape (tensor indexing costs host time on every call). A key buffer reallocated
-        here (a larger call) forgets the previous depth layer, so peeling callers size the
-        scratch at layer 0."""
+        """What a call of this shape launches: ``(keys, setup kernel, params, launches)``:
+        ``params`` the kernels' parameters of the shape (a ``RasterizeForwardParams`` set for the
+        first chunk of work items, without the call's tensors), ``launches`` one launch per chunk
+        as ``(setup blocks, first work item, work items, the chunk's list counter)``. The scratch
+        views are made once per shape (tensor indexing costs host time on every call). A key
+        buffer reallocated here (a larger call) forgets the previous depth layer, so peeling
+        callers size the scratch at layer 0."""
         key = (num_items, width, height, pixels, cur, peel_prev)
         plan = self._plans.get(key) if self._plans is not None else None
         if plan is not None:
@@ -130,13 +131,13 @@ class RasterizeCudaContext(RasterContext):
         for k in range(chunks):
             first = k * chunk
             n = min(chunk, num_items - first)
-            state = self._states[k]
-            launches.append((loader.blocks(n * lanes, _SETUP_THREADS),
-                             (np.int64(first), np.int64(n), width, height, keys, prev,
-                              int(peel_prev), big_area, tile_bits, big_items, big_start, state),
-                             (width, height, keys, prev, int(peel_prev), tile_bits, big_items,
-                              big_start, state)))
-        plan = self._plans[key] = (keys, setup, launches, chunks)
+            launches.append((loader.blocks(n * lanes, _SETUP_THREADS), first, n, self._states[k]))
+        params = RasterizeForwardParams(
+            keys=keys, prev=prev, big_items=big_items, big_start=big_start,
+            big_state=launches[0][3], big_states=self._states, item_offset=0,
+            num_items=launches[0][2], width=width, height=height, big_area=big_area,
+            tile_bits=tile_bits, num_states=chunks, use_prev=peel_prev)
+        plan = self._plans[key] = (keys, setup, params, launches)
         return plan
 
     def render(self, pos, tri, resolution, ranges, layer_index, peel, rast, rast_db) -> None:
@@ -155,6 +156,16 @@ class RasterizeCudaContext(RasterContext):
         if instanced:
             num_items = num_images * num_triangles
             offsets = starts = self._dummy
+        elif ranges.is_cuda:
+            # Ranges on the GPU, without host synchronization: clamped to tri and turned into
+            # offsets on the device; the setup covers an upper bound of the work items (an image
+            # draws at most every triangle), and items past the last range draw nothing.
+            start = ranges[:, 0].long().clamp(0, num_triangles)
+            count = torch.minimum(ranges[:, 1].long().clamp(min=0), num_triangles - start)
+            offsets = torch.zeros(num_images + 1, dtype=torch.int64, device=dev)
+            torch.cumsum(count, 0, out=offsets[1:])
+            starts = start.to(torch.int32)
+            num_items = num_images * num_triangles
         else:
             counts = ranges[:, 1].long()
             offs = torch.zeros(num_images + 1, dtype=torch.int64)
@@ -166,7 +177,7 @@ class RasterizeCudaContext(RasterContext):
         pixels = num_images * height * width
         peel_prev = peel and layer_index > 0 and self._peel_index is not None
         cur = 1 - self._peel_index if peel_prev else 0
-        keys, setup, launches, chunks = self._plan(max(num_items, 0), width, height, pixels, cur,
+        keys, setup, params, launches = self._plan(max(num_items, 0), width, height, pixels, cur,
                                                    peel_prev)
         if capturing:
             # A captured graph keeps raw pointers to the scratch it uses: never free those
@@ -174,16 +185,19 @@ class RasterizeCudaContext(RasterContext):
             self._captured_scratch.update(
                 {id(t): t for t in (self._keys, self._big, self._states)})
         keys.fill_(-1)  # (a fill kernel is ~3x faster than emptying the keys in resolve)
-        common = (pos, tri, num_vertices, num_triangles, int(instanced), offsets, starts, num_images)
-        for blocks, setup_args, big_args in launches:
+        kp = params._replace(pos=pos, tri=tri, range_offsets=offsets, range_starts=starts,
+                             rast=rast, rast_db=rast_db, num_vertices=num_vertices,
+                             num_triangles=num_triangles, num_images=num_images,
+                             instanced=instanced, output_db=rast_db is not None)
+        for k, (blocks, first, n, state) in enumerate(launches):
             if blocks > 0:
-                loader.launch("rasterize_forward", setup, blocks, _SETUP_THREADS, common + setup_args, dev)
-                loader.launch("rasterize_forward", "raster_big", self._persistent_blocks, (16, 16, 1),
-                              common + big_args, dev)
-        loader.launch("rasterize_forward", "resolve", loader.blocks(max(pixels, chunks), _THREADS), _THREADS,
-                      (pos, tri, num_vertices, num_triangles, int(instanced), keys, self._states, chunks,
-                       num_images, width, height, rast, rast_db if rast_db is not None else rast,
-                       int(rast_db is not None)), dev)
+                chunk = kp if k == 0 else kp._replace(item_offset=first, num_items=n,
+                                                      big_state=state)
+                loader.launch("rasterize_forward", setup, blocks, _SETUP_THREADS, chunk, dev)
+                loader.launch("rasterize_forward", "raster_big", self._persistent_blocks,
+                              (16, 16, 1), chunk, dev)
+        loader.launch("rasterize_forward", "resolve",
+                      loader.blocks(max(pixels, kp.num_states), _THREADS), _THREADS, kp, dev)
         # Peeling: the next layer keeps only keys behind these.
         self._peel_index = cur if peel else None
 

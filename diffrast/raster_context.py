@@ -127,8 +127,11 @@ class RasterContext(abc.ABC):
                 (instance mode) or ``[num_vertices, 4]`` (range mode).
             tri: Triangle vertex indices, int32 ``[num_triangles, 3]``.
             resolution: ``(height, width)`` of the images, within :attr:`max_resolution`.
-            ranges: Range mode: int32 CPU tensor ``[minibatch_size, 2]`` of
-                ``(first triangle, triangle count)`` per image; instance mode: ``None``.
+            ranges: Range mode: int32 tensor ``[minibatch_size, 2]`` of
+                ``(first triangle, triangle count)`` per image, on the CPU or on the device of
+                ``pos`` (values checked, except where a check would synchronize: under
+                ``torch.compile`` and CUDA graph capture; clamp them to ``tri`` to be safe);
+                instance mode: ``None``.
             layer_index: Depth peeling: the index of the layer, from 0; otherwise 0.
             peel: Whether this is a :class:`~diffrast.DepthPeeler` layer. From
                 ``layer_index`` 1 on, each pixel keeps the nearest surface behind the one of

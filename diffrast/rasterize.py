@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import operator
+import weakref
 from typing import Optional
 
 import torch
@@ -64,25 +65,52 @@ def _validate(glctx, pos, tri, resolution, ranges):
                              f"for range mode (pos [V, 4]); got ranges of {got}")
         return pos, tri, (height, width), None
     if ranges is None:
-        raise ValueError("range mode (pos [V, 4]) needs ranges, an int32 CPU tensor [B, 2] of "
+        raise ValueError("range mode (pos [V, 4]) needs ranges, an int32 tensor [B, 2] of "
                          "(first triangle, triangle count), got ranges=None")
     ranges = check_tensor("ranges", ranges, dtypes=(torch.int32,), ndims=2, last_dim=2)
-    if ranges.device.type != "cpu":
-        raise ValueError(f"ranges must be a CPU tensor, got device {ranges.device}")
-    if ranges.shape[0] > 0 and not custom_ops.compiling():  # (values: checked in eager calls)
-        start, count = ranges[:, 0].long(), ranges[:, 1].long()
-        negative = (start < 0) | (count < 0)
-        if bool(negative.any()):
-            row = int(torch.nonzero(negative)[0, 0])
-            raise ValueError("ranges must hold non-negative (first triangle, count) pairs, got "
-                             f"{tuple(ranges[row].tolist())} in row {row}")
-        ends = start + count
-        if bool((ends > tri.shape[0]).any()):
-            row = int(torch.argmax(ends))
-            raise ValueError(f"ranges run past the end of tri: range {row} "
-                             f"{tuple(ranges[row].tolist())} ends at triangle {int(ends[row])}, "
-                             f"but tri has {tri.shape[0]} triangles")
+    if ranges.device.type != "cpu" and ranges.device != pos.device:
+        raise ValueError(f"ranges must be on the CPU or on the device of pos ({pos.device}), "
+                         f"got {ranges.device}")
+    _check_range_values(ranges, tri.shape[0])
     return pos, tri, (height, width), ranges
+
+
+# id(ranges) -> (weak reference, version counter, triangle count) of CUDA ranges already checked
+_checked_ranges: dict = {}
+
+
+def _check_range_values(ranges: torch.Tensor, num_triangles: int) -> None:
+    """Check that every row of ``ranges`` is a non-negative ``(first, count)`` within ``tri``.
+
+    CPU ranges are checked on every call. CUDA ranges need a read back from the device: it is
+    done once per tensor object and version counter (a tensor reused across iterations is read
+    once), and not at all under ``torch.compile`` or while a CUDA graph is being captured, where
+    no host synchronization may happen; the kernels clamp every range to ``tri`` anyway, so
+    unchecked ranges never read out of bounds (call once eagerly to get the error message)."""
+    if ranges.shape[0] == 0 or custom_ops.compiling():
+        return
+    if ranges.is_cuda:
+        hit = _checked_ranges.get(id(ranges))
+        if hit is not None and hit[0]() is ranges and hit[1:] == (ranges._version, num_triangles):
+            return
+        if torch.cuda.is_current_stream_capturing():
+            return
+    start, count = ranges[:, 0].long(), ranges[:, 1].long()
+    negative = (start < 0) | (count < 0)
+    if bool(negative.any()):
+        row = int(torch.nonzero(negative)[0, 0])
+        raise ValueError("ranges must hold non-negative (first triangle, count) pairs, got "
+                         f"{tuple(ranges[row].tolist())} in row {row}")
+    ends = start + count
+    if bool((ends > num_triangles).any()):
+        row = int(torch.argmax(ends))
+        raise ValueError(f"ranges run past the end of tri: range {row} "
+                         f"{tuple(ranges[row].tolist())} ends at triangle {int(ends[row])}, "
+                         f"but tri has {num_triangles} triangles")
+    if ranges.is_cuda:
+        if len(_checked_ranges) > 64:
+            _checked_ranges.clear()
+        _checked_ranges[id(ranges)] = (weakref.ref(ranges), ranges._version, num_triangles)
 
 
 def _render(glctx, pos, tri, resolution, ranges, layer_index=0, peel=False):
@@ -226,8 +254,11 @@ def rasterize(glctx, pos, tri, resolution, ranges=None, grad_db=True, grad_depth
         tri: Triangle vertex indices, int32 ``[num_triangles, 3]``, each in
             ``[0, num_vertices)``.
         resolution: Output resolution ``(height, width)``; any size within the GL limits.
-        ranges: Range mode only: int32 CPU tensor ``[minibatch_size, 2]`` of
-            ``(first triangle, triangle count)`` per image.
+        ranges: Range mode only: int32 tensor ``[minibatch_size, 2]`` of
+            ``(first triangle, triangle count)`` per image, on the CPU (as nvdiffrast requires)
+            or on the device of ``pos``. With ``RasterizeCudaContext``, ranges on the GPU cost
+            no host synchronization after their first use (their values are checked once per
+            tensor and version), so a range-mode call can be captured in a CUDA graph.
         grad_db: Propagate gradients of the barycentric derivatives ``rast_db`` into ``pos``.
             Ignored when the context was created with ``output_db=False``.
         grad_depth: Propagate gradients of the depth channel ``z/w`` of ``rast`` into ``pos``

@@ -1,12 +1,15 @@
 """CPU checks of the CUDA sources and of the CUDA backend's host-side pieces (no GPU needed).
 
-* Every ``cuda_ops/*.cu`` compiles with ``nvcc --ptx`` (skipped when nvcc is not on PATH), so a
-  syntax error never lands unseen on a machine without a GPU.
-* The sources follow what NVRTC (through which ``cuda_ops/loader.py`` compiles them at run time)
-  accepts: no host headers (NVRTC has no host standard library), local ``.cuh`` includes that
-  exist, and every kernel declared ``extern "C" __global__`` (so its name is not mangled).
-* The layout: kernels only in ``.cu`` files, one module per op and direction, the helpers of
-  ``cuda_ops/common.cuh`` defined nowhere else.
+* Every module, as ``cuda_ops/loader.py`` assembles it (generated parameter structs, the ``.cu``
+  file and its headers, generated entry points), compiles with ``nvcc --ptx`` (skipped when nvcc
+  is not on PATH), so a syntax error never lands unseen on a machine without a GPU.
+* The sources follow what NVRTC (through which the loader compiles them at run time) accepts: no
+  host headers (NVRTC has no host standard library), local ``.cuh`` includes that exist, and
+  every kernel declared ``extern "C" __global__`` (so its name is not mangled).
+* The layout: one module per op and direction; no hand-written ``__global__`` function (the
+  entry points are generated from the table of ``cuda_ops/kernels.py``, which the backends
+  launch by name); the helpers of ``cuda_ops/common.cuh`` defined nowhere else.
+(The parameter structs' layout is checked in tests/test_kernel_params.py.)
 """
 import glob
 import os
@@ -19,7 +22,7 @@ import torch
 
 import diffrast as dr
 from diffrast import cuda_backend
-from diffrast.cuda_ops import loader
+from diffrast.cuda_ops import kernels, loader
 
 SOURCES = sorted(glob.glob(os.path.join(loader.SOURCE_DIR, "*.cu")))
 HEADERS = sorted(glob.glob(os.path.join(loader.SOURCE_DIR, "*.cuh")))
@@ -36,6 +39,7 @@ MODULES = ["antialias_backward", "antialias_forward", "antialias_topology", "int
 
 def test_there_are_kernel_sources():
     assert [_name(p)[:-3] for p in SOURCES] == MODULES
+    assert sorted(kernels.modules()) == MODULES
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -46,18 +50,25 @@ def test_sources_expand(module):
     assert "#pragma once" not in text
 
 
-def test_kernels_live_in_the_module_files():
-    """Headers hold no kernels (the CPU kernel emulator finds a module's kernels in its own file's
-    text), and each kernel name belongs to one module."""
-    for path in HEADERS:
+_ENTRY = re.compile(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\([^)]*\)\s+)?void\s+(\w+)'
+                    r'\s*\(([^)]*)\)\s*\{\s*const\s+diffrast::(\w+)\s+kp\s*\{([^}]*)\};')
+
+
+def test_entry_points_come_from_the_kernel_table():
+    """No hand-written file declares a kernel; each module's assembled source defines exactly the
+    kernels of its rows in cuda_ops/kernels.py, each taking the fields of its row's parameter
+    struct as its parameters, in the struct's order, and rebuilding the struct from them."""
+    for path in SOURCES + HEADERS:
         with open(path) as f:
             assert "__global__" not in _strip_comments(f.read()), _name(path)
-    owner = {}
-    for path in SOURCES:
-        with open(path) as f:
-            for k in set(re.findall(r'extern\s+"C"\s+__global__\s+\w*\s*void\s+(\w+)', f.read())):
-                assert k not in owner, f"{k} in {owner.get(k)} and {_name(path)}"
-                owner[k] = _name(path)
+    for module in MODULES:
+        defined = _ENTRY.findall(loader.source(module))
+        assert [d[0] for d in defined] == [k.name for k in kernels.of_module(module)], module
+        for (name, plist, struct, init), k in zip(defined, kernels.of_module(module)):
+            fields = k.params.fields
+            assert struct == k.params.c_name, name
+            assert " ".join(plist.split()) == k.params.c_parameters(), name
+            assert [x.strip() for x in init.split(",")] == [f.name for f in fields], name
 
 
 _DEFINITION = re.compile(r"^(?:template\s*<[^>]*>\s*)?(?:__device__\s+__forceinline__|inline)\s+"
@@ -80,9 +91,11 @@ def test_common_helpers_are_defined_once():
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc not on PATH")
-@pytest.mark.parametrize("path", SOURCES, ids=_name)
-def test_compiles_with_nvcc(path, tmp_path):
-    cmd = ["nvcc", "--ptx", "-arch=sm_80", "--std=c++17", "-I", loader.SOURCE_DIR, path,
+@pytest.mark.parametrize("module", MODULES)
+def test_compiles_with_nvcc(module, tmp_path):
+    path = tmp_path / f"{module}.cu"
+    path.write_text(loader.source(module))
+    cmd = ["nvcc", "--ptx", "-arch=sm_80", "--std=c++17", str(path),
            "-o", str(tmp_path / "out.ptx")]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stderr}"
@@ -93,10 +106,16 @@ def _strip_comments(text):
     return re.sub(r"//[^\n]*", "", text)
 
 
-@pytest.mark.parametrize("path", SOURCES + HEADERS, ids=_name)
-def test_follows_nvrtc_rules(path):
+def _read(path):
     with open(path) as f:
-        code = _strip_comments(f.read())
+        return f.read()
+
+
+@pytest.mark.parametrize("name", [_name(p) for p in SOURCES + HEADERS] + MODULES)
+def test_follows_nvrtc_rules(name):
+    """The hand-written files, and each module as assembled (``loader.source``)."""
+    path = os.path.join(loader.SOURCE_DIR, name)
+    code = _strip_comments(_read(path) if os.path.isfile(path) else loader.source(name))
     for line in code.splitlines():
         m = re.match(r"\s*#\s*include\s*(.+)", line)
         if not m:
@@ -106,33 +125,46 @@ def test_follows_nvrtc_rules(path):
             # NVRTC has no host standard library (<cstdio>, <cmath>, <stdio.h>, ...); only the
             # CUDA toolkit's device headers, which CuPy puts on NVRTC's include path.
             assert re.match(r"<(cuda_fp16|cuda_bf16)\.h>|<(cuda|cooperative_groups)/", target), (
-                f"{_name(path)}: {line.strip()!r}: NVRTC lacks host headers; include local "
+                f"{name}: {line.strip()!r}: NVRTC lacks host headers; include local "
                 f"\"*.cuh\" files or CUDA device headers only")
             continue
         local = target.strip('"')
         assert os.path.isfile(os.path.join(loader.SOURCE_DIR, local)), f"{local} not found"
     for m in re.finditer(r"((?:extern\s+\"C\"\s+)?)__global__", code):
-        assert m.group(1), f"{_name(path)}: every __global__ kernel must be extern \"C\""
+        assert m.group(1), f"{name}: every __global__ kernel must be extern \"C\""
+
+
+BACKENDS = ("cuda_backend.py", "cuda_backend_texture.py", "cuda_backend_antialias.py",
+            "cuda_context.py")
 
 
 def test_kernels_named_by_the_backend_exist():
-    """Every launch with literal names, in every backend module, names a module of cuda_ops/ and
-    a kernel in it."""
+    """Every launch in the backend modules names a module of cuda_ops/ and, when literal, a kernel
+    of that module's rows in the kernel table; every kernel of the table is launched: by its
+    literal name, or (texture sampling) through the table's lookups. No backend builds a kernel
+    name from pieces (no string literal is a proper prefix of a kernel name)."""
     package = os.path.dirname(cuda_backend.__file__)
-    modules = set()
-    for name in ("cuda_backend.py", "cuda_backend_texture.py", "cuda_backend_antialias.py",
-                 "cuda_context.py"):
-        with open(os.path.join(package, name)) as f:
-            backend = f.read()
-        launches = re.findall(r'(?:_launch|loader\.launch)\(\s*"(\w+)",\s*(?:"(\w+)")?', backend)
+    modules, named = set(), set()
+    for name in BACKENDS:
+        backend = _read(os.path.join(package, name))
+        launches = re.findall(r'\b_?launch\(\s*"(\w+)",\s*(?:"(\w+)")?', backend)
         assert launches, name
         for module, kernel in launches:
             assert module in MODULES, f"{name}: no cuda_ops/{module}.cu"
             modules.add(module)
             if kernel:
-                assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
-                                 loader.source(module)), f"{kernel} not in cuda_ops/{module}.cu"
+                assert kernels.get(kernel).module == module, f"{kernel} not in cuda_ops/{module}.cu"
+        literals = set(re.findall(r'"(\w+)"', backend))
+        named |= literals & set(kernels.BY_NAME)
+        if "kernels.TEXTURE_FORWARD[" in backend:
+            named |= set(kernels.TEXTURE_FORWARD.values())
+        if "kernels.TEXTURE_BACKWARD[" in backend:
+            named |= set(kernels.TEXTURE_BACKWARD.values())
+        for lit in literals:
+            assert not any(k.startswith(lit) and k != lit for k in kernels.BY_NAME
+                           if len(lit) >= 4 and lit.endswith("_")), (name, lit)
     assert modules == set(MODULES)
+    assert named == set(kernels.BY_NAME), set(kernels.BY_NAME) - named
 
 
 # ----------------------------------------------------------------------------------------------
@@ -161,7 +193,7 @@ def test_diff_table_inverse_is_consistent():
 
 def test_row_segments_group_entries_in_a_fixed_order():
     rows = torch.tensor([2, 0, 0x7fffffff, 2, 1, 0, 0x7fffffff, 2], dtype=torch.int32)
-    order, start = cuda_backend._row_segments(rows, 4)
+    order, start = cuda_backend.row_segments(rows, 4)
     assert order.tolist() == [1, 5, 4, 0, 3, 7, 2, 6]
     assert start.tolist() == [0, 2, 3, 6, 6]
 
@@ -179,18 +211,27 @@ def test_set_deterministic():
         dr.set_deterministic(saved)
 
 
-def test_launch_packs_arguments_in_the_kernels_c_layout():
-    """loader.launch's argument buffer: tensors (subclasses such as nn.Parameter included) as
-    their data pointers, ints as int, np.int64 as long long, floats as float, each at its C
-    alignment."""
+def test_launch_packs_the_parameter_struct():
+    """loader.pack writes a parameter struct's bytes into the thread's buffer for its type and
+    returns the address of the array of pointers to its fields (cuLaunchKernel's kernelParams):
+    tensors (subclasses such as nn.Parameter included) as their data pointers, None as null."""
     import ctypes
 
-    import numpy as np
-    param = torch.nn.Parameter(torch.zeros(3))
-    plain = torch.zeros(2)
-    args = (param, 7, np.int64(-5), 2.5, True, plain)
-    p = loader.pack_arguments(args)
-    assert p.layout.format == "@PiqfiP"
-    assert p.layout.unpack_from(p.buffer) == (param.data_ptr(), 7, -5, 2.5, 1, plain.data_ptr())
-    base = ctypes.addressof(p.buffer)
-    assert [p.pointers[i] - base for i in range(6)] == [0, 8, 16, 24, 28, 32]
+    from diffrast.cuda_ops.params import MipBackwardParams
+    raw = torch.nn.Parameter(torch.zeros(3))
+    out = torch.zeros(2)
+    kp = MipBackwardParams(raw=raw, out=out, images=6, height=5, width=4, channels=3, level=2,
+                           steps=1, top_is_raw=True)
+    address = loader.pack(kp)
+    fields = MipBackwardParams.fields
+    pointers = (ctypes.c_void_p * len(fields)).from_address(address)
+    base = pointers[0]
+    assert [pointers[i] - base for i in range(len(fields))] == [
+        getattr(MipBackwardParams.ctype, f.name).offset for f in fields]
+    c = MipBackwardParams.ctype.from_address(base)
+    assert (c.raw, c.totals, c.out) == (raw.data_ptr(), 0, out.data_ptr())
+    assert (c.images, c.height, c.width, c.channels, c.level, c.steps, c.top_is_raw) == (
+        6, 5, 4, 3, 2, 1, True)
+    assert ctypes.c_int.from_address(pointers[7]).value == 2  # the kernel's `level`
+    assert loader.pack(kp._replace(level=7)) == address  # one buffer per thread and type, reused
+    assert c.level == 7

@@ -1,7 +1,7 @@
 """The CPU path's gradients are bit-identical from run to run, whatever the number of threads.
 
 Each backward pass that sums per-pixel contributions into per-vertex or per-texel gradients takes
-the sum in a fixed order on the CPU (``diffrast.reference._rows``); torch's advanced-indexing
+the sum in a fixed order on the CPU (``diffrast.reference.rows``); torch's advanced-indexing
 backward would add them with float atomics on several threads, which changed ``interpolate``'s
 attribute gradient in the 4th–5th significant digit from run to run. The scene is large enough
 for torch to split that work over threads (more than 32768 elements).

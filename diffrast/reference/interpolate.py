@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import torch
 
 from .. import triangle_id
-from ._rows import take_rows
+from .rows import take_rows
 
 
 def _gather(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from .. import triangle_id
-from ._rows import take_rows
+from .rows import take_rows
 
 
 def _covered(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):

@@ -142,3 +142,20 @@ def assert_grads_close(ref_grads, got_grads, pos_rtol=1e-4):
     torch.testing.assert_close(c2.cpu(), c1.cpu(), atol=1e-5, rtol=0)
     scale = max(float(p1.abs().max()), 1.0)
     torch.testing.assert_close(p2.cpu(), p1.cpu(), atol=pos_rtol * scale, rtol=pos_rtol)
+
+
+def overlap_soup(seed: int, n: int = 150, res=(48, 64), batch: int = 2, size: float = 0.12):
+    """``n`` small triangles (about ``size`` NDC units across) overlapping at random depths, each
+    vertex at its own depth (so triangles tilt in depth and intersect), in perspective, with
+    unshared vertices (every edge is a silhouette), instance mode. Returns ``(color, rast, pos,
+    tri)`` float32 on the CPU, rasterized by the exact test rasterizer."""
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(batch, n, 1, 2, generator=g) * 2.2 - 1.1
+    xy = (centre + torch.randn(batch, n, 3, 2, generator=g) * (size / 2)).reshape(batch, 3 * n, 2)
+    z = torch.rand(batch, 3 * n, 1, generator=g) * 1.6 - 0.8
+    w = torch.rand(batch, 3 * n, 1, generator=g) * 1.5 + 0.5
+    pos = torch.cat([xy * w, z * w, w], -1).contiguous()
+    tri = torch.arange(3 * n, dtype=torch.int32).reshape(n, 3)
+    rast = rasterize_torch(pos, tri, res)
+    color = torch.rand(batch, *res, 3, generator=g)
+    return color, rast, pos, tri

@@ -1,8 +1,11 @@
 // Launcher of the warp emulator (see warp_emulator.h). Compiled with EMU_SOURCE, the path of one
-// cuda_ops/*.cu file (included below, as C++), and EMU_KERNELS, a list of EMU_KERNEL(name)
-// entries naming its kernels.
+// module's source as the loader assembles it (cuda_ops/loader.py source(): generated parameter
+// structs, the .cu file with its headers, generated entry points; included below, as C++), and
+// EMU_KERNELS, a list of EMU_KERNEL(name) entries naming its kernels.
 // Exposes `int emu_launch(const char* kernel, unsigned grid, unsigned block, void** args)`,
-// where args[i] points at the i-th argument's value, like cuLaunchKernel's kernelParams; it
+// where args[i] points at the i-th argument's value, like cuLaunchKernel's kernelParams (a
+// kernel's arguments are the fields of its parameter struct, args[i] points into the packed
+// struct); it
 // returns 0, 1 for an unknown kernel, or 2 after a misused collective (emu_last_error()).
 // `void emu_set_reverse(int)` makes the following launches run their blocks, warps and lanes in
 // the reverse order (another order of their atomics, for tests of order independence).
