@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import diffrast as dr  # noqa: E402
 from diffrast import dispatch  # noqa: E402
-from diffrast.cuda_ops import loader  # noqa: E402
+from diffrast.cuda_ops import kernels, loader  # noqa: E402
 from diffrast.raster_context import RasterContext  # noqa: E402
 from profile_step import staged_step  # noqa: E402
 from run import SCENARIOS, scene  # noqa: E402
@@ -63,7 +63,7 @@ def main():
     def null_launch(module, kernel, grid, block, kernel_args, device, shared_mem=0):
         launches.append(kernel)
         if args.pack:
-            loader.pack_arguments(kernel_args)
+            loader.pack(kernels.params_for(kernels.get(kernel), kernel_args))
 
     cfg = dict(SCENARIOS[args.scenario])
     gen = torch.Generator().manual_seed(0)

@@ -447,10 +447,6 @@ def check_kernel_sizes(N: int, num_rows: int, T: int) -> None:
                          f"{INT32_MAX // 3}")
 
 
-# (the former private name, still used by diffrast/antialias.py)
-_check_kernel_sizes = check_kernel_sizes
-
-
 def kernel_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int):
     """Checked tables for the kernels, ``(nbr, edge_ptr, inc_tri, inc_opp)``, from those of
     :func:`topology_tables` (``nbr`` ``None``: derived from the CSR tables by
