@@ -47,10 +47,6 @@ __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "textu
            "deterministic"]
 
 
-# Kernel name suffixes by filter; the names themselves are looked up in
-# diffrast.cuda_ops.kernels (TEXTURE_FORWARD, TEXTURE_BACKWARD). Kept for
-# tests/test_cuda_texture.py::test_kernels_named_by_the_backend_exist.
-_KERNEL_SUFFIX = ("nearest", "linear", "mipnearest", "miplinear")
 # Texture gradient contributions per pixel and channel, by filter.
 _SLOTS = {Filter.NEAREST: 1, Filter.LINEAR: 4, Filter.MIP_NEAREST: 4, Filter.MIP_LINEAR: 8}
 

@@ -634,17 +634,21 @@ def test_torch_deterministic_algorithms_select_deterministic_mode(kernels, deter
 
 
 def test_kernels_named_by_the_backend_exist():
+    """Every texture kernel the backend looks up (by filter and kind, in the kernel table) or
+    names literally is defined in the assembled sources, for every filter mode."""
     import re
+    from diffrast.cuda_ops import kernels, params
     with open(cbt.__file__) as f:
         backend = f.read()
     names = set(re.findall(r'"(mip_\w+|texture_grad_finish)"', backend))
-    for suffix in cbt._KERNEL_SUFFIX:
-        for kind in ("2d", "cube"):
-            for direction in ("fwd", "bwd"):
-                names.add(f"texture_{direction}_{kind}_{suffix}")
+    for cube in (False, True):
+        for mode in params.FILTER_MODES.values():
+            names.add(kernels.TEXTURE_FORWARD[cube, mode])
+            names.add(kernels.TEXTURE_BACKWARD[cube, mode])
+    assert len(names) >= 16
     sources = "".join(loader.source(m) for m in ("texture_forward", "texture_backward",
                                                  "texture_mip_forward", "texture_mip_backward"))
-    found = set(re.findall(r'extern\s+"C"\s+__global__\s+void\s+(\w+)', sources))
+    found = set(re.findall(r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\(\w+\)\s+)?void\s+(\w+)', sources))
     assert names <= found, names - found
 
 
