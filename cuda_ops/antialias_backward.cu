@@ -92,14 +92,14 @@ __device__ __forceinline__ void antialias_bwd_impl(const AntialiasBackwardParams
     const float* __restrict__ grad_out = kp.grad_out;
     const int width = kp.width, height = kp.height, channels = kp.channels;
     const bool deterministic = kp.deterministic;
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= kp.num_pixels)
         return;
-    const int hw = width * height;
-    const int b = p / hw;
-    const int rem = p - b * hw;
-    const int y = rem / width;
-    const int x = rem - y * width;
+    const long long hw = (long long)width * height;
+    const int b = (int)(p / hw);
+    const long long rem = p - b * hw;
+    const int y = (int)(rem / width);
+    const int x = (int)(rem - (long long)y * width);
     PairView pv[4];
     pixel_pairs(kp.pair_t, kp.pair_meta, p, x, y, width, pv);
     const long long C = channels;
@@ -176,12 +176,12 @@ __device__ __forceinline__ void antialias_bwd_impl(const AntialiasBackwardParams
 __device__ __forceinline__ void antialias_bwd_pos_reduce_impl(const AntialiasBackwardParams& kp)
 {
     const int width = kp.width, height = kp.height;
-    const int row = blockIdx.x * blockDim.x + threadIdx.x;
+    const long long row = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (row >= kp.num_rows)
         return;
     const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
                                kp.pos_batched);
-    const int hw = width * height;
+    const long long hw = (long long)width * height;
     float gx = 0.0f, gy = 0.0f, gw = 0.0f;
     for (long long i = kp.row_start[row]; i < kp.row_start[row + 1]; ++i) {
         const long long entry = kp.order[i];
@@ -190,9 +190,9 @@ __device__ __forceinline__ void antialias_bwd_pos_reduce_impl(const AntialiasBac
         const int e = (int)(entry & 1);
         const int meta = (kp.pair_meta[p] >> (8 * j)) & 0xff;
         const int b = (int)(p / hw);
-        const int rem = (int)(p - (long long)b * hw);
-        const int y = rem / width;
-        const int x = rem - y * width;
+        const long long rem = p - b * hw;
+        const int y = (int)(rem / width);
+        const int x = (int)(rem - (long long)y * width);
         EdgeGrad eg;
         if (pair_pos_grad(s, kp.rast, p, b, x, y, j == 1, meta, kp.pair_grad[2 * p + j], eg)) {
             gx += e ? eg.gx[1] : eg.gx[0];

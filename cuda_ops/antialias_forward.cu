@@ -163,14 +163,14 @@ __device__ __forceinline__ void antialias_fwd_pairs_impl(const AntialiasForwardP
 {
     const int width = kp.width, height = kp.height;
     const float* __restrict__ rast = kp.rast;
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= kp.num_pixels)
         return;
-    const int hw = width * height;
-    const int b = p / hw;
-    const int rem = p - b * hw;
-    const int y = rem / width;
-    const int x = rem - y * width;
+    const long long hw = (long long)width * height;
+    const int b = (int)(p / hw);
+    const long long rem = p - b * hw;
+    const int y = (int)(rem / width);
+    const int x = (int)(rem - (long long)y * width);
     const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
                                kp.pos_batched);
     Topology topo;
@@ -200,13 +200,13 @@ __device__ __forceinline__ void antialias_fwd_blend_impl(const AntialiasForwardP
 {
     const float* __restrict__ color = kp.color;
     const int width = kp.width, height = kp.height, channels = kp.channels;
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= kp.num_pixels)
         return;
-    const int hw = width * height;
-    const int rem = p - (p / hw) * hw;
-    const int y = rem / width;
-    const int x = rem - y * width;
+    const long long hw = (long long)width * height;
+    const long long rem = p % hw;
+    const int y = (int)(rem / width);
+    const int x = (int)(rem - (long long)y * width);
     PairView pv[4];
     pixel_pairs(kp.pair_t, kp.pair_meta, p, x, y, width, pv);
     const long long C = channels;

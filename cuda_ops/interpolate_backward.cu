@@ -56,7 +56,8 @@ __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __rest
 // interpolate_bwd_reduce.
 __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardParams& kp)
 {
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    // 64-bit pixel index: B * H * W, and 4 * p in the float4 loads, may pass 2^31.
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const bool in_range = p < kp.num_pixels;
     const int A = kp.num_attrs, K = kp.num_diff;
     const long long g_sc = kp.g_sc, gda_sc = kp.gda_sc;
@@ -65,7 +66,7 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
     const int* inv_k = kp.diff_table + K + A + 1;
 
     // No early return: every lane of the warp takes part in the shuffles of the atomic path.
-    const int image = in_range ? p / kp.pixels_per_image : 0;
+    const int image = in_range ? (int)(p / kp.pixels_per_image) : 0;
     float4 r = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     PixelTriangle pt;
     pt.tri = -1;
@@ -80,8 +81,8 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
     const float u = covered ? r.x : 0.0f;
     const float v = covered ? r.y : 0.0f;
     const float w = 1.0f - u - v;
-    const float* g = kp.grad_out + (long long)p * kp.g_sp;
-    const float* gda = kp.grad_out_da + (long long)p * kp.gda_sp;
+    const float* g = kp.grad_out + p * kp.g_sp;
+    const float* gda = kp.grad_out_da + p * kp.gda_sp;
     const float* a0 = kp.attr + pt.row[0] * A;  // row 0 (never read) for an empty pixel
     const float* a1 = kp.attr + pt.row[1] * A;
     const float* a2 = kp.attr + pt.row[2] * A;

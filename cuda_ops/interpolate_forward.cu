@@ -28,17 +28,18 @@ using namespace diffrast;
 // The kernel interpolate_fwd (entry point generated from cuda_ops/kernels.py).
 __device__ __forceinline__ void interpolate_fwd_impl(const InterpolateForwardParams& kp)
 {
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    // 64-bit pixel index: B * H * W, and 4 * p in the float4 loads, may pass 2^31.
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     if (p >= kp.num_pixels)
         return;
     const int A = kp.num_attrs, K = kp.num_diff;
-    float* o = kp.out + (long long)p * A;
-    float* od = kp.out_da + (long long)p * 2 * K;
+    float* o = kp.out + p * A;
+    float* od = kp.out_da + p * 2 * K;
 
     const float4 r = load4(kp.rast, p);
     PixelTriangle pt;
-    if (!pixel_triangle(r.w, p / kp.pixels_per_image, kp.tri, kp.num_triangles, kp.num_vertices,
-                        kp.attr_batched, pt)) {
+    if (!pixel_triangle(r.w, (int)(p / kp.pixels_per_image), kp.tri, kp.num_triangles,
+                        kp.num_vertices, kp.attr_batched, pt)) {
         for (int i = 0; i < A; ++i)
             o[i] = 0.0f;
         for (int k = 0; k < 2 * K; ++k)

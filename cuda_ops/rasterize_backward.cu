@@ -133,10 +133,11 @@ __device__ __forceinline__ void barycentric_grad(const float3 c[3], const float 
 
 // A loss gradient with respect to a [B, H, W, 4] output, read in place through the element
 // strides that autograd hands over (a sum's gradient is one value expanded, all strides 0); a
-// dense one (contiguous and 16-byte aligned) as float4.
+// dense one (contiguous and 16-byte aligned) as float4. 64-bit strides: the image stride
+// H * W * 4 passes 2^31 at 32768 x 32768.
 struct GradImage {
     const float* __restrict__ base;
-    int sb, sy, sx, sc;
+    long long sb, sy, sx, sc;
 };
 
 __device__ __forceinline__ float4 grad_at(const GradImage& g, long long p, int b, int y, int x,
@@ -145,8 +146,8 @@ __device__ __forceinline__ float4 grad_at(const GradImage& g, long long p, int b
     if (g.sc == 1 && g.sx == 4 && g.sy == 4LL * width && g.sb == 4LL * width * height &&
         (reinterpret_cast<unsigned long long>(g.base) & 15) == 0)
         return load4(g.base, p);
-    const float* q = g.base + (long long)b * g.sb + (long long)y * g.sy + (long long)x * g.sx;
-    return make_float4(q[0], q[g.sc], q[2LL * g.sc], q[3LL * g.sc]);
+    const float* q = g.base + b * g.sb + y * g.sy + x * g.sx;
+    return make_float4(q[0], q[g.sc], q[2 * g.sc], q[3 * g.sc]);
 }
 
 // The corner gradients of pixel p (already known to be covered by pt).
@@ -194,9 +195,10 @@ __device__ __forceinline__ void rasterize_grad_impl(const RasterizeBackwardParam
 {
     const int width = kp.width, height = kp.height;
     const bool has_depth = kp.has_depth;
-    const int p = blockIdx.x * blockDim.x + threadIdx.x;
+    // 64-bit pixel index: B * H * W, and 4 * p in the float4 loads, may pass 2^31.
+    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const bool in_range = p < kp.num_pixels;
-    const int image = in_range ? p / (width * height) : 0;
+    const int image = in_range ? (int)(p / ((long long)width * height)) : 0;
     PixelTriangle pt;
     pt.tri = -1;
     pt.row[0] = pt.row[1] = pt.row[2] = 0;

@@ -230,7 +230,7 @@ __device__ __forceinline__ void texture_grad_finish_impl(const TextureBackwardPa
     const unsigned* __restrict__ max_bits = kp.max_bits;
     const int* __restrict__ flags = kp.flags;
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= (long long)kp.num_texels * kp.channels)
+    if (i >= kp.num_texels * kp.channels)
         return;
     const unsigned m = max_bits[i];
     float r = 0.0f;

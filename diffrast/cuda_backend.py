@@ -15,8 +15,8 @@ Sections, one per op (each op's kernels live in ``cuda_ops/<op>_{forward,backwar
 * shared helpers, public for the other kernel backends (:mod:`diffrast.cuda_backend_texture`,
   :mod:`diffrast.cuda_backend_antialias`): :data:`THREADS`, :data:`INT32_MAX`,
   :func:`available`, :func:`deterministic`, :func:`launch` (one thread per item),
-  :func:`aligned` (16-byte aligned tensors), :func:`row_segments` (deterministic
-  accumulation), :func:`pixel_strides` and :func:`grad_strides` (loss gradients read in place);
+  :func:`aligned` (16-byte aligned tensors), :func:`row_segments` and :func:`check_entries`
+  (deterministic accumulation), :func:`pixel_strides` (loss gradients read in place);
 * ``interpolate``: forward and backward;
 * ``rasterize``: the backward to ``pos`` (the forward is OpenGL, see :mod:`diffrast.rasterize`).
 
@@ -38,8 +38,8 @@ from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams
     RasterizeBackwardParams
 
 __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
-           "THREADS", "INT32_MAX", "launch", "aligned", "row_segments", "pixel_strides",
-           "grad_strides", "diff_table_values"]
+           "THREADS", "INT32_MAX", "launch", "aligned", "row_segments", "check_entries",
+           "pixel_strides", "diff_table_values"]
 
 # ==============================================================================================
 # Shared helpers.
@@ -47,7 +47,7 @@ __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", 
 #: Threads per block of :func:`launch`; a multiple of 32 (the kernels' warp shuffles need full
 #: warps).
 THREADS = 256
-#: The largest int32: the kernels index pixels and rows with 32-bit ints.
+#: The largest int32: the kernels' limit on fields kept 32-bit (vertex rows, triangle counts).
 INT32_MAX = 2**31 - 1
 
 
@@ -84,13 +84,21 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-def _check_sizes(num_pixels: int, num_rows: int) -> None:
-    if num_pixels > INT32_MAX - THREADS:
-        raise ValueError(f"the image batch has {num_pixels} pixels; the CUDA kernels support "
-                         f"at most {INT32_MAX - THREADS}")
+def _check_sizes(num_rows: int) -> None:
+    # Pixels are indexed in 64 bits (only the grid limits them, see launch); vertex rows are
+    # stored as int32 in the deterministic entry_rows, with 0x7fffffff as "no row".
     if num_rows >= INT32_MAX:
         raise ValueError(f"{num_rows} vertex rows exceed the CUDA kernels' limit of "
                          f"{INT32_MAX - 1}")
+
+
+def check_entries(num_entries: int, op: str) -> None:
+    """Deterministic accumulation sorts its entries with ``torch.sort`` (:func:`row_segments`),
+    which on CUDA takes at most ``INT32_MAX`` elements: a clear error before any kernel runs."""
+    if num_entries > INT32_MAX:
+        raise ValueError(f"deterministic {op} gradients would sort {num_entries} entries, "
+                         f"more than torch.sort's limit of {INT32_MAX}: use fewer pixels per "
+                         f"call or non-deterministic mode")
 
 
 def row_segments(entry_rows: torch.Tensor, num_rows: int):
@@ -128,17 +136,6 @@ def pixel_strides(grad: torch.Tensor):
         grad = grad.contiguous()
         sx, sc = grad.stride(2), grad.stride(3)
     return grad, (sx, sc)
-
-
-def grad_strides(grad: torch.Tensor):
-    """``grad`` and its element strides, for the kernels' ``int`` stride fields: a loss gradient
-    is read in place whatever its layout, so an expanded one (stride 0, e.g. of ``out.sum()``)
-    costs no copy. Only strides beyond int32 make a contiguous copy."""
-    strides = grad.stride()
-    if any(s < 0 or s > INT32_MAX for s in strides):
-        grad = grad.contiguous()
-        strides = grad.stride()
-    return grad, strides
 
 
 # ==============================================================================================
@@ -202,7 +199,7 @@ class _Interpolate(torch.autograd.Function):
         device = attr.device
         B, H, W, _ = rast.shape
         N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
-        _check_sizes(N, num_rows)
+        _check_sizes(num_rows)
         K = len(diff_attrs)
         rast = aligned(rast)
         rast_db = aligned(rast_db) if K else None
@@ -234,6 +231,8 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
     device = attr.device
     N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
     det = want_attr and deterministic()
+    if det:
+        check_entries(3 * N, "interpolate")
 
     grad_out, (g_sp, g_sc) = pixel_strides(grad_out)
     grad_out_da, (gda_sp, gda_sc) = pixel_strides(grad_out_da) if K else (None, (0, 0))
@@ -313,13 +312,17 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     N = B * H * W
     V = pos.shape[-2]
     num_rows = pos.numel() // 4
-    _check_sizes(N, num_rows)
+    _check_sizes(num_rows)
     det = deterministic()
+    if det:
+        check_entries(3 * N, "rasterize")
     pos, rast = aligned(pos.contiguous()), aligned(rast.contiguous())
     tri = tri.contiguous()
     has_db = grad_db is not None
-    grad_rast, (r_sb, r_sy, r_sx, r_sc) = grad_strides(grad_rast)
-    grad_db, (d_sb, d_sy, d_sx, d_sc) = grad_strides(grad_db) if has_db else (None, (0, 0, 0, 0))
+    # Read in place whatever the layout (the kernel's strides are 64-bit; torch's are never
+    # negative): an expanded gradient costs no copy.
+    r_sb, r_sy, r_sx, r_sc = grad_rast.stride()
+    d_sb, d_sy, d_sx, d_sc = grad_db.stride() if has_db else (0, 0, 0, 0)
     grad_pos = torch.empty_like(pos) if det else torch.zeros_like(pos)
     entry_rows = torch.empty(3 * N, dtype=torch.int32, device=device) if det else None
     kp = RasterizeBackwardParams(

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import INT32_MAX, aligned, available, deterministic, grad_strides, row_segments
+from .cuda_backend import INT32_MAX, aligned, available, check_entries, deterministic, row_segments
 # (module-level _launch: tests drive single topology passes through it)
 from .cuda_backend import launch as _launch
 from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
@@ -375,7 +375,12 @@ def antialias_backward(color, rast, pos, tri, pair_t, pair_meta, grad_out, pos_g
     pos, rast = aligned(pos), aligned(rast)
     num_rows = pos.numel() // 4
     det = want_pos and deterministic()
-    grad_out, (g_sb, g_sy, g_sx, g_sc) = grad_strides(grad_out.to(torch.float32))
+    if det:
+        check_entries(4 * N, "antialias")
+    # Read in place whatever the layout (the kernel's strides are 64-bit; torch's are never
+    # negative): an expanded gradient costs no copy.
+    grad_out = grad_out.to(torch.float32)
+    g_sb, g_sy, g_sx, g_sc = grad_out.stride()
     grad_color = torch.empty_like(color) if want_color else None
     grad_pos = None
     if want_pos:
@@ -434,11 +439,10 @@ def _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int) ->
 
 
 def check_kernel_sizes(N: int, num_rows: int, T: int) -> None:
-    """Raise ``ValueError`` unless ``N`` pixels, ``num_rows`` vertex rows and ``T`` triangles fit
-    the antialias kernels' 32-bit indexing (``4 N``, ``num_rows`` and ``3 T`` below 2^31)."""
-    if N > INT32_MAX // 4:
-        raise ValueError(f"the image batch has {N} pixels; the CUDA antialias supports at most "
-                         f"{INT32_MAX // 4}")
+    """Raise ``ValueError`` unless ``num_rows`` vertex rows and ``T`` triangles fit the antialias
+    kernels' 32-bit fields (``num_rows`` and ``3 T`` below 2^31). Pixels are indexed in 64 bits:
+    only the grid limits ``N`` (see :func:`diffrast.cuda_backend.launch`), and the deterministic
+    backward its ``4 N`` sorted entries (see :func:`antialias_backward`)."""
     if num_rows >= INT32_MAX:
         raise ValueError(f"pos has {num_rows} vertex rows; the CUDA antialias supports "
                          f"fewer than {INT32_MAX}")

@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import INT32_MAX, THREADS, available, deterministic, launch, pixel_strides
+from .cuda_backend import available, deterministic, launch, pixel_strides
 from .cuda_ops import kernels
 from .cuda_ops.params import (BOUNDARY_MODES, FILTER_MODES, Boundary, Filter, MipBackwardParams,
                               MipForwardParams, TextureBackwardParams, TextureForwardParams,
@@ -326,10 +326,7 @@ class _Texture(torch.autograd.Function):
         uv_da = uv_da.contiguous() if uv_da is not None else None
         bias = bias.contiguous() if bias is not None else None
         B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
-        N = B * oh * ow
-        if N > INT32_MAX - THREADS:
-            raise ValueError(f"uv has {N} pixels; the CUDA texture kernels support at most "
-                             f"{INT32_MAX - THREADS}")
+        N = B * oh * ow  # (64-bit in the kernels: only the grid limits it, see launch)
         C = tex.shape[-1]
         H, W = _tex_dims(tex, cube)
         mipbuf, mips = _mip_buffer(mode, mips)
@@ -422,9 +419,6 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
     grad_uv = torch.empty_like(uv) if want_uv else None
     grad_da = torch.empty_like(uv_da) if want_da else None
     grad_bias = torch.empty_like(bias) if want_bias else None
-    if det and grad_flat.numel() // C > INT32_MAX:
-        raise ValueError(f"deterministic texture gradients support at most {INT32_MAX} "
-                         f"texels (base and mip levels), got {grad_flat.numel() // C}")
     if det:
         # Fixed-point accumulation (see cuda_ops/texture_accumulate.cuh): a first pass records each
         # texel channel's largest contribution, the second sums integers, the last converts.
