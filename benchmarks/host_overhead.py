@@ -16,21 +16,17 @@ Only ratios between runs on one machine mean anything (the GPU's host is another
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import diffrast as dr  # noqa: E402
-from diffrast import dispatch  # noqa: E402
-from diffrast.cuda_ops import kernels, loader  # noqa: E402
-from diffrast.raster_context import RasterContext  # noqa: E402
-from profile_step import staged_step  # noqa: E402
-from run import SCENARIOS, scene  # noqa: E402
+import diffrast as dr
+from diffrast import dispatch
+from diffrast.cuda_ops import kernels, loader
+from diffrast.raster_context import RasterContext
+from profile_step import staged_step
+from run import SCENARIOS, scene
 
 
 class NullContext(RasterContext):

@@ -1,4 +1,5 @@
-"""The code's layout rules: no private name crosses a module boundary.
+"""The code's layout rules: no private name crosses a module boundary; benchmarks edit no
+``sys.path``.
 
 A name with a leading underscore belongs to its module. Shared helpers are public names of the
 module that owns them (with a docstring), so a reader can find who uses what.
@@ -58,3 +59,13 @@ def test_no_private_name_is_imported_or_used_across_modules(path):
                 and isinstance(node.value, ast.Name) and node.value.id in modules):
             found.append(f"{node.value.id}.{node.attr} (line {node.lineno})")
     assert not found, f"{path} reaches into other modules' private names: {found}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n in os.listdir(os.path.join(ROOT, "benchmarks"))
+                                        if n.endswith(".py")))
+def test_benchmarks_do_not_edit_sys_path(name):
+    """Benchmarks import the package as installed, each other from their own folder (the
+    script's folder is on ``sys.path`` already) and the tests' helpers as the package
+    ``tests.helpers`` (run as modules from the repository root)."""
+    with open(os.path.join(ROOT, "benchmarks", name)) as f:
+        assert "sys.path" not in f.read()
