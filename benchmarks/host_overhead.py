@@ -52,6 +52,9 @@ def main():
     p.add_argument("--pack", action="store_true",
                    help="the null launcher packs the arguments as the real one does")
     p.add_argument("--python", action="store_true", help="also print a cProfile of the step")
+    p.add_argument("--res", type=int, default=None,
+                   help="another image size (e.g. 16: the CPU's own math then costs nothing, "
+                        "so the backward stage shows diffrast's host time alone)")
     args = p.parse_args()
 
     launches = []
@@ -62,6 +65,7 @@ def main():
             loader.pack(kernels.params_for(kernels.get(kernel), kernel_args))
 
     cfg = dict(SCENARIOS[args.scenario])
+    cfg["res"] = args.res or cfg["res"]
     gen = torch.Generator().manual_seed(0)
     clip, tri, uv, tex = scene(cfg, torch.device("cpu"), gen)
     clip.requires_grad_(True)
