@@ -16,6 +16,8 @@ step tests 150 python3 -m pytest tests -q -p no:cacheprovider -W ignore::Depreca
 grep -E "passed|failed|FAILED|agree" "$OUT/tests.log" | tail -15
 step bench 120 python3 benchmarks/run.py --reps 20 --warmup 5
 grep scenario "$OUT/bench.log"
+step bench_scale 150 python3 benchmarks/run.py --scenarios scale --reps 5 --warmup 2
+grep scenario "$OUT/bench_scale.log"
 step texture_kernels 60 python3 benchmarks/texture_kernels.py
 cat "$OUT/texture_kernels.log"
 CUPY_CACHE_DIR=/tmp/dr-cold step first_call_cold 60 python3 benchmarks/first_call.py

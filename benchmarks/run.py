@@ -7,9 +7,15 @@ context, ``train_step_graph`` is the training step captured once in a CUDA graph
 with ``--compile``, ``train_step_compiled`` is the step under ``torch.compile(fullgraph=True)``
 and ``train_step_compiled_cudagraphs`` the same with ``mode="reduce-overhead"`` (CUDA context).
 
-    python benchmarks/run.py                       # all scenarios on CUDA
+The scale scenarios (issue 16) time one call chain at sizes where memory and many small images
+matter: ``rasterize``, ``interpolate`` of a per-vertex colour and ``antialias`` without a
+prebuilt topology hash, forward and backward (a ``.sum()`` loss), and its peak memory
+(``scale_fwd_bwd``, ``scale_peak_mem_mb``).
+
+    python benchmarks/run.py                       # the step scenarios on CUDA, both rasterizers
     python benchmarks/run.py --device cpu --scenarios small_1x512 --reps 3
     python benchmarks/run.py --scenarios small_1x512 --compile
+    python benchmarks/run.py --scenarios scale     # the scale scenarios
 """
 from __future__ import annotations
 
@@ -28,6 +34,14 @@ SCENARIOS = {
     "small_1x512": dict(rows=16, cols=32, batch=1, res=512, tex=512),
     "mid_4x1024": dict(rows=128, cols=256, batch=4, res=1024, tex=2048),
     "big_8x1024_1M": dict(rows=500, cols=1000, batch=8, res=1024, tex=2048),
+}
+#: The scale rows of issue 16: 10M triangles at 8 x 1024^2, 1M at 1 and 4 x 4096^2, 1,024
+#: triangles at 64 x 512^2 (a multi-view batch).
+SCALE_SCENARIOS = {
+    "scale_10M_8x1024": dict(rows=2237, cols=2237, batch=8, res=1024, tex=1),
+    "scale_1M_1x4096": dict(rows=500, cols=1000, batch=1, res=4096, tex=1),
+    "scale_1M_4x4096": dict(rows=500, cols=1000, batch=4, res=4096, tex=1),
+    "scale_1k_64x512": dict(rows=16, cols=32, batch=64, res=512, tex=1),
 }
 
 
@@ -166,10 +180,37 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
     return out
 
 
+def run_scale_scenario(name, cfg, device, glctx, reps, warmup, context_name):
+    """Time and peak memory of rasterize + interpolate + antialias (no topology hash), forward
+    and backward, on one scale scenario."""
+    gen = torch.Generator().manual_seed(0)
+    clip, tri, _, _ = scene(cfg, device, gen)
+    res = (cfg["res"], cfg["res"])
+    pos_g = clip.clone().requires_grad_(True)
+    colour = torch.rand(clip.shape[-2], 3, generator=gen).to(device).requires_grad_(True)
+
+    def chain():
+        rast, _ = dr.rasterize(glctx, pos_g, tri, res, grad_db=False)
+        c, _ = dr.interpolate(colour, rast, tri)
+        dr.antialias(c, rast, pos_g, tri).sum().backward()
+    out = {"scenario": name, "context": context_name,
+           "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
+           "triangles": tri.shape[0], "images": cfg["batch"], "res": cfg["res"]}
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+    out["scale_fwd_bwd"] = timer(device, reps, warmup)(chain)
+    if device.type == "cuda":
+        out["scale_peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
+    return out
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
-    p.add_argument("--scenarios", nargs="*", default=list(SCENARIOS))
+    p.add_argument("--scenarios", nargs="*", default=list(SCENARIOS),
+                   help=f"names of {list(SCENARIOS) + list(SCALE_SCENARIOS)}, or 'scale' for "
+                        f"all the scale ones")
     p.add_argument("--contexts", nargs="*", default=["gl", "cuda"],
                    help="rasterizers: gl (RasterizeGLContext), cuda (RasterizeCudaContext; GPU only)")
     p.add_argument("--reps", type=int, default=20)
@@ -182,11 +223,20 @@ def main():
         device = torch.device("cuda", torch.cuda.current_device())
     contexts = {"gl": lambda: dr.RasterizeGLContext(device=device),
                 "cuda": lambda: dr.RasterizeCudaContext(device=device)}
+    names = [n for a in args.scenarios for n in (SCALE_SCENARIOS if a == "scale" else [a])]
+    unknown = [n for n in names if n not in SCENARIOS and n not in SCALE_SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenarios {unknown}")
     for ctx_name in args.contexts if device.type == "cuda" else ["gl"]:
         glctx = contexts[ctx_name]()
-        for name in args.scenarios:
-            print(json.dumps(run_scenario(name, SCENARIOS[name], device, glctx, args.reps,
-                                          args.warmup, ctx_name, args.compile)), flush=True)
+        for name in names:
+            if name in SCALE_SCENARIOS:
+                row = run_scale_scenario(name, SCALE_SCENARIOS[name], device, glctx, args.reps,
+                                         args.warmup, ctx_name)
+            else:
+                row = run_scenario(name, SCENARIOS[name], device, glctx, args.reps, args.warmup,
+                                   ctx_name, args.compile)
+            print(json.dumps(row), flush=True)
 
 
 if __name__ == "__main__":
