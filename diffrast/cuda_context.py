@@ -202,11 +202,18 @@ class RasterizeCudaContext(RasterContext):
         self._peel_index = cur if peel else None
 
 
+#: The most work items (triangle x image) per launch: the big-triangle list holds two int64 per
+#: item of a chunk, kept between calls, so this caps it at 128 MiB (a 10M-triangle batch of 8
+#: images runs in 10 chunks; every benchmark scene up to 1M triangles x 8 images in one).
+MAX_CHUNK = 1 << 23
+
+
 def _chunking(num_items, width, height):
-    """``(chunk, tile_bits)``: work items per launch and the bits of the big list's tile count in
-    its 64-bit counter ((count << tile_bits) + tiles), so that neither part overflows."""
+    """``(chunk, tile_bits)``: work items per launch (at most :data:`MAX_CHUNK`) and the bits of
+    the big list's tile count in its 64-bit counter ((count << tile_bits) + tiles), so that
+    neither part overflows."""
     max_tiles = -(-width // 16) * -(-height // 16)
-    chunk = max(num_items, 1)
+    chunk = min(max(num_items, 1), MAX_CHUNK)
     while True:
         tile_bits = (chunk * max_tiles).bit_length()
         if chunk.bit_length() + tile_bits <= 64:
