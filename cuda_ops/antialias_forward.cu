@@ -7,7 +7,7 @@
 //     triangle on the same undirected edge (manifold edge); -1 when no other triangle can
 //     continue the surface (a boundary edge, or the only other incidence is t itself); and
 //     -2 - e for an edge e with three or more incidences, whose incidences are then read from
-//     the CSR table: edge_ptr [E + 1], inc_tri [3T], inc_opp [3T] (int64).
+//     the CSR table: edge_ptr [E + 1], inc_tri [3T], inc_opp [3T] (int32).
 //
 // Passes (one thread per pixel each):
 //   antialias_fwd_pairs  evaluates the pixel's pair with its right neighbour and its pair with
@@ -63,9 +63,9 @@ __device__ __forceinline__ bool continues_across(const Scene& s, int b, long lon
 
 struct Topology {
     const int* __restrict__ nbr;
-    const long long* __restrict__ edge_ptr;
-    const long long* __restrict__ inc_tri;
-    const long long* __restrict__ inc_opp;
+    const int* __restrict__ edge_ptr;
+    const int* __restrict__ inc_tri;
+    const int* __restrict__ inc_opp;
     int num_edges;
 };
 

@@ -148,14 +148,14 @@ KERNELS = (
     Kernel("antialias_bwd_pos_reduce", "antialias_backward", AntialiasBackwardParams,
            "antialias_bwd_pos_reduce_impl"),
     Kernel("topology_insert", _TOPOLOGY, AntialiasTopologyParams, "topology_insert_impl",
-           args=("tri", "table", "scratch", "num_slots", "capacity")),
+           args=("tri", "table", "tri_edge", "num_slots", "capacity")),
     Kernel("topology_scan", _TOPOLOGY, AntialiasTopologyParams, "topology_scan_impl",
-           args=("table", "scratch", "edge_ptr", "num_slots", "capacity", "num_tiles")),
+           args=("table", "tri_edge", "edge_ptr", "nbr", "num_slots", "capacity", "num_tiles")),
     Kernel("topology_place", _TOPOLOGY, AntialiasTopologyParams, "topology_place_impl",
-           args=("tri", "table", "scratch", "tri_edge", "edge_ptr", "inc_tri", "inc_opp", "nbr",
+           args=("tri", "table", "list", "tri_edge", "edge_ptr", "inc_tri", "inc_opp", "nbr",
                  "num_slots", "capacity", "num_tiles")),
     Kernel("topology_rank", _TOPOLOGY, AntialiasTopologyParams, "topology_rank_impl",
-           args=("tri", "scratch", "tri_edge", "edge_ptr", "inc_tri", "inc_opp", "num_slots")),
+           args=("tri", "list", "tri_edge", "edge_ptr", "inc_tri", "inc_opp", "num_slots")),
 )
 
 #: Kernel by name.

@@ -233,10 +233,10 @@ def _construct_topology_op(tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 @_construct_topology_op.register_fake
 def _(tri):
     T = tri.shape[0]
-    i64 = torch.int64
-    return (tri.new_empty(T, 3, dtype=i64), tri.new_empty(3 * T + 1, dtype=i64),
-            tri.new_empty(3 * T, dtype=i64), tri.new_empty(3 * T, dtype=i64),
-            tri.new_empty(T, 3, dtype=torch.int32))
+    i32 = torch.int32
+    return (tri.new_empty(T, 3, dtype=i32), tri.new_empty(3 * T + 1, dtype=i32),
+            tri.new_empty(3 * T, dtype=i32), tri.new_empty(3 * T, dtype=i32),
+            tri.new_empty(T, 3, dtype=i32))
 
 
 def _uses_kernels(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor) -> bool:

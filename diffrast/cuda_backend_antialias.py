@@ -69,10 +69,10 @@ class GpuTopologyHash(TopologyHash):
             across it (a boundary edge, or its only other incidence is in ``t`` itself); or
             ``-2 - e`` when the edge ``e`` has three or more incidences (the kernel then reads
             them from the CSR tables ``edge_ptr``, ``inc_tri``, ``inc_opp``).
-        edge_ptr_padded: int64 ``[3 * num_triangles + 1]``, the CSR offsets padded to a size
+        edge_ptr_padded: int32 ``[3 * num_triangles + 1]``, the CSR offsets padded to a size
             known without reading the data: ``edge_ptr`` followed by copies of
             ``3 * num_triangles`` (empty edges). The kernels and the custom ops read this one.
-        edge_ptr: int64 ``[num_edges + 1]``, as in ``TopologyHash``: the prefix of
+        edge_ptr: int32 ``[num_edges + 1]``, as in ``TopologyHash``: the prefix of
             ``edge_ptr_padded``, trimmed on first access (which reads the edge count back to the
             host once; nothing in diffrast's own paths does).
     """
@@ -121,13 +121,13 @@ def neighbor_table(topology: TopologyHash) -> torch.Tensor:
     e = tri_edge.reshape(-1)
     start = edge_ptr[e]
     count = edge_ptr[e + 1] - start
-    tri_of_slot = torch.arange(3 * T, device=dev, dtype=torch.int64) // 3
+    tri_of_slot = torch.arange(3 * T, device=dev, dtype=torch.int32) // 3
     # With two incidences, the other one is the incidence whose triangle is not this slot's (if
     # both are in this triangle, the edge occurs twice in it and nothing continues across).
     second = torch.clamp(start + 1, max=3 * T - 1)
     other = torch.where(inc_tri[start] == tri_of_slot, second, start)
-    opp = torch.where(inc_tri[other] != tri_of_slot, inc_opp[other], torch.full_like(start, -1))
-    nbr = torch.where(count == 2, opp, torch.where(count == 1, torch.full_like(e, -1), -2 - e))
+    opp = torch.where(inc_tri[other] != tri_of_slot, inc_opp[other], -1)
+    nbr = torch.where(count == 2, opp, torch.where(count == 1, -1, -2 - e))
     return nbr.to(torch.int32).reshape(T, 3)
 
 
@@ -148,17 +148,16 @@ def construct_tables(tri: torch.Tensor):
         tri: int32 ``[T, 3]`` (any device).
 
     Returns:
-        ``(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor)``: int64 ``[T, 3]``, int64
-        ``[3T + 1]`` (the CSR offsets of the ``E`` edges, then ``3T - E`` entries equal to
-        ``3T``), int64 ``[3T]``, int64 ``[3T]`` and int32 ``[T, 3]``, as documented in
-        :class:`GpuTopologyHash`.
+        ``(tri_edge, edge_ptr, inc_tri, inc_opp, neighbor)``, all int32: ``[T, 3]``, ``[3T + 1]``
+        (the CSR offsets of the ``E`` edges, then ``3T - E`` entries equal to ``3T``), ``[3T]``,
+        ``[3T]`` and ``[T, 3]``, as documented in :class:`GpuTopologyHash`.
     """
     if tri.shape[0] == 0:
         dev = tri.device
-        return (torch.zeros(0, 3, dtype=torch.int64, device=dev),
-                torch.zeros(1, dtype=torch.int64, device=dev),
-                torch.zeros(0, dtype=torch.int64, device=dev),
-                torch.zeros(0, dtype=torch.int64, device=dev),
+        return (torch.zeros(0, 3, dtype=torch.int32, device=dev),
+                torch.zeros(1, dtype=torch.int32, device=dev),
+                torch.zeros(0, dtype=torch.int32, device=dev),
+                torch.zeros(0, dtype=torch.int32, device=dev),
                 torch.zeros(0, 3, dtype=torch.int32, device=dev))
     if dispatch.uses_kernels(tri.device):  # (tests run the kernels on the CPU too)
         return _construct_tables_kernels(tri)
@@ -169,15 +168,17 @@ _SCAN_TILE = 256  # slots per tile of the kernel topology_scan (kScanTile in ant
 
 
 def _topology_buffers(T: int, device: torch.device):
-    """The kernels' work buffers for ``T`` triangles: ``(table, scratch, capacity, num_tiles)``,
-    the hash table followed by the scan's tile status and ticket (zeroed) and the per-incidence
-    scratch (uninitialized); see the header of ``cuda_ops/antialias_topology.cu``."""
+    """The kernels' work buffers for ``T`` triangles: ``(table, lists, capacity, num_tiles)``:
+    the hash table of ``capacity`` 8-byte entries followed by the scan's tile status and ticket
+    (int64, zeroed), and the lists of the edges of three or more incidences (int32 ``[3T]``,
+    uninitialized); see the header of ``cuda_ops/antialias_topology.cu``. 20 bytes per incidence
+    (the outputs, which also serve as scratch, another 20)."""
     n = 3 * T
     capacity = min(2 * n, INT32_MAX)  # at most half full: E <= n
     num_tiles = -(-n // _SCAN_TILE)
-    table = torch.zeros(2 * capacity + num_tiles + 1, dtype=torch.int64, device=device)
-    scratch = torch.empty(3 * n, dtype=torch.int64, device=device)
-    return table, scratch, capacity, num_tiles
+    table = torch.zeros(capacity + num_tiles + 1, dtype=torch.int64, device=device)
+    lists = torch.empty(n, dtype=torch.int32, device=device)
+    return table, lists, capacity, num_tiles
 
 
 def _construct_tables_kernels(tri: torch.Tensor):
@@ -193,13 +194,13 @@ def _construct_tables_kernels(tri: torch.Tensor):
         raise ValueError(f"tri has {T} triangles; the topology kernels support fewer than "
                          f"{INT32_MAX // 3}")
     tri = tri.contiguous()
-    table, scratch, capacity, num_tiles = _topology_buffers(T, dev)
-    tri_edge = torch.empty(T, 3, dtype=torch.int64, device=dev)
-    edge_ptr = torch.empty(n + 1, dtype=torch.int64, device=dev)
-    inc_tri = torch.empty(n, dtype=torch.int64, device=dev)
-    inc_opp = torch.empty(n, dtype=torch.int64, device=dev)
+    table, lists, capacity, num_tiles = _topology_buffers(T, dev)
+    tri_edge = torch.empty(T, 3, dtype=torch.int32, device=dev)
+    edge_ptr = torch.empty(n + 1, dtype=torch.int32, device=dev)
+    inc_tri = torch.empty(n, dtype=torch.int32, device=dev)
+    inc_opp = torch.empty(n, dtype=torch.int32, device=dev)
     neighbor = torch.empty(T, 3, dtype=torch.int32, device=dev)
-    kp = AntialiasTopologyParams(tri=tri, table=table, scratch=scratch, edge_ptr=edge_ptr,
+    kp = AntialiasTopologyParams(tri=tri, table=table, list=lists, edge_ptr=edge_ptr,
                                  tri_edge=tri_edge, inc_tri=inc_tri, inc_opp=inc_opp,
                                  nbr=neighbor, num_slots=n, capacity=capacity,
                                  num_tiles=num_tiles)
@@ -222,25 +223,29 @@ def _construct_tables_torch(tri: torch.Tensor):
     dev = tri.device
     T = tri.shape[0]
     n = 3 * T
+    i32 = torch.int32
     t = tri.to(torch.int64).repeat(1, 2)          # v0 v1 v2 v0 v1 v2
-    a, b, opp = t[:, 0:3], t[:, 1:4], t[:, 2:5]   # edge k: (v_k, v_k+1), opposite v_k+2
+    a, b = t[:, 0:3], t[:, 1:4]                   # edge k: (v_k, v_k+1), opposite v_k+2
     key = torch.add(torch.maximum(a, b), torch.minimum(a, b), alpha=1 << 32)
+    del t, a, b
     sorted_key, order = torch.sort(key.reshape(-1), stable=True)
-    edge = torch.zeros(n, dtype=torch.int64, device=dev)           # edge id of each sorted slot
+    del key
+    edge = torch.zeros(n, dtype=i32, device=dev)  # edge id of each sorted slot
     torch.cumsum(sorted_key[1:] != sorted_key[:-1], 0, out=edge[1:])
+    del sorted_key
     tri_edge = torch.empty_like(edge).scatter_(0, order, edge).reshape(T, 3)
-    slots = torch.arange(n + 1, dtype=torch.int64, device=dev)
-    edge_ptr = torch.searchsorted(edge, slots)    # past the last edge id: n
-    inc_tri = torch.div(order, 3, rounding_mode="floor")
-    inc_opp = torch.take(opp, order)
+    slots = torch.arange(n + 1, dtype=i32, device=dev)
+    edge_ptr = torch.searchsorted(edge, slots, out_int32=True)  # past the last edge id: n
+    inc_tri = torch.div(order, 3, rounding_mode="floor").to(i32)
+    inc_opp = torch.take(tri[:, [2, 0, 1]], order)
     # Neighbour table, in the sorted order, where the incidences of an edge are adjacent: the
     # mirror image of slot i in its edge's run [start, end) is the other incidence of a
     # two-incidence edge, and i itself for a single incidence (-1 then, as i's own triangle).
     bounds = edge_ptr.unfold(0, 2, 1)[edge]       # [n, 2]: (start, end) of each slot's edge
-    other = torch.sub(bounds.sum(1), slots[1:])   # start + end - 1 - i
+    other = (bounds[:, 1] - slots[1:]).add_(bounds[:, 0])  # start + end - 1 - i, in int32
     across = torch.where(inc_tri[other] != inc_tri, inc_opp[other], -1)
     many = bounds[:, 1] - bounds[:, 0] > 2
-    nbr = torch.where(many, -2 - edge, across).to(torch.int32)
+    nbr = torch.where(many, -2 - edge, across)
     neighbor = torch.empty_like(nbr).scatter_(0, order, nbr).reshape(T, 3)
     return tri_edge, edge_ptr, inc_tri, inc_opp, neighbor
 
@@ -264,7 +269,7 @@ def renumbered_like_reference(tri: torch.Tensor, tables):
     dev = tri_edge.device
     T = tri.shape[0]
     n = 3 * T
-    edge = tri_edge.reshape(-1)
+    edge = tri_edge.reshape(-1).long()
     E = int(edge.max()) + 1 if n else 0
     t = tri.to(device=dev, dtype=torch.int64).repeat(1, 2)
     a, b = t[:, 0:3].reshape(-1), t[:, 1:4].reshape(-1)
@@ -273,8 +278,8 @@ def renumbered_like_reference(tri: torch.Tensor, tables):
     order = torch.argsort(key)                   # new id -> old id
     new_id = torch.empty_like(order)
     new_id[order] = torch.arange(E, device=dev)  # old id -> new id
-    start = edge_ptr[:E]
-    count = edge_ptr[1:E + 1] - start
+    start = edge_ptr[:E].long()
+    count = edge_ptr[1:E + 1].long() - start
     ptr = torch.full((n + 1,), n, dtype=torch.int64, device=dev)
     ptr[0] = 0
     ptr[1:E + 1] = torch.cumsum(count[order], 0)
@@ -287,7 +292,8 @@ def renumbered_like_reference(tri: torch.Tensor, tables):
         many = neighbor <= -2
         nbr = torch.where(many, -2 - new_id[torch.where(many, -2 - neighbor, 0).long()],
                           neighbor).to(neighbor.dtype)
-    return new_id[tri_edge], ptr, new_tri, new_opp, nbr
+    return (new_id[edge].to(tri_edge.dtype).reshape(tri_edge.shape), ptr.to(edge_ptr.dtype),
+            new_tri, new_opp, nbr)
 
 
 def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
@@ -431,7 +437,7 @@ def _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int) ->
     if nbr is not None:
         ok = ok and nbr.dtype == torch.int32 and tuple(nbr.shape) == (T, 3) and nbr.is_contiguous()
     for t in (edge_ptr, inc_tri, inc_opp):
-        ok = ok and t.dtype == torch.int64 and t.is_contiguous()
+        ok = ok and t.dtype == torch.int32 and t.is_contiguous()
     ok = ok and inc_tri.numel() == 3 * T and inc_opp.numel() == 3 * T
     if not ok:
         raise ValueError(f"topology_hash is inconsistent with a mesh of {T} triangles; build it "

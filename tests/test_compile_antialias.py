@@ -245,7 +245,7 @@ def test_sync_free_tables_equal_reference(mesh):
     tri_edge, edge_ptr, inc_tri, inc_opp, neighbor = cb.construct_tables(tri)
     want = ref.construct_topology(tri)
     E = want.num_edges
-    assert edge_ptr.shape == (3 * T + 1,) and edge_ptr.dtype == torch.int64
+    assert edge_ptr.shape == (3 * T + 1,) and edge_ptr.dtype == torch.int32
     assert torch.equal(edge_ptr[:E + 1], want.edge_ptr)
     assert bool((edge_ptr[E:] == 3 * T).all())  # the padding: empty edges
     for name, got in (("tri_edge", tri_edge), ("inc_tri", inc_tri), ("inc_opp", inc_opp)):
@@ -296,7 +296,7 @@ def assert_kernel_tables(tri, tables, brute_force=True):
     tri_edge, edge_ptr, inc_tri, inc_opp, neighbor = tables
     T = tri.shape[0]
     n = 3 * T
-    for t, dtype, shape in zip(tables, [torch.int64] * 4 + [torch.int32],
+    for t, dtype, shape in zip(tables, [torch.int32] * 5,
                                [(T, 3), (n + 1,), (n,), (n,), (T, 3)]):
         assert t.dtype == dtype and tuple(t.shape) == shape
     want = cb._construct_tables_torch(tri) if T else cb.construct_tables(tri)
@@ -307,7 +307,7 @@ def assert_kernel_tables(tri, tables, brute_force=True):
     if not T:
         return
     # numbered by first incidence: edge e's first slot comes before edge e + 1's
-    flat = tri_edge.reshape(-1)
+    flat = tri_edge.reshape(-1).long()
     E = int(flat.max()) + 1
     first = torch.full((E,), n, dtype=torch.int64).scatter_reduce(0, flat, torch.arange(n),
                                                                   "amin")
@@ -362,9 +362,8 @@ def test_kernel_tables_do_not_depend_on_the_order_of_the_atomics(emulated, monke
     for a, b in zip(want, got):
         assert torch.equal(a, b)
     if mesh == "soup":  # colliding keys: the entries they took differ
-        n = 3 * tri.shape[0]
-        entries = [buf[1].view(torch.int32)[2 * n:3 * n] for buf in buffers]
-        assert not torch.equal(*entries)
+        tables = [buf[0][:buf[2]] for buf in buffers]
+        assert not torch.equal(*tables)
 
 
 @pytest.mark.parametrize("prefix_at", [None, 5, 30])
@@ -376,35 +375,40 @@ def test_kernel_scan_looks_back_over_aggregates(emulated, prefix_at):
     first or the second window of 32). They get the prefixes of a normal run."""
     tri = HEAVY["soup"]
     T, n, cpu = tri.shape[0], 3 * tri.shape[0], torch.device("cpu")
-    table, scratch, capacity, tiles = cb._topology_buffers(T, cpu)
+    table, _, capacity, tiles = cb._topology_buffers(T, cpu)
     assert tiles > 40
-    cb._launch("antialias_topology", "topology_insert", n, (tri, table, scratch, n, capacity), cpu)
-    inserted = table.clone()
-    want_ptr = torch.empty(n + 1, dtype=torch.int64)
+    slot_entry = torch.empty(n, dtype=torch.int32)  # tri_edge: each slot's entry, then ids
+    nbr = torch.empty(n, dtype=torch.int32)
+    cb._launch("antialias_topology", "topology_insert", n, (tri, table, slot_entry, n, capacity),
+               cpu)
+    inserted, entries = table.clone(), slot_entry.clone()
+    want_ptr = torch.empty(n + 1, dtype=torch.int32)
     cb._launch("antialias_topology", "topology_scan", 32 * tiles,
-               (table, scratch, want_ptr, n, capacity, tiles), cpu)
-    status = table[2 * capacity:2 * capacity + tiles].tolist()
+               (table, slot_entry, want_ptr, nbr, n, capacity, tiles), cpu)
+    status = table[capacity:capacity + tiles].tolist()
     assert all(w >> 62 == -2 for w in status)  # flag 2 (the sign bit): inclusive prefixes
     value = [w & ((1 << 62) - 1) for w in status]
     aggregate = [v - (value[t - 1] if t else 0) for t, v in enumerate(value)]
+    E = value[-1] >> 31
+    assert int(want_ptr[E]) == n  # the last tile ends the last edge
 
     def word(flag, v):
         w = (flag << 62) | v
         return w - (1 << 64) if w >= 1 << 63 else w
 
     first = tiles - 3
-    table = inserted.clone()
+    table, slot_entry = inserted.clone(), entries.clone()
     for t in range(first):
-        table[2 * capacity + t] = word(1, aggregate[t])
+        table[capacity + t] = word(1, aggregate[t])
     if prefix_at is not None:
-        table[2 * capacity + prefix_at] = word(2, value[prefix_at])
-    table[2 * capacity + tiles] = first  # the ticket: the next warp takes tile `first`
-    edge_ptr = torch.full((n + 1,), -1, dtype=torch.int64)
+        table[capacity + prefix_at] = word(2, value[prefix_at])
+    table[capacity + tiles] = first  # the ticket: the next warp takes tile `first`
+    edge_ptr = torch.full((n + 1,), -1, dtype=torch.int32)
     cb._launch("antialias_topology", "topology_scan", 32 * 3,
-               (table, scratch, edge_ptr, n, capacity, tiles), cpu)
-    assert table[2 * capacity + first:2 * capacity + tiles].tolist() == status[first:]
+               (table, slot_entry, edge_ptr, nbr, n, capacity, tiles), cpu)
+    assert table[capacity + first:capacity + tiles].tolist() == status[first:]
     start = value[first - 1] >> 31  # the first edge id of tile `first`
-    assert torch.equal(edge_ptr[start:value[-1] >> 31], want_ptr[start:value[-1] >> 31])
+    assert torch.equal(edge_ptr[start:E + 1], want_ptr[start:E + 1])
     assert bool((edge_ptr[:start] == -1).all())
 
 

@@ -113,11 +113,11 @@ class TopologyHash:
 
     Attributes:
         num_triangles: number of triangles of the ``tri`` it was built from.
-        tri_edge: int64 ``[num_triangles, 3]``, the undirected edge id of each triangle edge.
-        edge_ptr: int64 ``[num_edges + 1]``, CSR offsets: the incidences of edge ``e`` are
+        tri_edge: int32 ``[num_triangles, 3]``, the undirected edge id of each triangle edge.
+        edge_ptr: int32 ``[num_edges + 1]``, CSR offsets: the incidences of edge ``e`` are
             ``edge_ptr[e]:edge_ptr[e + 1]``.
-        inc_tri: int64 ``[3 * num_triangles]``, triangle of each incidence.
-        inc_opp: int64 ``[3 * num_triangles]``, vertex opposite the edge in that triangle.
+        inc_tri: int32 ``[3 * num_triangles]``, triangle of each incidence.
+        inc_opp: int32 ``[3 * num_triangles]``, vertex opposite the edge in that triangle.
         device: the device of the tensors (that of ``tri``).
     """
 
@@ -155,15 +155,15 @@ def construct_topology(tri: torch.Tensor) -> TopologyHash:
     key = lo * base + hi               # < 2**62 for int32 vertex indices
     uniq, inverse, counts = torch.unique(key, return_inverse=True, return_counts=True)
     order = torch.argsort(inverse, stable=True)
-    tri_of_slot = torch.arange(num_tri, device=dev, dtype=torch.int64).repeat_interleave(3)
-    edge_ptr = torch.zeros(uniq.shape[0] + 1, dtype=torch.int64, device=dev)
+    tri_of_slot = torch.arange(num_tri, device=dev, dtype=torch.int32).repeat_interleave(3)
+    edge_ptr = torch.zeros(uniq.shape[0] + 1, dtype=torch.int32, device=dev)
     edge_ptr[1:] = torch.cumsum(counts, 0)
     return TopologyHash(
         num_tri,
-        inverse.reshape(num_tri, 3).to(torch.int64),
+        inverse.reshape(num_tri, 3).to(torch.int32),
         edge_ptr,
         tri_of_slot[order],
-        opp.reshape(-1)[order],
+        opp.reshape(-1)[order].to(torch.int32),
     )
 
 
@@ -290,14 +290,14 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
 
         # Silhouette test against every other triangle on the same undirected edge.
         sel = torch.nonzero(valid).squeeze(1)
-        eid = topology.tri_edge[t_id[sel], k[sel]]
-        start = topology.edge_ptr[eid]
-        cnt = topology.edge_ptr[eid + 1] - start
+        eid = topology.tri_edge[t_id[sel], k[sel]].long()
+        start = topology.edge_ptr[eid].long()
+        cnt = topology.edge_ptr[eid + 1].long() - start
         rep = torch.repeat_interleave(torch.arange(sel.shape[0], device=dev), cnt)
         first = torch.cumsum(cnt, 0) - cnt
         inc = start[rep] + torch.arange(rep.shape[0], device=dev) - first[rep]
-        other = topology.inc_tri[inc]
-        opp = topology.inc_opp[inc]
+        other = topology.inc_tri[inc].long()
+        opp = topology.inc_opp[inc].long()
         r = sel[rep]
         Pe = _pixel_space(_gather_vertices(pos.detach(), bb[r], opp), cx[r, 0], cy[r, 0], W, H)
         continues = (other != t_id[r]) & ((Lk[r] * Pe).sum(-1) * D[r] < 0)

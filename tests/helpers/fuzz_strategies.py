@@ -1453,7 +1453,7 @@ def _topology_elsewhere(env: Env, tri):
         return dr.antialias_construct_topology_hash(tri.to(other))
     from diffrast.reference.antialias import TopologyHash
     T = tri.shape[0]
-    z = lambda *s: torch.zeros(s, dtype=torch.int64, device=other)  # noqa: E731
+    z = lambda *s: torch.zeros(s, dtype=torch.int32, device=other)  # noqa: E731
     return TopologyHash(T, z(T, 3), z(2), z(3 * T), z(3 * T))
 
 

@@ -208,6 +208,13 @@ inline int atomicMax(int* address, int value)
     *address = old > value ? old : value;
     return old;
 }
+inline int atomicCAS(int* address, int compare, int value)
+{
+    const int old = *address;
+    if (old == compare)
+        *address = value;
+    return old;
+}
 inline unsigned long long atomicCAS(unsigned long long* address, unsigned long long compare,
                                     unsigned long long value)
 {
