@@ -52,7 +52,7 @@ class RasterizeGLContext(RasterContext):
         self._egl = EGLContext(cuda_index)
         self._egl.make_current()
         try:
-            self._pipeline = RasterPipeline(self.output_db)
+            self._pipeline = RasterPipeline(self.output_db, self.device)
             from OpenGL import GL
             self.renderer = GL.glGetString(GL.GL_RENDERER).decode()
         finally:

@@ -101,12 +101,29 @@ class RegisteredLayeredTexture(_Registered):
         from OpenGL import GL
         flags = rt.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsReadOnly
         super().__init__(_check(rt.cudaGraphicsGLRegisterImage(int(gl_texture), GL.GL_TEXTURE_3D, flags)))
+        stream = _stream()
+        self.map(stream)
+        try:
+            array = _check(rt.cudaGraphicsSubResourceGetMappedArray(self.resource, 0, 0))
+            _, extent, _ = _check(rt.cudaArrayGetInfo(array))
+        finally:
+            self.unmap(stream)
+        # what CUDA sees of the texture; a copy past it would fault on the device
+        self.extent = (int(extent.depth), int(extent.height), int(extent.width))
 
     def read(self, out: torch.Tensor) -> None:
         """Copy layers ``[0, L)``, rows ``[0, H)``, columns ``[0, W)`` into the contiguous CUDA
-        tensor ``out`` of shape ``[L, H, W, 4]`` (float32)."""
+        tensor ``out`` of shape ``[L, H, W, 4]`` (float32).
+
+        Raises:
+            RuntimeError: the registered texture is smaller than ``out`` (checked before the
+                copy, which would otherwise read past the texture on the device).
+        """
         rt = _rt()
         layers, height, width, _ = out.shape
+        if layers > self.extent[0] or height > self.extent[1] or width > self.extent[2]:
+            raise RuntimeError(f"CUDA–GL interop: the render target holds {self.extent} "
+                               f"(layers, height, width) texels, too few for {tuple(out.shape[:3])}")
         stream = _stream()
         self.map(stream)
         try:

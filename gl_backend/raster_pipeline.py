@@ -65,15 +65,37 @@ class _GrowingBuffer:
             self.name = 0
 
 
+def reserve_device_memory(device: torch.device, nbytes: int, what: str) -> None:
+    """Make sure ``nbytes`` (plus a margin for the driver) are free on ``device`` for an
+    allocation outside torch's allocator, releasing torch's cached blocks if needed.
+
+    Raises:
+        torch.cuda.OutOfMemoryError: the memory is not free even then.
+    """
+    need = nbytes + max(256 << 20, nbytes // 20)
+    free, total = torch.cuda.mem_get_info(device)
+    if free < need:
+        torch.cuda.empty_cache()
+        free, total = torch.cuda.mem_get_info(device)
+    if free < need:
+        raise torch.cuda.OutOfMemoryError(
+            f"CUDA out of memory: {what} need {nbytes / 2**30:.2f} GiB on {device}, which has "
+            f"{free / 2**30:.2f} GiB free of {total / 2**30:.2f} GiB (render fewer or smaller "
+            f"images per call, or free tensors first)")
+
+
 class RasterPipeline:
     """Program, buffers and render targets of one rasterizing context.
 
     Args:
         output_db: whether to render the barycentric derivatives into a second target.
+        device: the ``torch.device`` the context renders for; on a CUDA device, render targets
+            are only allocated where the GPU's free memory holds them.
     """
 
-    def __init__(self, output_db: bool):
+    def __init__(self, output_db: bool, device: torch.device | None = None):
         self.output_db = output_db
+        self.device = device
         self.max_layers = int(GL.glGetIntegerv(GL.GL_MAX_ARRAY_TEXTURE_LAYERS))
         tex = int(GL.glGetIntegerv(GL.GL_MAX_TEXTURE_SIZE))
         vp = GL.glGetIntegerv(GL.GL_MAX_VIEWPORT_DIMS)
@@ -107,6 +129,7 @@ class RasterPipeline:
         self.rast_tex = [0, 0]
         self.db_tex = 0
         self.depth_tex = [0, 0]
+        self.size = (0, 0, 0)
 
     @staticmethod
     def _layered(internal_format, width, height, layers) -> int:
@@ -117,13 +140,35 @@ class RasterPipeline:
         GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST)
         return tex
 
+    def _reserve(self, nbytes: int) -> None:
+        if self.device is not None and self.device.type == "cuda":
+            reserve_device_memory(self.device, nbytes, "the OpenGL render targets")
+
+    def target_bytes(self, width: int, height: int, layers: int, peeling: bool = False) -> int:
+        """Bytes of the render targets at ``width`` × ``height`` × ``layers``: a colour target
+        (two when ``peeling``), the derivative target when the context outputs them, and two
+        depth targets."""
+        colour = (2 if peeling else 1) + (1 if self.output_db else 0)
+        return width * height * layers * (16 * colour + 4 * 2)
+
     def ensure_targets(self, width: int, height: int, layers: int) -> None:
-        """Make the render targets at least ``width`` × ``height`` × ``layers``."""
+        """Make the render targets at least ``width`` × ``height`` × ``layers``.
+
+        Targets grow to the union of the sizes asked for, so that alternating sizes allocate
+        once, unless the union would hold more than twice the texels asked for (one tall and
+        one wide image, or one large image and a batch of smaller ones): then they are made at
+        exactly the size asked for. On a CUDA device the GPU's free memory is checked first
+        (releasing torch's cached blocks if that makes room): OpenGL drivers may place a texture
+        that does not fit in system memory or fail later without an error, where the user should
+        get torch's out-of-memory error."""
         w0, h0, l0 = self.size
         if width <= w0 and height <= h0 and layers <= l0:
             return
-        self._release_targets()
         w, h, n = max(width, w0), max(height, h0), max(layers, l0)
+        if w * h * n > 2 * width * height * layers:
+            w, h, n = width, height, layers
+        self._release_targets()
+        self._reserve(self.target_bytes(w, h, n))
         self.rast_tex = [self._layered(GL.GL_RGBA32F, w, h, n), 0]
         if self.output_db:
             self.db_tex = self._layered(GL.GL_RGBA32F, w, h, n)
@@ -146,6 +191,7 @@ class RasterPipeline:
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
         if not self.rast_tex[depth_index]:  # the second rast target: made for depth peeling
             w, h, n = self.size
+            self._reserve(16 * w * h * n)
             self.rast_tex[depth_index] = self._layered(GL.GL_RGBA32F, w, h, n)
         GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex[depth_index], 0)
         if self.output_db:

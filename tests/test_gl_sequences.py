@@ -82,6 +82,10 @@ SCENES = [
     ("far then near", FAR + NEAR, [[0, 1, 2], [3, 4, 5]], (37, 53), None),
     ("near then far", NEAR + FAR, [[0, 1, 2], [3, 4, 5]], (37, 53), None),
     ("large", FAR + NEAR, [[0, 1, 2], [3, 4, 5]], (190, 301), None),
+    # a tall and a wide image: their union is more than twice either, so the targets are
+    # remade at each one's size (and the peeling target made again after them)
+    ("tall", FAR + NEAR, [[0, 1, 2], [3, 4, 5]], (301, 23), None),
+    ("wide", NEAR + FAR, [[0, 1, 2], [3, 4, 5]], (17, 280), None),
     ("range mode", FAR + NEAR, [[0, 1, 2], [3, 4, 5]], (37, 53), [[0, 2], [1, 1], [0, 1]]),
 ]
 
@@ -187,6 +191,35 @@ def test_scene_sequences_in_fresh_processes(kind):
     outs = [p.communicate(timeout=300)[0] for p in procs]
     for p, out in zip(procs, outs):
         assert p.returncode == 0 and out.strip().endswith("ok"), out
+
+
+@pytest.mark.parametrize("kind", GL_KINDS)
+def test_render_targets_grow_to_the_union_only_up_to_twice_the_call(kind):
+    """Alternating sizes share one allocation while their union stays within twice the texels
+    of the call; past that (a tall image after a wide one) the targets are made at the call's
+    size, and every image is right either way."""
+    glctx = make_context(kind)
+    device = tensor_device(kind)
+    pos, tri = FAR + NEAR, [[0, 1, 2], [3, 4, 5]]
+    sizes = []
+    for h, w in [(40, 60), (60, 40), (60, 60), (16, 256), (256, 16), (8, 8), (256, 16)]:
+        assert check_scene(glctx, device, (f"{h}x{w}", pos, tri, (h, w), None)) == []
+        sizes.append(glctx._pipeline.size[:2])  # (width, height)
+    assert sizes == [(60, 40), (60, 60), (60, 60), (256, 16), (16, 256), (16, 256), (16, 256)]
+
+
+def test_render_targets_that_do_not_fit_are_torchs_out_of_memory_error(monkeypatch):
+    """OpenGL drivers may put targets that do not fit into system memory or fail later without
+    an error: on a CUDA device the free memory is checked first, after releasing torch's cache."""
+    from diffrast.gl_backend import raster_pipeline
+    calls = []
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (1 << 30, 80 << 30))
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    raster_pipeline.reserve_device_memory(torch.device("cuda:0"), 512 << 20, "targets")
+    assert calls == []
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="targets need 2.00 GiB on cuda:0"):
+        raster_pipeline.reserve_device_memory(torch.device("cuda:0"), 2 << 30, "targets")
+    assert calls == ["empty_cache"]
 
 
 def _gl_draw_state(glctx):

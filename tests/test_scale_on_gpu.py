@@ -191,6 +191,36 @@ def test_one_16384_image(kind):
     torch.testing.assert_close(band_attr.grad, attr.grad, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.gpu
+def test_gl_targets_made_while_torchs_cache_holds_the_memory():
+    """OpenGL's render targets are allocated outside torch: with torch's cache holding nearly all
+    the free memory, the GL context has the cache released first and renders right (the suite
+    once crashed here with an illegal address in the interop copy); with the memory really in
+    use, torch's out-of-memory error, and the context works afterwards."""
+    need_memory(24)
+    pos, tri = grid_mesh(30, 22, batch=4, shift=0.01)
+    ctx = make_context("gl")
+    if ctx.max_layers < 4 or min(ctx.max_resolution) < 8192:
+        pytest.skip("the GL context's limits are below 4 x 8192^2")
+    free, _ = torch.cuda.mem_get_info()
+    blocks = [torch.empty(GIB, dtype=torch.uint8, device="cuda") for _ in range(int(free / GIB) - 6)]
+    del blocks  # cached by torch, not free for OpenGL
+    rast, _ = dr.rasterize(ctx, pos, tri, (8192, 8192), grad_db=False)
+    for b in (0, 3):
+        check_grid_rows(rast[b], pos[b], tri, range(8128, 8192), 8192, 8192)
+    del rast
+    ctx.release()
+    torch.cuda.empty_cache()
+    ctx = make_context("gl")
+    free, _ = torch.cuda.mem_get_info()
+    held = torch.empty(free - 6 * GIB, dtype=torch.uint8, device="cuda")
+    with pytest.raises(torch.cuda.OutOfMemoryError, match="OpenGL render targets"):
+        dr.rasterize(ctx, pos, tri, (8192, 8192), grad_db=False)
+    del held
+    rast, _ = dr.rasterize(ctx, pos[3:].contiguous(), tri, (8192, 8192), grad_db=False)
+    check_grid_rows(rast[0], pos[3], tri, range(8128, 8192), 8192, 8192)
+
+
 @pytest.fixture(scope="module")
 def nine_8k_images():
     """9 images of 8192^2 in instance mode: a ``rast`` of 2.4G floats (more than 2^31); the CUDA
