@@ -482,6 +482,7 @@ MipBackwardParams = struct(
     ("level", "int", "the level written"),
     ("steps", "int", "mip_up_chain: levels gone down"),
     ("top_is_raw", "bool", "the level read is the top one (its own gradient is its full one)"),
+    ("add_to_out", "bool", "level 0: add to what `out` holds (the base texture's own gradient)"),
 )
 
 AntialiasForwardParams = struct(

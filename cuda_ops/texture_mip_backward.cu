@@ -60,7 +60,8 @@ __device__ __forceinline__ AxisUp axis_up(int i, int n)
 
 // mip_up, one backward step: the full gradient of level k (own gradient from `raw` for k >= 1, plus
 // what reaches it from level k+1's full gradient, read from `raw` when level k+1 is the top,
-// else from `totals`), written to `totals` (k >= 1) or `out` (k = 0: the base texture's share).
+// else from `totals`), written to `totals` (k >= 1) or `out` (k = 0: the base texture's share,
+// added to what `out` holds with `add_to_out`: the base texture's own gradient).
 __device__ __forceinline__ void mip_up_impl(const MipBackwardParams& kp)
 {
     const float* __restrict__ raw = kp.raw;
@@ -94,7 +95,8 @@ __device__ __forceinline__ void mip_up_impl(const MipBackwardParams& kp)
             }
             acc = __fadd_rn(acc, __fmul_rn(col, X.w[kx]));
         }
-        dst[t * C + c] = k > 0 ? __fadd_rn(raw[off + t * C + c], acc) : acc;
+        dst[t * C + c] = k > 0 ? __fadd_rn(raw[off + t * C + c], acc)
+                               : kp.add_to_out ? __fadd_rn(dst[t * C + c], acc) : acc;
     }
 }
 
@@ -138,6 +140,7 @@ __device__ __forceinline__ void mip_up_chain_impl(const MipBackwardParams& kp)
             acc = __fadd_rn(raw[lo + idx * C + c], __fmul_rn(acc, 0.25f));
         }
         acc = __fmul_rn(acc, 0.25f);
-        dst[t * C + c] = j > 0 ? __fadd_rn(raw[off + t * C + c], acc) : acc;
+        dst[t * C + c] = j > 0 ? __fadd_rn(raw[off + t * C + c], acc)
+                               : kp.add_to_out ? __fadd_rn(dst[t * C + c], acc) : acc;
     }
 }

@@ -217,13 +217,15 @@ def _mip_forward(tex: torch.Tensor, flat: torch.Tensor, plan: MipPlan) -> None:
             level=step.level, depth=step.depth), tex.device)
 
 
-def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
-    """Gradient of the base texture from the (own) gradients of levels 1..L, ``grad`` flat."""
+def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype, add_to=None) -> torch.Tensor:
+    """Gradient of the base texture from the (own) gradients of levels 1..L, ``grad`` flat;
+    added into ``add_to`` (contiguous, the texture's shape) and returned as it, when given."""
     device = grad.device
     H, W = plan.sizes[0]
     C = plan.channels
     L = plan.num_levels
-    grad_tex = torch.empty(plan.tex_shape, dtype=tex_dtype, device=device)
+    grad_tex = (torch.empty(plan.tex_shape, dtype=tex_dtype, device=device) if add_to is None
+                else add_to)
     # Full gradients of the intermediate levels, where a step needs them.
     needs_totals = any(step.level > 0 for step in plan.up)
     totals = torch.empty(plan.total, dtype=grad.dtype, device=device) if needs_totals else None
@@ -231,7 +233,8 @@ def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype) -> torch.Tensor:
         # (the top level's full gradient is its own, in `grad`; mip_up ignores `steps`)
         launch("texture_mip_backward", step.kernel, step.threads, MipBackwardParams(
             raw=grad, totals=totals, out=grad_tex, images=plan.images, height=H, width=W,
-            channels=C, level=step.level, steps=step.steps, top_is_raw=step.top == L), device)
+            channels=C, level=step.level, steps=step.steps, top_is_raw=step.top == L,
+            add_to_out=add_to is not None), device)
     assert plan.up[-1].level == 0
     return grad_tex
 
@@ -318,24 +321,14 @@ def _tex_dims(tex: torch.Tensor, cube: bool):
 class _Texture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, tex, uv, uv_da, bias, *mips):
-        filt, bnd, mode, num_levels = cfg
-        cube = bnd == Boundary.CUBE
-        device = tex.device
+        mode = cfg[2]
         tex = tex.contiguous()
         uv = uv.contiguous()
         uv_da = uv_da.contiguous() if uv_da is not None else None
         bias = bias.contiguous() if bias is not None else None
-        B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
-        N = B * oh * ow  # (64-bit in the kernels: only the grid limits it, see launch)
-        C = tex.shape[-1]
-        H, W = _tex_dims(tex, cube)
         mipbuf, mips = _mip_buffer(mode, mips)
-        out = torch.empty(B, oh, ow, C, dtype=tex.dtype, device=device)
-        launch("texture_forward", kernels.TEXTURE_FORWARD[cube, filt], N, TextureForwardParams(
-            tex=tex, mip=mipbuf, uv=uv, uv_da=uv_da, bias=bias, out=out, num_pixels=N,
-            pixels_per_image=oh * ow, tex_batch=tex.shape[0], height=H, width=W, channels=C,
-            num_levels=num_levels, boundary=bnd, tex_batched=tex.shape[0] > 1,
-            has_da=uv_da is not None, has_bias=bias is not None), device)
+        out, kernel, n, kp = _sampling(cfg, tex, mipbuf, uv, uv_da, bias)
+        launch("texture_forward", kernel, n, kp, tex.device)
         ctx.cfg = cfg
         ctx.mip_shapes = [m.shape for m in mips]
         ctx.save_for_backward(tex, uv, uv_da, bias, mipbuf, *mips)
@@ -378,6 +371,87 @@ class _Texture(torch.autograd.Function):
                     off += n
                 mip_grads = tuple(grads)
         return (None, grad_tex, grad_uv, grad_da, grad_bias) + mip_grads
+
+
+class _TextureOwnMip(torch.autograd.Function):
+    """``texture`` in a mipmapped mode with the levels built here from ``tex`` (the caller gave
+    none): one node, whose backward sums the levels' share of the base texture's gradient into
+    its own gradient in the last step of the mip backward, where two nodes would leave that
+    sum (one more buffer and kernel) to autograd. The same floats either way: each texel's two
+    shares are added once, and float addition is commutative."""
+
+    @staticmethod
+    def forward(ctx, cfg, plan, tex, uv, uv_da, bias):
+        tex, uv, uv_da, bias = _contiguous(tex, uv, uv_da, bias)
+        out, flat = _own_mip_forward(cfg, plan, tex, uv, uv_da, bias)
+        ctx.cfg, ctx.plan = cfg, plan
+        ctx.save_for_backward(tex, uv, uv_da, bias, flat)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_out):
+        tex, uv, uv_da, bias, flat = ctx.saved_tensors
+        grads = _own_mip_backward(ctx.cfg, ctx.plan, tex, uv, uv_da, bias, flat, grad_out,
+                                  ctx.needs_input_grad[2:6])
+        return (None, None) + grads
+
+
+def _contiguous(*tensors):
+    return tuple(t.contiguous() if t is not None else None for t in tensors)
+
+
+def _own_mip_forward(cfg, plan, tex, uv, uv_da, bias):
+    """``(out, flat)``: the levels of ``tex`` built into ``flat``, and the samples; inputs
+    contiguous, ``plan`` with at least one level."""
+    flat = torch.empty(plan.total, dtype=tex.dtype, device=tex.device)
+    _mip_forward(tex, flat, plan)
+    out, kernel, n, kp = _sampling(cfg, tex, flat, uv, uv_da, bias)
+    launch("texture_forward", kernel, n, kp, tex.device)
+    return out, flat
+
+
+def _own_mip_backward(cfg, plan, tex, uv, uv_da, bias, flat, grad_out, needs):
+    """Gradients ``(tex, uv, uv_da, bias)`` (``None`` where not in ``needs`` or not depended on)
+    of :func:`_own_mip_forward`'s output; the levels' share of the texture's gradient is added
+    into its own in the last mip backward step."""
+    filt = cfg[0]
+    want_tex = bool(needs[0])
+    want_uv = bool(needs[1]) and filt != Filter.NEAREST
+    want_da = bool(needs[2]) and uv_da is not None and filt == Filter.MIP_LINEAR
+    want_bias = bool(needs[3]) and bias is not None and filt == Filter.MIP_LINEAR
+    if not (want_tex or want_uv or want_da or want_bias):
+        return None, None, None, None
+    grad_flat, grad_uv, grad_da, grad_bias = _texture_grads(
+        cfg, tex, uv, uv_da, bias, flat, flat.numel(), grad_out,
+        want_tex, want_uv, want_da, want_bias, want_tex)
+    grad_tex = None
+    if want_tex:
+        base = tex.numel()
+        grad_tex = _mip_backward(grad_flat[base:], plan, tex.dtype,
+                                 add_to=grad_flat[:base].view(tex.shape))
+    return grad_tex, grad_uv, grad_da, grad_bias
+
+
+def _sampling(cfg, tex, mipbuf, uv, uv_da, bias):
+    """``(out, kernel, threads, params)``: the output ``[B, h, w, C]`` of sampling ``tex`` (and the
+    levels in ``mipbuf``) at ``uv``, and the forward kernel of ``cuda_ops/texture_forward.cu``
+    that fills it, with its thread count and parameters (launched by the caller, one hop less
+    from ``dr.texture``); inputs contiguous."""
+    filt, bnd, _, num_levels = cfg
+    cube = bnd == Boundary.CUBE
+    device = tex.device
+    B, oh, ow = uv.shape[0], uv.shape[1], uv.shape[2]
+    N = B * oh * ow  # (64-bit in the kernels: only the grid limits it, see launch)
+    C = tex.shape[-1]
+    H, W = _tex_dims(tex, cube)
+    out = torch.empty(B, oh, ow, C, dtype=tex.dtype, device=device)
+    kp = TextureForwardParams(
+        tex=tex, mip=mipbuf, uv=uv, uv_da=uv_da, bias=bias, out=out, num_pixels=N,
+        pixels_per_image=oh * ow, tex_batch=tex.shape[0], height=H, width=W, channels=C,
+        num_levels=num_levels, boundary=bnd, tex_batched=tex.shape[0] > 1,
+        has_da=uv_da is not None, has_bias=bias is not None)
+    return out, kernels.TEXTURE_FORWARD[cube, filt], N, kp
 
 
 def _mip_buffer(mode, mips):
@@ -471,6 +545,55 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None
     return _Texture.apply(cfg, tex, uv, uv_da, mip_level_bias, *mips)
 
 
+def _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode):
+    """``(cfg, plan)`` of a mipmapped texture call whose levels are built from ``tex``."""
+    plan = mip_plan(tex.shape, boundary_mode == "cube", max_mip_level)
+    cfg = (FILTER_MODES[filter_mode], BOUNDARY_MODES[boundary_mode], _MIP_FLAT, plan.num_levels)
+    return cfg, plan
+
+
+def texture_own_mip(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias, max_mip_level,
+                    filter_mode: str, boundary_mode: str) -> torch.Tensor:
+    """:func:`texture` in a mipmapped ``filter_mode`` with the levels built from ``tex`` (up to
+    ``max_mip_level``), as ``texture(tex, ..., construct_mip(tex, max_mip_level, cube))`` gives,
+    in one autograd node."""
+    cfg, plan = _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode)
+    if plan.num_levels == 0:
+        return texture(tex, uv, uv_da, mip_level_bias, None, filter_mode, boundary_mode)
+    return _TextureOwnMip.apply(cfg, plan, tex, uv, uv_da, mip_level_bias)
+
+
+def texture_own_mip_forward(tex, uv, uv_da, mip_level_bias, max_mip_level, filter_mode: str,
+                            boundary_mode: str):
+    """:func:`texture_own_mip` outside autograd (for the custom op ``diffrast::texture_own_mip``):
+    ``(out, flat)``, the samples and the flat buffer of the levels built (empty without levels),
+    which :func:`texture_own_mip_backward` takes back."""
+    cfg, plan = _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode)
+    tex, uv, uv_da, mip_level_bias = _contiguous(tex, uv, uv_da, mip_level_bias)
+    if plan.num_levels == 0:
+        out, kernel, n, kp = _sampling(cfg[:2] + (_MIP_NONE, 0), tex, None, uv, uv_da,
+                                       mip_level_bias)
+        launch("texture_forward", kernel, n, kp, tex.device)
+        return out, tex.new_empty(0)
+    return _own_mip_forward(cfg, plan, tex, uv, uv_da, mip_level_bias)
+
+
+def texture_own_mip_backward(tex, uv, uv_da, mip_level_bias, flat, max_mip_level,
+                             filter_mode: str, boundary_mode: str, grad_out, needs):
+    """The backward of :func:`texture_own_mip_forward` (``flat`` its second output) outside
+    autograd: gradients ``(tex, uv, uv_da, mip_level_bias)``, ``None`` where not in ``needs``
+    or not depended on."""
+    cfg, plan = _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode)
+    tex, uv, uv_da, mip_level_bias = _contiguous(tex, uv, uv_da, mip_level_bias)
+    if plan.num_levels == 0:
+        texels, g_uv, g_da, g_bias = texture_backward(
+            tex, uv, uv_da, mip_level_bias, None, filter_mode, boundary_mode, grad_out,
+            tuple(needs) + (False,))
+        return (texels.view(tex.shape) if texels is not None and needs[0] else None,
+                g_uv, g_da, g_bias)
+    return _own_mip_backward(cfg, plan, tex, uv, uv_da, mip_level_bias, flat, grad_out, needs)
+
+
 def texture_backward(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias, mip_levels,
                      filter_mode: str, boundary_mode: str, grad_out: torch.Tensor,
                      needs=(True, True, True, True, True)):
@@ -521,4 +644,5 @@ def construct_mip_backward(grad: torch.Tensor, tex_shape, cube_mode: bool = Fals
 class Backend:
     """The CUDA backend object returned by ``diffrast.texture._backend_for``."""
     texture = staticmethod(texture)
+    texture_own_mip = staticmethod(texture_own_mip)
     construct_mip = staticmethod(construct_mip)

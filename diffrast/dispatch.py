@@ -26,6 +26,8 @@ for both kinds):
 ``"rasterize_backward"``  ``fn(pos, tri, rast, grad_rast, grad_db, grad_depth) -> grad_pos``
 ``"interpolate"``         ``fn(attr, rast, tri, rast_db, diff_attrs) -> (out, out_da)``
 ``"texture"``             ``.texture(tex, uv, uv_da, bias, levels, filter, boundary)``,
+                          ``.texture_own_mip(tex, uv, uv_da, bias, max_mip_level, filter,
+                          boundary)`` (mipmapped, the levels built from ``tex``),
                           ``.construct_mip(tex, max_mip_level, cube_mode)``
 ``"antialias"``           ``fn(color, rast, pos, tri, topology, pos_gradient_boost) -> out``
 ``"antialias_topology"``  ``fn(tri) -> TopologyHash`` (chosen by the device: ``tri`` is int32)

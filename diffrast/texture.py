@@ -63,6 +63,14 @@ class _ReferenceBackend:
     texture = staticmethod(_ref_texture.texture)
     construct_mip = staticmethod(_ref_mipmap.construct_mip_levels)
 
+    @staticmethod
+    def texture_own_mip(tex, uv, uv_da, mip_level_bias, max_mip_level, filter_mode,
+                        boundary_mode):
+        """``texture`` with the levels built from ``tex`` (the caller gave none)."""
+        levels = _ref_mipmap.construct_mip_levels(tex, max_mip_level, boundary_mode == "cube")
+        return _ref_texture.texture(tex, uv, uv_da, mip_level_bias, levels, filter_mode,
+                                    boundary_mode)
+
 
 dispatch.register("texture", reference=_ReferenceBackend, kernels=_cuda_texture.Backend)
 
@@ -290,8 +298,9 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     backend = dispatch.backend("texture", device, tex.dtype)
     if mipmapped:
         if levels is None:
-            levels = backend.construct_mip(tex, max_mip_level, cube)
-        elif max_mip_level is not None:
+            return backend.texture_own_mip(tex, uv, uv_da, mip_level_bias, max_mip_level,
+                                           filter_mode, boundary_mode)
+        if max_mip_level is not None:
             levels = levels[:max_mip_level]
     else:
         levels = None
@@ -394,11 +403,15 @@ def _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode, bound
                       max_mip_level):
     """:func:`texture` on validated arguments, through the custom ops (under ``torch.compile``);
     ``filter_mode`` resolved, ``levels`` the validated ``mip`` levels or None."""
-    cube = boundary_mode == "cube"
     if filter_mode in _MIPMAP_MODES:
+        if levels is None and dispatch.uses_kernels(tex.device, tex.dtype):
+            # one op, as eager mode's one node: the texture's two shares of gradient are summed
+            # in the same place, so compiled and eager gradients agree bit for bit
+            return _texture_own_mip_op(tex, uv, uv_da, mip_level_bias, max_mip_level,
+                                       filter_mode, boundary_mode)[0]
         if levels is None:
-            flat = _construct_mip_op(tex, max_mip_level, cube)
-            levels = _split_levels(flat, tex.shape, cube, max_mip_level)
+            flat = _construct_mip_op(tex, max_mip_level, boundary_mode == "cube")
+            levels = _split_levels(flat, tex.shape, boundary_mode == "cube", max_mip_level)
         elif max_mip_level is not None:
             levels = levels[:max_mip_level]
     else:
@@ -410,6 +423,93 @@ def _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode, bound
 
 def _contiguous(t):
     return t.contiguous() if t is not None else None
+
+
+@custom_ops.custom_op("texture_own_mip")
+def _texture_own_mip_op(tex: torch.Tensor, uv: torch.Tensor, uv_da: Optional[torch.Tensor],
+                        mip_level_bias: Optional[torch.Tensor], max_mip_level: Optional[int],
+                        filter_mode: str, boundary_mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``texture`` in a mipmapped ``filter_mode`` with the levels built from ``tex`` (as eager
+    mode does it, in one node): ``(out, flat)``, the samples and the levels one after the
+    other (what the backward reads; empty with the reference, which builds them again)."""
+    with torch.no_grad():
+        if dispatch.uses_kernels(tex.device, tex.dtype):
+            return _cuda_texture.texture_own_mip_forward(tex, uv, uv_da, mip_level_bias,
+                                                         max_mip_level, filter_mode,
+                                                         boundary_mode)
+        out = _ReferenceBackend.texture_own_mip(tex, uv, uv_da, mip_level_bias, max_mip_level,
+                                                filter_mode, boundary_mode)
+        return out, tex.new_empty(0)
+
+
+@_texture_own_mip_op.register_fake
+def _(tex, uv, uv_da, mip_level_bias, max_mip_level, filter_mode, boundary_mode):
+    out = tex.new_empty(uv.shape[0], uv.shape[1], uv.shape[2], tex.shape[-1])
+    if not dispatch.uses_kernels(tex.device, tex.dtype):
+        return out, tex.new_empty(0)
+    shapes = _level_shapes(tex.shape, boundary_mode == "cube", max_mip_level)
+    return out, tex.new_empty(sum(_numel(s) for s in shapes))
+
+
+@custom_ops.custom_op("texture_own_mip_backward")
+def _texture_own_mip_backward_op(tex: torch.Tensor, uv: torch.Tensor,
+                                 uv_da: Optional[torch.Tensor],
+                                 mip_level_bias: Optional[torch.Tensor], flat: torch.Tensor,
+                                 max_mip_level: Optional[int], filter_mode: str,
+                                 boundary_mode: str, grad_out: torch.Tensor,
+                                 needs: list[bool]) -> list[torch.Tensor]:
+    """Gradients of :func:`_texture_own_mip_op`'s samples with respect to those of ``(tex, uv,
+    uv_da, mip_level_bias)`` flagged in ``needs`` that they depend on
+    (:func:`_texture_grad_needs`), in that order, only those."""
+    wants = _texture_grad_needs(list(needs) + [False], filter_mode, uv_da is not None,
+                                mip_level_bias is not None, 0)[:4]
+    if not any(wants):
+        return []
+    if dispatch.uses_kernels(tex.device, tex.dtype):
+        grads = _cuda_texture.texture_own_mip_backward(
+            tex, uv, uv_da, mip_level_bias, flat, max_mip_level, filter_mode, boundary_mode,
+            grad_out, wants)
+    else:
+        def fn(tex, uv, uv_da, mip_level_bias):
+            return _ReferenceBackend.texture_own_mip(tex, uv, uv_da, mip_level_bias,
+                                                     max_mip_level, filter_mode, boundary_mode)
+
+        inputs = [tex.contiguous(), uv.contiguous(), _contiguous(uv_da),
+                  _contiguous(mip_level_bias)]
+        grads = custom_ops.vjp(fn, inputs, [grad_out], wants)
+    return [g.contiguous() for g, n in zip(grads, wants) if n]
+
+
+@_texture_own_mip_backward_op.register_fake
+def _(tex, uv, uv_da, mip_level_bias, flat, max_mip_level, filter_mode, boundary_mode, grad_out,
+      needs):
+    wants = _texture_grad_needs(list(needs) + [False], filter_mode, uv_da is not None,
+                                mip_level_bias is not None, 0)[:4]
+    return [torch.empty_like(t, memory_format=torch.contiguous_format)
+            for t, n in zip((tex, uv, uv_da, mip_level_bias), wants) if n]
+
+
+def _texture_own_mip_setup(ctx, inputs, output):
+    tex, uv, uv_da, mip_level_bias, max_mip_level, filter_mode, boundary_mode = inputs
+    ctx.save_for_backward(tex, uv, uv_da, mip_level_bias, output[1])
+    ctx.args = (max_mip_level, filter_mode, boundary_mode)
+
+
+def _texture_own_mip_autograd(ctx, grad_out, _grad_flat):
+    tex, uv, uv_da, mip_level_bias, flat = ctx.saved_tensors
+    needs = list(ctx.needs_input_grad[:4])
+    wants = _texture_grad_needs(needs + [False], ctx.args[1], uv_da is not None,
+                                mip_level_bias is not None, 0)[:4]
+    grads = [None] * 4
+    if any(wants):
+        got = iter(_texture_own_mip_backward_op(tex, uv, uv_da, mip_level_bias, flat,
+                                                *ctx.args, grad_out, needs))
+        grads = [next(got) if n else None for n in wants]
+    return (*grads, None, None, None)
+
+
+_texture_own_mip_op.register_autograd(_texture_own_mip_autograd,
+                                      setup_context=_texture_own_mip_setup)
 
 
 @custom_ops.custom_op("texture_construct_mip")

@@ -18,7 +18,8 @@ from helpers import kernel_emulator
 from diffrast import dispatch
 from diffrast import cuda_backend_texture as cbt
 from diffrast.texture import (TextureMipStack, _construct_mip_backward_op, _construct_mip_op,
-                              _split_levels, _texture_backward_op, _texture_op)
+                              _split_levels, _texture_backward_op, _texture_op,
+                              _texture_own_mip_backward_op, _texture_own_mip_op)
 
 tex_module = importlib.import_module("diffrast.texture")
 
@@ -294,3 +295,25 @@ def test_opcheck_texture(device, cube):
     torch.library.opcheck(_texture_backward_op._opoverload,
                           (*args, "linear-mipmap-nearest", boundary, grad,
                                                  [False, True, True, False, True]))
+
+
+@with_kinds
+@pytest.mark.parametrize("cube", [False, True], ids=["2d", "cube"])
+def test_opcheck_texture_own_mip(device, cube):
+    """The op of a mipmapped call whose levels are built inside (what eager mode runs as one
+    node), with and without levels (max_mip_level=0), and its backward."""
+    if cube and is_emulated(device):
+        pytest.skip("the same Python code as 2d on the emulator (time)")
+    tex, uv, uv_da, bias = make_inputs(cube, device, batch=2, h=2, w=3, size=4, channels=2)
+    boundary = "cube" if cube else "clamp"
+    need = [x.clone().requires_grad_() for x in (tex, uv, uv_da, bias)]
+    for filter_mode in ("linear-mipmap-linear", "linear-mipmap-nearest"):
+        for max_level in (None, 0):
+            torch.library.opcheck(_texture_own_mip_op._opoverload,
+                                  (*need, max_level, filter_mode, boundary))
+    _, flat = _texture_own_mip_op(tex, uv, uv_da, bias, None, "linear-mipmap-linear", boundary)
+    grad = torch.randn(2, 2, 3, 2).to(device)
+    for needs in ([True] * 4, [True, False, True, False], [False, True, False, False]):
+        torch.library.opcheck(_texture_own_mip_backward_op._opoverload,
+                              (tex, uv, uv_da, bias, flat, None, "linear-mipmap-linear",
+                               boundary, grad, needs))
