@@ -301,7 +301,7 @@ def test_levels_built_inside_equal_a_prebuilt_stack_bit_for_bit(kernels, cube, f
     """Without ``mip``, texture builds the levels inside one autograd node whose backward adds the
     levels' share of the base gradient in its last mip step; with a stack from
     texture_construct_mip, two nodes and autograd's sum. Outputs and every gradient agree bit
-    for bit."""
+    for bit (in deterministic mode on a GPU: its float atomics add in another order each run)."""
     deterministic(deterministic_mode)
     tex, uv, da, bias = make_case(cube, (1, 16, 16) if cube else (2, 20, 24), seed=23)
     g = torch.randn(*uv.shape[:3], tex.shape[-1], generator=_gen(5))
@@ -314,8 +314,13 @@ def test_levels_built_inside_equal_a_prebuilt_stack_bit_for_bit(kernels, cube, f
         assert (type(out.grad_fn).__name__ == "_TextureOwnMipBackward") == (not prebuilt)
         grads = torch.autograd.grad(out, [t, u, d, b], g.to(kernels), allow_unused=True)
         results.append((out, *grads))
+    exact = deterministic_mode or kernels.type != "cuda"  # (float atomics vary run to run)
     for got, want in zip(*results):
-        assert (got is None and want is None) or torch.equal(got, want)
+        assert (got is None) == (want is None)
+        if got is not None and exact:
+            assert torch.equal(got, want)
+        elif got is not None:
+            torch.testing.assert_close(got, want)
 
 
 def test_mip_stack_without_grad(kernels):
