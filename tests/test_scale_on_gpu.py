@@ -193,29 +193,34 @@ def test_one_16384_image(kind):
 
 @pytest.mark.gpu
 def test_gl_targets_made_while_torchs_cache_holds_the_memory():
-    """OpenGL's render targets are allocated outside torch: with torch's cache holding nearly all
-    the free memory, the GL context has the cache released first and renders right (the suite
-    once crashed here with an illegal address in the interop copy); with the memory really in
-    use, torch's out-of-memory error, and the context works afterwards."""
+    """OpenGL's render targets are allocated outside torch: with torch's cache holding all but
+    1-1.5 GiB of the free memory (in blocks the output fits in, so torch needs no more), the
+    GL context has the cache released before it allocates 1.25 GiB of targets, and renders
+    right; with the memory really in use, torch's out-of-memory error, and the context works
+    afterwards. (An earlier run of the suite crashed in the interop copy after earlier tests.)"""
     need_memory(24)
     pos, tri = grid_mesh(30, 22, batch=4, shift=0.01)
     ctx = make_context("gl")
     if ctx.max_layers < 4 or min(ctx.max_resolution) < 8192:
         pytest.skip("the GL context's limits are below 4 x 8192^2")
     free, _ = torch.cuda.mem_get_info()
-    blocks = [torch.empty(GIB, dtype=torch.uint8, device="cuda") for _ in range(int(free / GIB) - 6)]
+    half = GIB // 2  # leave 1 to 1.5 GiB free: less than the targets and the driver's margin
+    blocks = [torch.empty(half, dtype=torch.uint8, device="cuda") for _ in range(int((free - GIB) / half))]
     del blocks  # cached by torch, not free for OpenGL
-    rast, _ = dr.rasterize(ctx, pos, tri, (8192, 8192), grad_db=False)
-    for b in (0, 3):
-        check_grid_rows(rast[b], pos[b], tri, range(8128, 8192), 8192, 8192)
+    cached = torch.cuda.memory_reserved()
+    rast, _ = dr.rasterize(ctx, pos[:2], tri, (4096, 4096), grad_db=False)  # 0.5 GiB, cached
+    assert torch.cuda.memory_reserved() < cached  # the cache was released for the targets
+    for b in (0, 1):
+        check_grid_rows(rast[b], pos[b], tri, range(4032, 4096), 4096, 4096)
     del rast
     ctx.release()
     torch.cuda.empty_cache()
     ctx = make_context("gl")
+    dr.rasterize(ctx, pos[:1], tri, (64, 64))  # (the driver's own first allocations)
     free, _ = torch.cuda.mem_get_info()
-    held = torch.empty(free - 6 * GIB, dtype=torch.uint8, device="cuda")
+    held = torch.empty(free - 2 * GIB, dtype=torch.uint8, device="cuda")
     with pytest.raises(torch.cuda.OutOfMemoryError, match="OpenGL render targets"):
-        dr.rasterize(ctx, pos, tri, (8192, 8192), grad_db=False)
+        dr.rasterize(ctx, pos[3:], tri, (8192, 8192), grad_db=False)  # rast 1 GiB, targets 2.5
     del held
     rast, _ = dr.rasterize(ctx, pos[3:].contiguous(), tri, (8192, 8192), grad_db=False)
     check_grid_rows(rast[0], pos[3], tri, range(8128, 8192), 8192, 8192)
