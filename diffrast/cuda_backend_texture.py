@@ -322,10 +322,7 @@ class _Texture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, tex, uv, uv_da, bias, *mips):
         mode = cfg[2]
-        tex = tex.contiguous()
-        uv = uv.contiguous()
-        uv_da = uv_da.contiguous() if uv_da is not None else None
-        bias = bias.contiguous() if bias is not None else None
+        tex, uv, uv_da, bias = _contiguous(tex, uv, uv_da, bias)
         mipbuf, mips = _mip_buffer(mode, mips)
         out, kernel, n, kp = _sampling(cfg, tex, mipbuf, uv, uv_da, bias)
         launch("texture_forward", kernel, n, kp, tex.device)
@@ -341,9 +338,7 @@ class _Texture(torch.autograd.Function):
         tex, uv, uv_da, bias, mipbuf, *mips = ctx.saved_tensors
         needs = ctx.needs_input_grad
         want_tex0 = needs[1]
-        want_uv = needs[2] and filt != Filter.NEAREST
-        want_da = needs[3] and uv_da is not None and filt == Filter.MIP_LINEAR
-        want_bias = needs[4] and bias is not None and filt == Filter.MIP_LINEAR
+        want_uv, want_da, want_bias = _coordinate_wants(filt, needs[2:5], uv_da, bias)
         want_mip = num_levels > 0 and mode != _MIP_NONE and any(needs[5:])
         n_mips = len(ctx.mip_shapes)
         if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
@@ -397,6 +392,16 @@ class _TextureOwnMip(torch.autograd.Function):
         return (None, None) + grads
 
 
+def _coordinate_wants(filt, needs, uv_da, bias):
+    """``(want_uv, want_da, want_bias)``: which of ``uv``, ``uv_da``, ``bias`` flagged in
+    ``needs`` (three flags) the output depends on: not ``uv`` in 'nearest' mode, ``uv_da`` and
+    ``bias`` only when given and in 'linear-mipmap-linear' mode."""
+    mip_linear = filt == Filter.MIP_LINEAR
+    return (bool(needs[0]) and filt != Filter.NEAREST,
+            bool(needs[1]) and uv_da is not None and mip_linear,
+            bool(needs[2]) and bias is not None and mip_linear)
+
+
 def _contiguous(*tensors):
     return tuple(t.contiguous() if t is not None else None for t in tensors)
 
@@ -417,9 +422,7 @@ def _own_mip_backward(cfg, plan, tex, uv, uv_da, bias, flat, grad_out, needs):
     into its own in the last mip backward step."""
     filt = cfg[0]
     want_tex = bool(needs[0])
-    want_uv = bool(needs[1]) and filt != Filter.NEAREST
-    want_da = bool(needs[2]) and uv_da is not None and filt == Filter.MIP_LINEAR
-    want_bias = bool(needs[3]) and bias is not None and filt == Filter.MIP_LINEAR
+    want_uv, want_da, want_bias = _coordinate_wants(filt, needs[1:4], uv_da, bias)
     if not (want_tex or want_uv or want_da or want_bias):
         return None, None, None, None
     grad_flat, grad_uv, grad_da, grad_bias = _texture_grads(
@@ -569,12 +572,10 @@ def texture_own_mip_forward(tex, uv, uv_da, mip_level_bias, max_mip_level, filte
     ``(out, flat)``, the samples and the flat buffer of the levels built (empty without levels),
     which :func:`texture_own_mip_backward` takes back."""
     cfg, plan = _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode)
-    tex, uv, uv_da, mip_level_bias = _contiguous(tex, uv, uv_da, mip_level_bias)
     if plan.num_levels == 0:
-        out, kernel, n, kp = _sampling(cfg[:2] + (_MIP_NONE, 0), tex, None, uv, uv_da,
-                                       mip_level_bias)
-        launch("texture_forward", kernel, n, kp, tex.device)
-        return out, tex.new_empty(0)
+        return (texture(tex, uv, uv_da, mip_level_bias, None, filter_mode, boundary_mode),
+                tex.new_empty(0))
+    tex, uv, uv_da, mip_level_bias = _contiguous(tex, uv, uv_da, mip_level_bias)
     return _own_mip_forward(cfg, plan, tex, uv, uv_da, mip_level_bias)
 
 
@@ -613,9 +614,7 @@ def texture_backward(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias,
                                                       mip_level_bias, mip_levels)
     filt, _, mode, num_levels = cfg
     want_tex0 = bool(needs[0])
-    want_uv = bool(needs[1]) and filt != Filter.NEAREST
-    want_da = bool(needs[2]) and uv_da is not None and filt == Filter.MIP_LINEAR
-    want_bias = bool(needs[3]) and mip_level_bias is not None and filt == Filter.MIP_LINEAR
+    want_uv, want_da, want_bias = _coordinate_wants(filt, needs[1:4], uv_da, mip_level_bias)
     want_mip = bool(needs[4]) and num_levels > 0
     if not (want_tex0 or want_uv or want_da or want_bias or want_mip):
         return None, None, None, None

@@ -403,6 +403,7 @@ def _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode, bound
                       max_mip_level):
     """:func:`texture` on validated arguments, through the custom ops (under ``torch.compile``);
     ``filter_mode`` resolved, ``levels`` the validated ``mip`` levels or None."""
+    cube = boundary_mode == "cube"
     if filter_mode in _MIPMAP_MODES:
         if levels is None and dispatch.uses_kernels(tex.device, tex.dtype):
             # one op, as eager mode's one node: the texture's two shares of gradient are summed
@@ -410,8 +411,8 @@ def _texture_compiled(tex, uv, uv_da, mip_level_bias, levels, filter_mode, bound
             return _texture_own_mip_op(tex, uv, uv_da, mip_level_bias, max_mip_level,
                                        filter_mode, boundary_mode)[0]
         if levels is None:
-            flat = _construct_mip_op(tex, max_mip_level, boundary_mode == "cube")
-            levels = _split_levels(flat, tex.shape, boundary_mode == "cube", max_mip_level)
+            flat = _construct_mip_op(tex, max_mip_level, cube)
+            levels = _split_levels(flat, tex.shape, cube, max_mip_level)
         elif max_mip_level is not None:
             levels = levels[:max_mip_level]
     else:

@@ -65,6 +65,10 @@ class _GrowingBuffer:
             self.name = 0
 
 
+_RGBA32F_BYTES = 16  # a texel of the colour targets (GL_RGBA32F)
+_DEPTH32F_BYTES = 4  # a texel of the depth targets (GL_DEPTH_COMPONENT32F)
+
+
 def reserve_device_memory(device: torch.device, nbytes: int, what: str) -> None:
     """Make sure ``nbytes`` (plus a margin for the driver) are free on ``device`` for an
     allocation outside torch's allocator, releasing torch's cached blocks if needed.
@@ -144,12 +148,12 @@ class RasterPipeline:
         if self.device is not None and self.device.type == "cuda":
             reserve_device_memory(self.device, nbytes, "the OpenGL render targets")
 
-    def target_bytes(self, width: int, height: int, layers: int, peeling: bool = False) -> int:
-        """Bytes of the render targets at ``width`` × ``height`` × ``layers``: a colour target
-        (two when ``peeling``), the derivative target when the context outputs them, and two
-        depth targets."""
-        colour = (2 if peeling else 1) + (1 if self.output_db else 0)
-        return width * height * layers * (16 * colour + 4 * 2)
+    def _target_bytes(self, width: int, height: int, layers: int) -> int:
+        """Bytes of the targets :meth:`ensure_targets` makes at ``width`` × ``height`` ×
+        ``layers``: the colour target, the derivative target when the context outputs them, and
+        two depth targets (depth peeling's second colour target is made, and reserved, later)."""
+        colour = 2 if self.output_db else 1
+        return width * height * layers * (_RGBA32F_BYTES * colour + _DEPTH32F_BYTES * 2)
 
     def ensure_targets(self, width: int, height: int, layers: int) -> None:
         """Make the render targets at least ``width`` × ``height`` × ``layers``.
@@ -168,7 +172,7 @@ class RasterPipeline:
         if w * h * n > 2 * width * height * layers:
             w, h, n = width, height, layers
         self._release_targets()
-        self._reserve(self.target_bytes(w, h, n))
+        self._reserve(self._target_bytes(w, h, n))
         self.rast_tex = [self._layered(GL.GL_RGBA32F, w, h, n), 0]
         if self.output_db:
             self.db_tex = self._layered(GL.GL_RGBA32F, w, h, n)
@@ -191,7 +195,7 @@ class RasterPipeline:
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
         if not self.rast_tex[depth_index]:  # the second rast target: made for depth peeling
             w, h, n = self.size
-            self._reserve(16 * w * h * n)
+            self._reserve(_RGBA32F_BYTES * w * h * n)
             self.rast_tex[depth_index] = self._layered(GL.GL_RGBA32F, w, h, n)
         GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex[depth_index], 0)
         if self.output_db:
