@@ -94,6 +94,7 @@ KERNELS = (
            "setup_and_raster_by_warp_impl"),
     Kernel("raster_big", "rasterize_forward", RasterizeForwardParams, "raster_big_impl"),
     Kernel("resolve", "rasterize_forward", RasterizeForwardParams, "resolve_impl"),
+    Kernel("resolve_ids", "rasterize_resolve", RasterizeForwardParams, "resolve_ids_impl"),
     Kernel("rasterize_grad", "rasterize_backward", RasterizeBackwardParams,
            "rasterize_grad_impl"),
     Kernel("rasterize_grad_reduce", "rasterize_backward", RasterizeBackwardParams,

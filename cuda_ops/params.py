@@ -329,14 +329,15 @@ InterpolateBackwardParams = struct(
 
 RasterizeForwardParams = struct(
     "RasterizeForwardParams",
-    "setup_and_raster_small, setup_and_raster_by_warp, raster_big and resolve "
-    "(cuda_ops/rasterize_forward.cu).",
+    "setup_and_raster_small, setup_and_raster_by_warp, raster_big, resolve "
+    "(cuda_ops/rasterize_forward.cu) and resolve_ids (cuda_ops/rasterize_resolve.cu).",
     ("pos", _IN, "[rows, 4] clip-space positions, 16-byte aligned"),
     ("tri", _IN_INT, "[T, 3]"),
     ("range_offsets", _IN_LL, "range mode: [num_images + 1] first work item of each image"),
     ("range_starts", _IN_INT, "range mode: [num_images] first triangle of each image"),
     ("keys", "unsigned long long* __restrict__", "[num_images * H * W] (depth, id) per pixel"),
     ("prev", "const unsigned long long* __restrict__", "the previous depth layer's keys"),
+    ("ids", _IN_INT, "resolve_ids: [num_images * H * W] triangle id + 1 per pixel, 0: none"),
     ("big_items", "long long* __restrict__", "the big-triangle list: work items"),
     ("big_start", "long long* __restrict__", "the big-triangle list: first tiles"),
     ("big_state", "unsigned long long* __restrict__", "this chunk's list counter"),

@@ -14,9 +14,8 @@
 //    depend on scheduling. Depth peeling keeps only depths strictly behind the previous layer's
 //    (as the OpenGL path does: a coplanar duplicate never shows).
 // 3. resolve: one thread per pixel computes (u, v, z/w, id + 1) and the barycentric derivatives
-//    from the winning triangle, with exactly the formulas of shaders/rasterize.frag (double
-//    precision from the float32 clip-space vertices, rounded once), and zeroes the list
-//    counters for the next call.
+//    from the winning triangle (resolve_pixel of rasterize_resolve.cuh, which the OpenGL path's
+//    resolve_ids shares), and zeroes the list counters for the next call.
 //
 // Coverage follows the OpenGL rasterizer: window coordinates are snapped to 1/256 pixel
 // (8 sub-pixel bits) and tested with exact edge functions at pixel centres (integers, in int64
@@ -28,6 +27,7 @@
 // (no division by w, double precision), its pixels clipped where their depth z/w leaves [-1, 1].
 #include "common.cuh"
 #include "triangle_id.cuh"
+#include "rasterize_resolve.cuh"
 
 namespace {
 
@@ -54,14 +54,6 @@ struct Setup {
                          // as OpenGL clips, then snapped) or kHomogeneous (tested unprojected)
     int tri_id;          // global triangle index
 };
-
-__device__ __forceinline__ void cross3(double ax, double ay, double aw, double bx, double by,
-                                       double bw, double& x, double& y, double& w)
-{
-    x = ay * bw - aw * by;
-    y = aw * bx - ax * bw;
-    w = ax * by - ay * bx;
-}
 
 __device__ __forceinline__ bool finite4(float4 p)
 {
@@ -239,40 +231,6 @@ __device__ bool setup_triangle(const float* __restrict__ pos, const int* __restr
     if (!depth_plane(s.c, width, height, s.n, s.det, s.dz))
         return false;  // the triangle's plane passes through the eye: nothing visible
     return s.x0 <= s.x1 && s.y0 <= s.y1;
-}
-
-// Perspective-correct barycentrics at NDC point (qx, qy): e_i = (c_j x c_k) . (qx, qy, 1) with
-// c_i = (x_i, y_i, w_i); u = e0 / s, v = e1 / s, s = e0 + e1 + e2. Also the derivatives of u and
-// v with respect to qx, qy (quotient rule). Same formulas as shaders/rasterize.frag.
-struct Bary {
-    double e0, e1, e2, s, u, v;
-    double n0x, n0y, n1x, n1y, nsx, nsy;
-};
-
-__device__ __forceinline__ Bary barycentrics(const float4* c, double qx, double qy)
-{
-    Bary r;
-    double n0x, n0y, n0w, n1x, n1y, n1w, n2x, n2y, n2w;
-    cross3(c[1].x, c[1].y, c[1].w, c[2].x, c[2].y, c[2].w, n0x, n0y, n0w);
-    cross3(c[2].x, c[2].y, c[2].w, c[0].x, c[0].y, c[0].w, n1x, n1y, n1w);
-    cross3(c[0].x, c[0].y, c[0].w, c[1].x, c[1].y, c[1].w, n2x, n2y, n2w);
-    const double nsx = n0x + n1x + n2x, nsy = n0y + n1y + n2y, nsw = n0w + n1w + n2w;
-    r.e0 = n0x * qx + n0y * qy + n0w;
-    r.e1 = n1x * qx + n1y * qy + n1w;
-    r.e2 = n2x * qx + n2y * qy + n2w;
-    r.s = nsx * qx + nsy * qy + nsw;
-    r.u = r.e0 / r.s;
-    r.v = r.e1 / r.s;
-    r.n0x = n0x; r.n0y = n0y; r.n1x = n1x; r.n1y = n1y; r.nsx = nsx; r.nsy = nsy;
-    return r;
-}
-
-__device__ __forceinline__ double depth_of(const float4* c, const Bary& r)
-{
-    const double w2 = 1.0 - r.u - r.v;
-    const double z = r.u * c[0].z + r.v * c[1].z + w2 * c[2].z;
-    const double w = r.u * c[0].w + r.v * c[1].w + w2 * c[2].w;
-    return z / w;
 }
 
 // Edge i -> j of a counter-clockwise snapped triangle covers a pixel centre exactly on it when
@@ -631,42 +589,15 @@ __device__ __forceinline__ void raster_big_impl(const RasterizeForwardParams& kp
     }
 }
 
-// resolve: rast[p] = (u, v, z/w, id + 1) and rast_db[p] = (du/dX, du/dY, dv/dX, dv/dY) from
-// keys[p]. The first num_states threads also zero the big-list counters for the next call.
+// resolve: the outputs of every pixel from its key. The first num_states threads also zero the
+// big-list counters for the next call.
 __device__ __forceinline__ void resolve_impl(const RasterizeForwardParams& kp)
 {
-    const int width = kp.width, height = kp.height, num_vertices = kp.num_vertices;
-    const bool output_db = kp.output_db;
     const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    const long long pixels = (long long)width * height;
     if (p < kp.num_states)
         kp.big_states[p] = 0;
-    if (p >= pixels * kp.num_images)
+    if (p >= (long long)kp.width * kp.height * kp.num_images)
         return;
     const unsigned long long key = kp.keys[p];
-    float4 out = make_float4(0.f, 0.f, 0.f, 0.f), db = make_float4(0.f, 0.f, 0.f, 0.f);
-    int vi[3];
-    const int t = (int)(key & 0xffffffffu);
-    if (key != kEmpty && triangle_vertices(kp.tri, t, num_vertices, vi)) {
-        const int b = (int)(p / pixels);
-        const long long rem = p - (long long)b * pixels;
-        const int y = (int)(rem / width), x = (int)(rem - (long long)y * width);
-        const long long vbase = kp.instanced ? (long long)b * num_vertices : 0;
-        float4 c[3];
-        for (int i = 0; i < 3; ++i)
-            c[i] = load4(kp.pos, vbase + vi[i]);
-        const double sx = 2.0 / width, sy = 2.0 / height;
-        const Bary r = barycentrics(c, (x + 0.5) * 2.0 / width - 1.0, (y + 0.5) * 2.0 / height - 1.0);
-        out = make_float4((float)r.u, (float)r.v, (float)depth_of(c, r), encode_triangle(t + 1));
-        if (output_db) {
-            const double inv_s2 = 1.0 / (r.s * r.s);
-            db = make_float4((float)((r.n0x * r.s - r.e0 * r.nsx) * inv_s2 * sx),
-                             (float)((r.n0y * r.s - r.e0 * r.nsy) * inv_s2 * sy),
-                             (float)((r.n1x * r.s - r.e1 * r.nsx) * inv_s2 * sx),
-                             (float)((r.n1y * r.s - r.e1 * r.nsy) * inv_s2 * sy));
-        }
-    }
-    reinterpret_cast<float4*>(kp.rast)[p] = out;
-    if (output_db)
-        reinterpret_cast<float4*>(kp.rast_db)[p] = db;
+    resolve_pixel(kp, p, key != kEmpty ? (int)(key & 0xffffffffu) : -1);
 }

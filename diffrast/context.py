@@ -6,6 +6,7 @@ import threading
 
 import torch
 
+from . import dispatch
 from .checks import check_choice
 from .raster_context import ONE_CONTEXT_PER_DEVICE, RasterContext, resolve_device
 
@@ -52,7 +53,7 @@ class RasterizeGLContext(RasterContext):
         self._egl = EGLContext(cuda_index)
         self._egl.make_current()
         try:
-            self._pipeline = RasterPipeline(self.output_db, self.device)
+            self._pipeline = RasterPipeline(self.device)
             from OpenGL import GL
             self.renderer = GL.glGetString(GL.GL_RENDERER).decode()
         finally:
@@ -112,10 +113,15 @@ class RasterizeGLContext(RasterContext):
 
     def render(self, pos, tri, resolution, ranges, layer_index, peel, rast, rast_db) -> None:
         """Render a batch of images into ``rast`` (and ``rast_db``), as
-        :meth:`diffrast.raster_context.RasterContext.render` says: each image into a layer of the
-        GL render targets, in parts of at most :attr:`max_layers` images, then copied into the
-        outputs (through CUDA–GL interop for CUDA tensors). Depth peeling alternates between two
-        sets of targets, reading the previous layer's depth from the other set.
+        :meth:`diffrast.raster_context.RasterContext.render` says. OpenGL decides visibility
+        only: each image renders the id of its nearest triangle per pixel into a layer of the GL
+        targets, in parts of at most :attr:`max_layers` images, which are copied into an int32
+        buffer (through CUDA–GL interop for CUDA tensors); the resolve pass that
+        :class:`~diffrast.RasterizeCudaContext` also runs then computes the barycentrics, z/w and
+        derivatives of each pixel from its triangle (the ``resolve_ids`` kernel, or the torch
+        reference for CPU tensors). Depth peeling alternates between two depth targets, reading
+        the previous layer's depth from the other, and keeps each layer's reported ``z/w`` in a
+        texture: a fragment of the next layer must lie strictly behind both.
 
         Raises:
             ValueError: ``peel`` with more than :attr:`max_layers` images.
@@ -132,6 +138,7 @@ class RasterizeGLContext(RasterContext):
         range_list = ranges.tolist() if ranges is not None else None
         depth_index = layer_index % 2
         behind = peel and layer_index > 0
+        ids = torch.empty((batch, height, width), dtype=torch.int32, device=rast.device)
         with self.current() as pipe:
             pipe.ensure_targets(width, height, min(batch, chunk))
             pipe.upload(pos, tri)
@@ -143,8 +150,11 @@ class RasterizeGLContext(RasterContext):
                 else:
                     pipe.draw_ranges(num_vertices, range_list[first:first + count], width,
                                      height, depth_index, behind)
-                pipe.read(rast[first:first + count],
-                          None if rast_db is None else rast_db[first:first + count], depth_index)
+                pipe.read_ids(ids[first:first + count])
+        dispatch.backend("rasterize_resolve", rast.device)(pos, tri, ids, rast, rast_db)
+        if peel:  # the next layer keeps only fragments behind this one's reported z/w too
+            with self.current() as pipe:
+                pipe.store_peel_depth(rast[..., 2].contiguous())
 
     # -- GL state --------------------------------------------------------------------------------
     @contextlib.contextmanager

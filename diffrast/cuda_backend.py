@@ -18,7 +18,8 @@ Sections, one per op (each op's kernels live in ``cuda_ops/<op>_{forward,backwar
   :func:`aligned` (16-byte aligned tensors), :func:`row_segments` and :func:`check_entries`
   (deterministic accumulation), :func:`pixel_strides` (loss gradients read in place);
 * ``interpolate``: forward and backward;
-* ``rasterize``: the backward to ``pos`` (the forward is OpenGL, see :mod:`diffrast.rasterize`).
+* ``rasterize``: the OpenGL context's resolve of triangle ids into ``rast`` and ``rast_db``
+  (:mod:`diffrast.cuda_context` runs the CUDA rasterizer itself) and the backward to ``pos``.
 
 Gradient accumulation into per-vertex tensors (``attr``, ``pos``) uses float ``atomicAdd`` after
 a warp-level pre-reduction (``cuda_ops/accumulate.cuh``): fast, but the order of the additions,
@@ -35,9 +36,10 @@ from torch.autograd.function import once_differentiable
 
 from .cuda_ops import loader
 from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams, \
-    RasterizeBackwardParams
+    RasterizeBackwardParams, RasterizeForwardParams
 
 __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
+           "rasterize_resolve",
            "THREADS", "INT32_MAX", "launch", "aligned", "row_segments", "check_entries",
            "pixel_strides", "diff_table_values"]
 
@@ -284,7 +286,24 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
 
 
 # ==============================================================================================
-# rasterize backward (cuda_ops/rasterize_backward.cu).
+# rasterize: the OpenGL context's resolve (cuda_ops/rasterize_resolve.cu) and the backward
+# (cuda_ops/rasterize_backward.cu).
+
+def rasterize_resolve(pos, tri, ids, rast, rast_db=None) -> None:
+    """Fill ``rast`` (and ``rast_db``) from the triangle each pixel shows (CUDA kernel
+    ``resolve_ids``, float32 CUDA tensors).
+
+    Same contract as :func:`diffrast.reference.rasterize.resolve`: ``pos`` ``[B, V, 4]``
+    (instance mode) or ``[V, 4]`` (range mode), ``tri`` int32 ``[T, 3]``, ``ids`` int32
+    ``[B, H, W]`` (triangle id + 1, 0: none), outputs ``[B, H, W, 4]`` contiguous.
+    """
+    B, H, W = ids.shape
+    kp = RasterizeForwardParams(
+        pos=aligned(pos.contiguous()), tri=tri.contiguous(), ids=ids, rast=rast, rast_db=rast_db,
+        num_vertices=pos.shape[-2], num_triangles=tri.shape[0], num_images=B, width=W,
+        height=H, instanced=pos.ndim == 3, output_db=rast_db is not None)
+    launch("rasterize_resolve", "resolve_ids", B * H * W, kp, pos.device)
+
 
 def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     """Gradient of ``rasterize`` with respect to ``pos`` (CUDA kernels, float32).

@@ -23,6 +23,8 @@ The backends registered per op (each a callable or an object with named entry po
 for both kinds):
 
 =====================  ==========================================================================
+``"rasterize_resolve"``   ``fn(pos, tri, ids, rast, rast_db)``: fills ``rast`` (and ``rast_db``)
+                          from triangle ids (the OpenGL context's visibility)
 ``"rasterize_backward"``  ``fn(pos, tri, rast, grad_rast, grad_db, grad_depth) -> grad_pos``
 ``"interpolate"``         ``fn(attr, rast, tri, rast_db, diff_attrs) -> (out, out_da)``
 ``"texture"``             ``.texture(tex, uv, uv_da, bias, levels, filter, boundary)``,

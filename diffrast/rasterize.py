@@ -12,6 +12,8 @@ from .checks import check_same_device, check_tensor, check_triangles
 from .raster_context import RasterContext
 from .reference import rasterize as _reference
 
+dispatch.register("rasterize_resolve", reference=_reference.resolve,
+                  kernels=cuda_backend.rasterize_resolve)
 dispatch.register("rasterize_backward", reference=_reference.rasterize_grad,
                   kernels=cuda_backend.rasterize_grad)
 

@@ -89,17 +89,22 @@ class RegisteredBuffer(_Registered):
 
 
 class RegisteredLayeredTexture(_Registered):
-    """A ``GL_TEXTURE_2D_ARRAY`` of RGBA32F that torch reads from.
+    """A ``GL_TEXTURE_2D_ARRAY`` that torch reads from (the id target of the rasterizer) or,
+    registered with ``write=True``, writes into (depth peeling's previous ``z/w``).
 
     Registered under the target ``GL_TEXTURE_3D`` so that it maps to one 3D CUDA array and all
-    layers leave in one ``cudaMemcpy3DAsync`` (registered as a 2D array, each layer would map
-    separately).
+    layers move in one ``cudaMemcpy3DAsync`` (registered as a 2D array, each layer would map
+    separately). Tensors are ``[L, H, W]`` or ``[L, H, W, C]``, contiguous, whose texels (one
+    ``[W]`` or ``[W, C]`` element each) have the texture's layout, e.g. int32 ``[L, H, W]`` for
+    ``GL_R32I``.
     """
 
-    def __init__(self, gl_texture: int):
+    def __init__(self, gl_texture: int, write: bool = False):
         rt = _rt()
         from OpenGL import GL
-        flags = rt.cudaGraphicsRegisterFlags.cudaGraphicsRegisterFlagsReadOnly
+        flags = rt.cudaGraphicsRegisterFlags
+        flags = flags.cudaGraphicsRegisterFlagsWriteDiscard if write else \
+            flags.cudaGraphicsRegisterFlagsReadOnly
         super().__init__(_check(rt.cudaGraphicsGLRegisterImage(int(gl_texture), GL.GL_TEXTURE_3D, flags)))
         stream = _stream()
         self.map(stream)
@@ -112,26 +117,41 @@ class RegisteredLayeredTexture(_Registered):
         self.extent = (int(extent.depth), int(extent.height), int(extent.width))
 
     def read(self, out: torch.Tensor) -> None:
-        """Copy layers ``[0, L)``, rows ``[0, H)``, columns ``[0, W)`` into the contiguous CUDA
-        tensor ``out`` of shape ``[L, H, W, 4]`` (float32).
+        """Copy layers ``[0, L)``, rows ``[0, H)``, columns ``[0, W)`` into the CUDA tensor
+        ``out``.
 
         Raises:
             RuntimeError: the registered texture is smaller than ``out`` (checked before the
                 copy, which would otherwise read past the texture on the device).
         """
+        self._copy(out, to_texture=False)
+
+    def write(self, src: torch.Tensor) -> None:
+        """Copy the CUDA tensor ``src`` into layers ``[0, L)``, rows ``[0, H)``, columns
+        ``[0, W)`` (a texture registered with ``write=True``).
+
+        Raises:
+            RuntimeError: the registered texture is smaller than ``src``.
+        """
+        self._copy(src, to_texture=True)
+
+    def _copy(self, t: torch.Tensor, to_texture: bool) -> None:
         rt = _rt()
-        layers, height, width, _ = out.shape
+        layers, height, width = t.shape[:3]
+        texel_bytes = t[0, 0, 0].numel() * t.element_size()
         if layers > self.extent[0] or height > self.extent[1] or width > self.extent[2]:
-            raise RuntimeError(f"CUDA–GL interop: the render target holds {self.extent} "
-                               f"(layers, height, width) texels, too few for {tuple(out.shape[:3])}")
+            raise RuntimeError(f"CUDA–GL interop: the texture holds {self.extent} "
+                               f"(layers, height, width) texels, too few for {tuple(t.shape[:3])}")
         stream = _stream()
         self.map(stream)
         try:
             array = _check(rt.cudaGraphicsSubResourceGetMappedArray(self.resource, 0, 0))
             p = rt.cudaMemcpy3DParms()
-            p.srcArray = array
-            p.srcPos = rt.make_cudaPos(0, 0, 0)
-            p.dstPtr = rt.make_cudaPitchedPtr(out.data_ptr(), width * 16, width, height)
+            pitched = rt.make_cudaPitchedPtr(t.data_ptr(), width * texel_bytes, width, height)
+            if to_texture:
+                p.srcPtr, p.dstArray, p.dstPos = pitched, array, rt.make_cudaPos(0, 0, 0)
+            else:
+                p.srcArray, p.srcPos, p.dstPtr = array, rt.make_cudaPos(0, 0, 0), pitched
             p.extent = rt.make_cudaExtent(width, height, layers)
             p.kind = rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice
             _check(rt.cudaMemcpy3DAsync(p, stream))

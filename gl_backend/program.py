@@ -22,16 +22,20 @@ class Program:
 
     Args:
         filenames: shader files of ``diffrast.shaders``, one per stage, e.g. ``["a.vert", "a.frag"]``.
+        defines: names to ``#define`` in every stage (after its ``#version`` line), selecting a
+            variant of the shaders.
     """
 
-    def __init__(self, filenames):
+    def __init__(self, filenames, defines=()):
         shaders = []
         self.name = GL.glCreateProgram()
         try:
             for fn in filenames:
                 stage = _STAGES[fn[fn.rfind("."):]]
                 sh = GL.glCreateShader(stage)
-                GL.glShaderSource(sh, shader_source(fn))
+                version, _, body = shader_source(fn).partition("\n")
+                lines = [version] + [f"#define {d}" for d in defines] + ["#line 2", body]
+                GL.glShaderSource(sh, "\n".join(lines))
                 GL.glCompileShader(sh)
                 if not GL.glGetShaderiv(sh, GL.GL_COMPILE_STATUS):
                     log = GL.glGetShaderInfoLog(sh)

@@ -1,9 +1,12 @@
 """The GL side of ``rasterize``: buffers, layered render targets, draws and read-back.
 
 One ``RasterPipeline`` lives in each ``RasterizeGLContext``; every method expects that context to
-be current. Each batch item renders into its own layer of ``GL_TEXTURE_2D_ARRAY`` targets (the
-geometry shader sets ``gl_Layer``); batches larger than the layer limit go through in chunks.
-Targets and buffers grow on demand and are never shrunk, so a steady workload allocates nothing.
+be current. OpenGL decides visibility only: each batch item renders the id + 1 of its nearest
+triangle per pixel into its own layer of a ``GL_TEXTURE_2D_ARRAY`` of ``GL_R32I`` (the geometry
+shader sets ``gl_Layer``), with a depth target beside it; batches larger than the layer limit go
+through in chunks. The ids are read back and the context resolves them into ``rast`` (see
+``RasterizeGLContext.render``). Targets grow on demand (see :meth:`RasterPipeline.ensure_targets`)
+and buffers are never shrunk, so a steady workload allocates nothing.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import torch
 from OpenGL import GL
 
 from .program import Program
+
+_SHADERS = ["rasterize.vert", "rasterize.geom", "rasterize.frag"]
 
 
 def _names(*names) -> np.ndarray:
@@ -65,7 +70,8 @@ class _GrowingBuffer:
             self.name = 0
 
 
-_RGBA32F_BYTES = 16  # a texel of the colour targets (GL_RGBA32F)
+_R32I_BYTES = 4  # a texel of the id target (GL_R32I)
+_R32F_BYTES = 4  # a texel of depth peeling's z/w texture (GL_R32F)
 _DEPTH32F_BYTES = 4  # a texel of the depth targets (GL_DEPTH_COMPONENT32F)
 
 
@@ -92,13 +98,11 @@ class RasterPipeline:
     """Program, buffers and render targets of one rasterizing context.
 
     Args:
-        output_db: whether to render the barycentric derivatives into a second target.
         device: the ``torch.device`` the context renders for; on a CUDA device, render targets
             are only allocated where the GPU's free memory holds them.
     """
 
-    def __init__(self, output_db: bool, device: torch.device | None = None):
-        self.output_db = output_db
+    def __init__(self, device: torch.device | None = None):
         self.device = device
         self.max_layers = int(GL.glGetIntegerv(GL.GL_MAX_ARRAY_TEXTURE_LAYERS))
         tex = int(GL.glGetIntegerv(GL.GL_MAX_TEXTURE_SIZE))
@@ -107,9 +111,9 @@ class RasterPipeline:
         fbh = int(GL.glGetIntegerv(GL.GL_MAX_FRAMEBUFFER_HEIGHT))
         self.max_width = min(tex, int(vp[0]), fbw)
         self.max_height = min(tex, int(vp[1]), fbh)
-        self.program = Program(["rasterize.vert", "rasterize.geom", "rasterize.frag"])
-        self.program.set_int("u_prev_depth", 0)
-        self.program.set_int("u_prev_rast", 1)
+        self.program = Program(_SHADERS)
+        self.peel_program = None  # the variant for peeling's layers after the first (made on use)
+        self._active = self.program
         self.vao = GL.glGenVertexArrays(1)
         # Positions at offset 0 (the vertex shader's storage buffer), then the triangle indices
         # (the element buffer) at ``_index_offset``: one buffer, one interop mapping per call.
@@ -117,21 +121,22 @@ class RasterPipeline:
         self._index_offset = 0
         self.fbo = GL.glGenFramebuffers(1)
         self.size = (0, 0, 0)  # allocated width, height, layers
-        self.rast_tex = [0, 0]  # [1]: depth peeling's odd layers (the previous layer is read)
-        self.db_tex = 0
-        self.depth_tex = [0, 0]
-        self._registered = {}
+        self.id_tex = 0
+        self.depth_tex = [0, 0]  # [1]: depth peeling's odd layers (the previous layer is read)
+        self.prev_z_tex = 0  # depth peeling: the z/w rasterize returned for the previous layer
+        self._registered = None
+        self._registered_z = None
 
     # -- render targets ------------------------------------------------------------------------
     def _release_targets(self) -> None:
-        for reg in self._registered.values():
-            reg.release()
-        self._registered.clear()
-        names = [t for t in (*self.rast_tex, self.db_tex, *self.depth_tex) if t]
+        for reg in (self._registered, self._registered_z):
+            if reg is not None:
+                reg.release()
+        self._registered = self._registered_z = None
+        names = [t for t in (self.id_tex, *self.depth_tex, self.prev_z_tex) if t]
         if names:
             GL.glDeleteTextures(len(names), _names(*names))
-        self.rast_tex = [0, 0]
-        self.db_tex = 0
+        self.id_tex = self.prev_z_tex = 0
         self.depth_tex = [0, 0]
         self.size = (0, 0, 0)
 
@@ -142,18 +147,19 @@ class RasterPipeline:
         GL.glTexStorage3D(GL.GL_TEXTURE_2D_ARRAY, 1, internal_format, width, height, layers)
         GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MIN_FILTER, GL.GL_NEAREST)
         GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST)
+        GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, 0)
         return tex
 
     def _reserve(self, nbytes: int) -> None:
         if self.device is not None and self.device.type == "cuda":
             reserve_device_memory(self.device, nbytes, "the OpenGL render targets")
 
-    def _target_bytes(self, width: int, height: int, layers: int) -> int:
+    @staticmethod
+    def _target_bytes(width: int, height: int, layers: int) -> int:
         """Bytes of the targets :meth:`ensure_targets` makes at ``width`` × ``height`` ×
-        ``layers``: the colour target, the derivative target when the context outputs them, and
-        two depth targets (depth peeling's second colour target is made, and reserved, later)."""
-        colour = 2 if self.output_db else 1
-        return width * height * layers * (_RGBA32F_BYTES * colour + _DEPTH32F_BYTES * 2)
+        ``layers``: the id target and two depth targets (depth peeling alternates between
+        them; its z/w texture is made, and reserved, on its first use)."""
+        return width * height * layers * (_R32I_BYTES + _DEPTH32F_BYTES * 2)
 
     def ensure_targets(self, width: int, height: int, layers: int) -> None:
         """Make the render targets at least ``width`` × ``height`` × ``layers``.
@@ -173,9 +179,7 @@ class RasterPipeline:
             w, h, n = width, height, layers
         self._release_targets()
         self._reserve(self._target_bytes(w, h, n))
-        self.rast_tex = [self._layered(GL.GL_RGBA32F, w, h, n), 0]
-        if self.output_db:
-            self.db_tex = self._layered(GL.GL_RGBA32F, w, h, n)
+        self.id_tex = self._layered(GL.GL_R32I, w, h, n)
         self.depth_tex = [self._layered(GL.GL_DEPTH_COMPONENT32F, w, h, n) for _ in range(2)]
         self.size = (w, h, n)
 
@@ -193,16 +197,8 @@ class RasterPipeline:
     # -- drawing -------------------------------------------------------------------------------
     def _begin(self, width, height, depth_index, peel) -> None:
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, self.fbo)
-        if not self.rast_tex[depth_index]:  # the second rast target: made for depth peeling
-            w, h, n = self.size
-            self._reserve(_RGBA32F_BYTES * w * h * n)
-            self.rast_tex[depth_index] = self._layered(GL.GL_RGBA32F, w, h, n)
-        GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.rast_tex[depth_index], 0)
-        if self.output_db:
-            GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT1, self.db_tex, 0)
-            GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
-        else:
-            GL.glDrawBuffers(1, [GL.GL_COLOR_ATTACHMENT0])
+        GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self.id_tex, 0)
+        GL.glDrawBuffers(1, [GL.GL_COLOR_ATTACHMENT0])
         GL.glFramebufferTexture(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, self.depth_tex[depth_index], 0)
         GL.glViewport(0, 0, width, height)
         GL.glDisable(GL.GL_CULL_FACE)
@@ -210,19 +206,15 @@ class RasterPipeline:
         GL.glEnable(GL.GL_DEPTH_TEST)
         GL.glDepthFunc(GL.GL_LESS)
         GL.glDepthMask(GL.GL_TRUE)
-        zero = (GL.GLfloat * 4)(0, 0, 0, 0)
-        GL.glClearBufferfv(GL.GL_COLOR, 0, zero)
-        if self.output_db:
-            GL.glClearBufferfv(GL.GL_COLOR, 1, zero)
+        GL.glClearBufferiv(GL.GL_COLOR, 0, (GL.GLint * 4)(0, 0, 0, 0))
         GL.glClearBufferfv(GL.GL_DEPTH, 0, (GL.GLfloat * 1)(1.0))
-        prog = self.program
+        prog = self._active = self._peel_program() if peel else self.program
         prog.use()
-        prog.set_vec2("u_size", width, height)
-        prog.set_int("u_peel", 1 if peel else 0)
-        GL.glActiveTexture(GL.GL_TEXTURE0)
-        GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self.depth_tex[1 - depth_index] if peel else 0)
-        GL.glActiveTexture(GL.GL_TEXTURE1)
-        GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self.rast_tex[1 - depth_index] if peel else 0)
+        if peel:
+            prog.set_vec2("u_size", width, height)
+        for unit, tex in enumerate((self.depth_tex[1 - depth_index], self.prev_z_tex)):
+            GL.glActiveTexture(GL.GL_TEXTURE0 + unit)
+            GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, tex if peel else 0)
         GL.glActiveTexture(GL.GL_TEXTURE0)
         GL.glBindVertexArray(self.vao)
         GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self.geometry.name)
@@ -234,7 +226,7 @@ class RasterPipeline:
         layers ``[0, count)``. Depth peeling alternates ``depth_index`` (0, 1, 0, ...) from layer
         to layer; ``peel``: drop fragments not behind the previous layer (of the other index)."""
         self._begin(width, height, depth_index, peel)
-        prog = self.program
+        prog = self._active
         prog.set_int("u_num_vertices", num_vertices)
         prog.set_int("u_instance_base", first)
         prog.set_int("u_instanced", 1)
@@ -248,7 +240,7 @@ class RasterPipeline:
         """Range mode: ``ranges`` is a list of (first triangle, count); entry ``i`` draws into
         layer ``i``. ``depth_index``, ``peel``: as for :meth:`draw_instances`."""
         self._begin(width, height, depth_index, peel)
-        prog = self.program
+        prog = self._active
         prog.set_int("u_num_vertices", num_vertices)
         prog.set_int("u_instance_base", 0)
         prog.set_int("u_instanced", 0)
@@ -260,25 +252,45 @@ class RasterPipeline:
             GL.glDrawElements(GL.GL_TRIANGLES, 3 * count, GL.GL_UNSIGNED_INT,
                               ctypes.c_void_p(self._index_offset + 12 * start))
 
-    # -- read-back -----------------------------------------------------------------------------
-    def _read(self, tex, out: torch.Tensor) -> None:
-        layers, height, width, _ = out.shape
-        if out.is_cuda:
-            reg = self._registered.get(tex)
-            if reg is None:
-                from .interop import RegisteredLayeredTexture
-                reg = self._registered[tex] = RegisteredLayeredTexture(tex)
-            reg.read(out)
-        else:
-            GL.glGetTextureSubImage(tex, 0, 0, 0, 0, width, height, layers, GL.GL_RGBA, GL.GL_FLOAT,
-                                    out.numel() * 4, ctypes.c_void_p(out.data_ptr()))
+    def _peel_program(self) -> Program:
+        if self.peel_program is None:
+            self.peel_program = Program(_SHADERS, defines=("PEEL",))
+            self.peel_program.set_int("u_prev_depth", 0)
+            self.peel_program.set_int("u_prev_z", 1)
+        return self.peel_program
 
-    def read(self, rast: torch.Tensor, rast_db: torch.Tensor | None, depth_index: int = 0) -> None:
-        """Copy the first ``L`` layers into ``rast`` (and ``rast_db``), each ``[L, H, W, 4]``, from
-        the targets of the last draw (its ``depth_index``)."""
-        self._read(self.rast_tex[depth_index], rast)
-        if rast_db is not None:
-            self._read(self.db_tex, rast_db)
+    # -- read-back -----------------------------------------------------------------------------
+    def read_ids(self, ids: torch.Tensor) -> None:
+        """Copy the first ``L`` layers of the id target into ``ids``, int32 ``[L, H, W]``
+        (contiguous): triangle id + 1 per pixel, 0 where none is drawn."""
+        layers, height, width = ids.shape
+        if ids.is_cuda:
+            if self._registered is None:
+                from .interop import RegisteredLayeredTexture
+                self._registered = RegisteredLayeredTexture(self.id_tex)
+            self._registered.read(ids)
+        else:
+            GL.glGetTextureSubImage(self.id_tex, 0, 0, 0, 0, width, height, layers,
+                                    GL.GL_RED_INTEGER, GL.GL_INT, ids.numel() * 4,
+                                    ctypes.c_void_p(ids.data_ptr()))
+
+    def store_peel_depth(self, z: torch.Tensor) -> None:
+        """Depth peeling: keep ``z``, float32 ``[L, H, W]`` (contiguous), the ``z/w`` that
+        ``rasterize`` returned for the layer just drawn, for the next layer's draw to test
+        against."""
+        layers, height, width = z.shape
+        if not self.prev_z_tex:
+            w, h, n = self.size
+            self._reserve(_R32F_BYTES * w * h * n)
+            self.prev_z_tex = self._layered(GL.GL_R32F, w, h, n)
+        if z.is_cuda:
+            if self._registered_z is None:
+                from .interop import RegisteredLayeredTexture
+                self._registered_z = RegisteredLayeredTexture(self.prev_z_tex, write=True)
+            self._registered_z.write(z)
+        else:
+            GL.glTextureSubImage3D(self.prev_z_tex, 0, 0, 0, 0, width, height, layers, GL.GL_RED,
+                                   GL.GL_FLOAT, ctypes.c_void_p(z.data_ptr()))
 
     def release(self) -> None:
         self._release_targets()
@@ -290,4 +302,6 @@ class RasterPipeline:
             GL.glDeleteVertexArrays(1, _names(self.vao))
             self.vao = 0
         self.program.release()
+        if self.peel_program is not None:
+            self.peel_program.release()
 

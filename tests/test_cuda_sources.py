@@ -33,8 +33,8 @@ def _name(path):
 
 
 MODULES = ["antialias_backward", "antialias_forward", "antialias_topology", "interpolate_backward",
-           "interpolate_forward", "rasterize_backward", "rasterize_forward", "texture_backward",
-           "texture_forward", "texture_mip_backward", "texture_mip_forward"]
+           "interpolate_forward", "rasterize_backward", "rasterize_forward", "rasterize_resolve",
+           "texture_backward", "texture_forward", "texture_mip_backward", "texture_mip_forward"]
 
 
 def test_there_are_kernel_sources():

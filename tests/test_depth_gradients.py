@@ -20,7 +20,7 @@ def scene(device, dtype=torch.float32):
 def depth_of(pos, tri, rast):
     """z/w at every covered pixel of ``rast`` from the reference formulas, differentiable in
     ``pos``: ``(pixels, values)``."""
-    (b, y, x), c, rows = ref._covered(pos, tri, rast)
+    (b, y, x), c, rows = ref._covered(pos, tri, ref._ids(rast))
     uv, _ = ref._formulas(c, x, y, rast.shape[1], rast.shape[2])
     z = pos.reshape(-1, 4)[:, 2][rows]
     return (b, y, x), ref.depth(uv, c, z)

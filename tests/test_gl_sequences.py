@@ -223,8 +223,8 @@ def test_render_targets_that_do_not_fit_are_torchs_out_of_memory_error(monkeypat
 
 
 def _gl_draw_state(glctx):
-    """``(textures attached to the framebuffer, textures bound to the sampler units,
-    u_peel)`` as the last draw left them."""
+    """``(textures attached to the framebuffer, textures bound to the sampler units, whether
+    the program in use is the peeling variant)`` as the last draw left them."""
     from OpenGL import GL
     with glctx.current() as pipe:
         GL.glBindFramebuffer(GL.GL_FRAMEBUFFER, pipe.fbo)
@@ -241,9 +241,8 @@ def _gl_draw_state(glctx):
             if name:
                 sampled.add(name)
         GL.glActiveTexture(GL.GL_TEXTURE0)
-        value = (GL.GLint * 1)()
-        GL.glGetUniformiv(pipe.program.name, pipe.program.location("u_peel"), value)
-        peel = int(value[0])
+        current = int(GL.glGetIntegerv(GL.GL_CURRENT_PROGRAM))
+        peel = int(pipe.peel_program is not None and current == pipe.peel_program.name)
     return attached, sampled, peel
 
 
@@ -253,7 +252,7 @@ def test_no_draw_samples_a_texture_it_renders_to(kind):
     device = tensor_device(kind)
     check_scene(glctx, device, SCENES[3])
     attached, sampled, peel = _gl_draw_state(glctx)
-    assert peel == 0 and sampled == set() and len(attached) == 3  # rast, rast_db, depth
+    assert peel == 0 and sampled == set() and len(attached) == 2  # ids, depth
     pos = torch.tensor([FAR + NEAR], dtype=torch.float32, device=device)
     tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32, device=device)
     with dr.DepthPeeler(glctx, pos, tri, (37, 53)) as peeler:
@@ -261,12 +260,37 @@ def test_no_draw_samples_a_texture_it_renders_to(kind):
             peeler.rasterize_next_layer()
             attached, sampled, peel = _gl_draw_state(glctx)
             assert peel == (layer > 0)
-            assert len(sampled) == (2 if layer > 0 else 0)
+            assert len(sampled) == (2 if layer > 0 else 0)  # the previous depth and z/w
             assert not attached & sampled, f"layer {layer} samples a texture it renders to"
     # State left by peeling does not reach a plain call.
     assert check_scene(glctx, device, SCENES[3]) == []
     attached, sampled, peel = _gl_draw_state(glctx)
     assert peel == 0 and sampled == set()
+
+
+@pytest.mark.parametrize("kind", GL_KINDS)
+def test_peeling_tests_the_previous_layers_reported_depth(kind):
+    """A peeled layer keeps a fragment only if it lies behind the previous layer in GL's depth
+    buffer and in the z/w rasterize returned: with that z/w replaced by one beyond the far
+    triangle (z/w = 0.5), the second layer is empty where both triangles overlap; left alone,
+    it shows the far triangle there."""
+    glctx = make_context(kind)
+    device = tensor_device(kind)
+    pos = torch.tensor([NEAR + FAR], dtype=torch.float32, device=device)
+    tri = torch.tensor([[0, 1, 2], [3, 4, 5]], dtype=torch.int32, device=device)
+    layers = []
+    for moved in (False, True):
+        with dr.DepthPeeler(glctx, pos, tri, (32, 32)) as peeler:
+            first, _ = peeler.rasterize_next_layer()
+            if moved:
+                with glctx.current() as pipe:
+                    pipe.store_peel_depth(torch.full((1, 32, 32), 0.75, device=device))
+            layers.append((first, peeler.rasterize_next_layer()[0]))
+    (first, second), (_, second_moved) = layers
+    overlap = (first[..., 3] == 1) & (second[..., 3] == 2)
+    assert overlap.sum() > 100
+    assert torch.equal(second[..., 2][overlap], torch.full_like(second[..., 2][overlap], 0.5))
+    assert not second_moved[..., 3].any()
 
 
 if __name__ == "__main__":

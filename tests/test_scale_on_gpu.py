@@ -194,21 +194,24 @@ def test_one_16384_image(kind):
 @pytest.mark.gpu
 def test_gl_targets_made_while_torchs_cache_holds_the_memory():
     """OpenGL's render targets are allocated outside torch: with torch's cache holding all but
-    1-1.5 GiB of the free memory (in blocks the output fits in, so torch needs no more), the
-    GL context has the cache released before it allocates 1.25 GiB of targets, and renders
-    right; with the memory really in use, torch's out-of-memory error, and the context works
-    afterwards. (An earlier run of the suite crashed in the interop copy after earlier tests.)"""
+    about 0.2 GiB of the free memory (in blocks the outputs fit in, so torch needs no more), the
+    GL context has the cache released before it allocates its targets (0.375 GiB, and the
+    driver's margin), and renders right; with the memory really in use, torch's out-of-memory
+    error, and the context works afterwards. (An earlier run of the suite crashed in the interop
+    copy after earlier tests.)"""
     need_memory(24)
     pos, tri = grid_mesh(30, 22, batch=4, shift=0.01)
     ctx = make_context("gl")
     if ctx.max_layers < 4 or min(ctx.max_resolution) < 8192:
         pytest.skip("the GL context's limits are below 4 x 8192^2")
     free, _ = torch.cuda.mem_get_info()
-    half = GIB // 2  # leave 1 to 1.5 GiB free: less than the targets and the driver's margin
-    blocks = [torch.empty(half, dtype=torch.uint8, device="cuda") for _ in range(int((free - GIB) / half))]
+    half = GIB // 2  # the size of each output (rast, rast_db: 2 x 4096^2 x 16 bytes)
+    keep = free - GIB // 5
+    blocks = [torch.empty(half, dtype=torch.uint8, device="cuda") for _ in range(keep // half)]
+    blocks.append(torch.empty(keep % half, dtype=torch.uint8, device="cuda"))  # the ids fit here
     del blocks  # cached by torch, not free for OpenGL
     cached = torch.cuda.memory_reserved()
-    rast, _ = dr.rasterize(ctx, pos[:2], tri, (4096, 4096), grad_db=False)  # 0.5 GiB, cached
+    rast, _ = dr.rasterize(ctx, pos[:2], tri, (4096, 4096), grad_db=False)
     assert torch.cuda.memory_reserved() < cached  # the cache was released for the targets
     for b in (0, 1):
         check_grid_rows(rast[b], pos[b], tri, range(4032, 4096), 4096, 4096)
@@ -218,9 +221,10 @@ def test_gl_targets_made_while_torchs_cache_holds_the_memory():
     ctx = make_context("gl")
     dr.rasterize(ctx, pos[:1], tri, (64, 64))  # (the driver's own first allocations)
     free, _ = torch.cuda.mem_get_info()
-    held = torch.empty(free - 2 * GIB, dtype=torch.uint8, device="cuda")
+    # rast and rast_db (2 GiB) and the ids (0.25 GiB) fit, the targets (0.75 GiB) do not
+    held = torch.empty(free - 5 * GIB // 2, dtype=torch.uint8, device="cuda")
     with pytest.raises(torch.cuda.OutOfMemoryError, match="OpenGL render targets"):
-        dr.rasterize(ctx, pos[3:], tri, (8192, 8192), grad_db=False)  # rast 1 GiB, targets 2.5
+        dr.rasterize(ctx, pos[3:], tri, (8192, 8192), grad_db=False)
     del held
     rast, _ = dr.rasterize(ctx, pos[3:].contiguous(), tri, (8192, 8192), grad_db=False)
     check_grid_rows(rast[0], pos[3], tri, range(8128, 8192), 8192, 8192)
@@ -324,7 +328,12 @@ def test_antialias_past_2_31(nine_8k_images):
     """Antialias a colour of 2.4G floats (more than 2^31), forward and backward, gradient on the
     last item only."""
     _, pos, tri, rast = nine_8k_images
-    color = rast.clone().requires_grad_()  # any 4-channel colour will do
+    # Any 4-channel colour of order 1 will do: rast with its ids (up to 1320) scaled down. (With
+    # the raw ids, each edge pixel adds ~4e6 to a vertex's gradient at 8192^2 and the float32
+    # atomic sums, in another order alone and in the batch, differ by ~5 on sums of ~2e4.)
+    color = rast.clone()
+    color[..., 3] *= 1e-3
+    color.requires_grad_()
     p = pos.clone().requires_grad_()
     out = dr.antialias(color, rast, p, tri)
     last, grad = backward_from_last_item(out)

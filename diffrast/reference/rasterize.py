@@ -1,9 +1,10 @@
 """Reference for the differentiable part of ``rasterize``: barycentrics and their screen-space
 derivatives at pixel centres as functions of the clip-space positions.
 
-The forward values come from OpenGL (``shaders/rasterize.frag`` computes the same formulas in
-double precision); the gradient to ``pos`` is the derivative of these functions, which torch's
-autograd takes here. With ``c_i = (x_i, y_i, w_i)`` and ``q = (ndc_x, ndc_y, 1)`` at a pixel
+Both contexts decide only which triangle each pixel shows; :func:`resolve` (here, for CPU
+tensors) and the ``resolve`` kernels of ``cuda_ops/rasterize_forward.cu`` (the same formulas in
+double precision) turn those ids into ``rast`` and ``rast_db``. The gradient to ``pos`` is the
+derivative of these functions, which torch's autograd takes here. With ``c_i = (x_i, y_i, w_i)`` and ``q = (ndc_x, ndc_y, 1)`` at a pixel
 centre, ``e_i = (c_j x c_k) . q`` for ``(i, j, k)`` cyclic, ``s = e_0 + e_1 + e_2``,
 ``u = e_0 / s``, ``v = e_1 / s``; the derivatives follow by the quotient rule with
 ``d ndc / d pixel = 2 / size``.
@@ -16,10 +17,10 @@ from .. import triangle_id
 from .rows import take_rows
 
 
-def _covered(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
-    """The covered pixels ``(b, y, x)`` and their corners ``[N, 3, 3]`` as ``(x, y, w)``, with the
-    flat ``pos`` row of each corner ``[N, 3]`` (``b * V + vertex`` in instance mode)."""
-    ids = triangle_id.decode(rast[..., 3].detach())
+def _covered(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor):
+    """The covered pixels ``(b, y, x)`` of ``ids`` ``[B, H, W]`` (triangle id + 1, 0: none) and
+    their corners ``[N, 3, 3]`` as ``(x, y, w)``, with the flat ``pos`` row of each corner
+    ``[N, 3]`` (``b * V + vertex`` in instance mode)."""
     b, y, x = torch.nonzero(ids > 0, as_tuple=True)
     t = ids[b, y, x] - 1
     verts = tri[t].long()  # [N, 3]
@@ -55,6 +56,43 @@ def _formulas(c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, height: int, wi
     return torch.stack([u, v], -1), torch.stack([dudx, dudy, dvdx, dvdy], -1)
 
 
+def _ids(rast: torch.Tensor) -> torch.Tensor:
+    """``triangle id + 1`` per pixel (int64 ``[B, H, W]``) of a ``rast`` buffer."""
+    return triangle_id.decode(rast[..., 3].detach())
+
+
+def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, rast: torch.Tensor,
+            rast_db=None) -> None:
+    """Fill ``rast`` (and ``rast_db``) from the triangle each pixel shows: ``(u, v, z/w, id + 1)``
+    and ``(du/dX, du/dY, dv/dX, dv/dY)``, computed in float64 and rounded once to float32; zeros
+    where no triangle is drawn. What the CUDA kernel ``resolve_ids`` computes, for CPU tensors
+    (and CUDA tensors without the kernels).
+
+    Args:
+        pos: float32 clip-space positions, ``[B, V, 4]`` (instance mode) or ``[V, 4]`` (range
+            mode).
+        tri: int32 triangle indices ``[T, 3]``.
+        ids: int32 ``[B, H, W]``: triangle id + 1 per pixel, 0 where none is drawn; a pixel
+            whose triangle has an index out of range is left empty, as the kernel leaves it.
+        rast: float32 output ``[B, H, W, 4]``, filled entirely.
+        rast_db: float32 output ``[B, H, W, 4]``, or ``None``.
+    """
+    B, H, W = ids.shape
+    drawable = ((tri >= 0) & (tri < pos.shape[-2])).all(1)  # by id + 1, with 0 (none) first
+    ids = ids * torch.cat([drawable.new_zeros(1), drawable])[ids.long()]
+    pos64 = pos.detach().to(torch.float64)
+    (b, y, x), c, rows = _covered(pos64, tri, ids)
+    uv, db = _formulas(c, x, y, H, W)
+    zw = depth(uv, c, pos64.reshape(-1, 4)[:, 2][rows])
+    id_plus_one = ids[b, y, x]
+    values = torch.cat([uv, zw[:, None]], -1).to(torch.float32)
+    rast.zero_()
+    rast[b, y, x] = torch.cat([values, triangle_id.encode(id_plus_one)[:, None]], -1)
+    if rast_db is not None:
+        rast_db.zero_()
+        rast_db[b, y, x] = db.to(torch.float32)
+
+
 def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
     """Barycentrics ``(u, v)`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` at every covered pixel.
 
@@ -68,7 +106,7 @@ def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor)
         differentiable with respect to ``pos``, zero at empty pixels.
     """
     B, H, W, _ = rast.shape
-    (b, y, x), c, _ = _covered(pos, tri, rast)
+    (b, y, x), c, _ = _covered(pos, tri, _ids(rast))
     uv_n, db_n = _formulas(c, x, y, H, W)
     uv = pos.new_zeros(B, H, W, 2).index_put((b, y, x), uv_n)
     db = pos.new_zeros(B, H, W, 4).index_put((b, y, x), db_n)
@@ -105,7 +143,7 @@ def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
     """
     B, H, W, _ = rast.shape
     with torch.enable_grad():
-        (b, y, x), c, rows = _covered(pos.detach(), tri, rast)
+        (b, y, x), c, rows = _covered(pos.detach(), tri, _ids(rast))
         c = c.detach().requires_grad_(True)
         uv, db = _formulas(c, x, y, H, W)
         terms = uv * grad_rast[b, y, x, :2].to(c.dtype)
