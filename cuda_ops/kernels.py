@@ -134,6 +134,8 @@ KERNELS = (
            "texture_bwd_impl", (_CUBE, Filter.MIP_NEAREST), bounds="256, 3"),
     Kernel("texture_bwd_cube_miplinear", "texture_backward", TextureBackwardParams,
            "texture_bwd_impl", (_CUBE, Filter.MIP_LINEAR), bounds="256, 3"),
+    Kernel("texture_grad_stage_reduce", "texture_backward", TextureBackwardParams,
+           "texture_grad_stage_reduce_impl"),
     Kernel("texture_grad_finish", "texture_backward", TextureBackwardParams,
            "texture_grad_finish_impl"),
     # cuda_ops/texture_mip_forward.cu, texture_mip_backward.cu

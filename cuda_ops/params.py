@@ -419,7 +419,8 @@ TextureForwardParams = struct(
 
 TextureBackwardParams = struct(
     "TextureBackwardParams",
-    "texture_bwd_* and texture_grad_finish (cuda_ops/texture_backward.cu).",
+    "texture_bwd_*, texture_grad_stage_reduce and texture_grad_finish "
+    "(cuda_ops/texture_backward.cu).",
     ("tex", _IN, "level 0"),
     ("mip", _IN, "levels 1..num_levels"),
     ("uv", _IN, "[N, 2] or [N, 3]"),
@@ -433,17 +434,22 @@ TextureBackwardParams = struct(
     ("max_bits", "unsigned*", "deterministic: per texel channel, largest |contribution|"),
     ("flags", "int*", "deterministic: per texel channel, non-finite contributions"),
     ("acc", "long long*", "deterministic: per texel channel, fixed-point sums"),
+    ("stage_keys", "long long*", "fast mode: [warps * stage_slots] texel key of each warp-uniform "
+     "tap (-1: none), see texture_accumulate.cuh"),
+    ("stage_vals", "float*", "fast mode: [warps * stage_slots, C] the warps' summed contributions"),
     ("g_sp", "long long", "pixel stride of grad_out"),
     ("g_sc", "long long", "channel stride of grad_out"),
     ("num_pixels", "long long", "N"),
     ("pixels_per_image", "long long", ""),
     ("num_texels", "long long", "texture_grad_finish: texels of grad_tex"),
+    ("stage_warps", "long long", "texture_grad_stage_reduce: warps staged"),
     ("tex_batch", "int", ""),
     ("height", "int", "of level 0"),
     ("width", "int", "of level 0"),
     ("channels", "int", "C"),
     ("num_levels", "int", ""),
     ("count_log2", "int", "deterministic: bound on the contributions per texel (log2)"),
+    ("stage_slots", "int", "taps per pixel: stage slots per warp"),
     ("boundary", Boundary, ""),
     ("mode", TextureGradMode, "the pass"),
     ("tex_batched", "bool", ""),

@@ -50,6 +50,8 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
     GradSink sink;
     sink.mode = mode;
     sink.grad = kp.grad_tex;
+    sink.stage_keys = kp.stage_keys;
+    sink.stage_vals = kp.stage_vals;
     sink.max_bits = kp.max_bits;
     sink.flags = kp.flags;
     sink.acc = kp.acc;
@@ -58,6 +60,7 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
     // The sample's levels (up to two) and their weights; nl = number of levels that receive
     // gradients. A 2D sample at a non-finite coordinate (at every level alike) has none, and
     // sends the reference's NaN into the level of detail (mip-linear).
+    const long long stage0 = (p >> 5) * (kLevels * kTaps);  // this warp's first stage slot
     int nl = 0;
     int level_index[kLevels];
     float lam[kLevels];
@@ -146,7 +149,8 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
             if (want_texgrad) {
 #pragma unroll
                 for (int k = 0; k < kTaps; ++k)
-                    emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gc : 0.0f, uni[k]);
+                    emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gc : 0.0f, uni[k],
+                         stage0 + li * kTaps + k);
             }
         }
         if (want_geo && active) {
@@ -224,6 +228,15 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
 // Deterministic mode, last pass: one thread per texel channel of the flat gradient turns the
 // fixed-point sum into a float (NaN / +-inf where a contribution was non-finite, as float
 // additions would give).
+__device__ __forceinline__ void texture_grad_stage_reduce_impl(const TextureBackwardParams& kp)
+{
+    const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    const long long runs = (kp.stage_warps + kStageRun - 1) / kStageRun;
+    if (t < runs * kp.stage_slots * kp.channels)
+        stage_reduce(kp.stage_keys, kp.stage_vals, kp.grad_tex, kp.stage_warps, kp.stage_slots,
+                     kp.channels, t);
+}
+
 __device__ __forceinline__ void texture_grad_finish_impl(const TextureBackwardParams& kp)
 {
     const long long* __restrict__ acc = kp.acc;

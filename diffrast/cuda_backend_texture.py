@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import available, deterministic, launch, pixel_strides
+from .cuda_backend import THREADS, available, deterministic, launch, pixel_strides
 from .cuda_ops import kernels
 from .cuda_ops.params import (BOUNDARY_MODES, FILTER_MODES, Boundary, Filter, MipBackwardParams,
                               MipForwardParams, TextureBackwardParams, TextureForwardParams,
@@ -49,6 +49,7 @@ __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "textu
 
 # Texture gradient contributions per pixel and channel, by filter.
 _SLOTS = {Filter.NEAREST: 1, Filter.LINEAR: 4, Filter.MIP_NEAREST: 4, Filter.MIP_LINEAR: 8}
+_STAGE_RUN = 64  # kStageRun of cuda_ops/texture_accumulate.cuh: warps per stage-reduce thread
 
 # How texture() receives the mip levels.
 _MIP_NONE, _MIP_FLAT, _MIP_LIST = 0, 1, 2
@@ -513,7 +514,18 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
         want_tex0=want_tex0, want_mip=want_mip, want_uv=want_uv, want_da=want_da,
         want_bias=want_bias)
     if not det:
+        if want_texgrad:  # warp-uniform taps staged, then summed over runs of warps
+            # (every warp of the grid stages, those past the last pixel included)
+            warps, slots = -(-N // THREADS) * (THREADS // 32), _SLOTS[filt]
+            kp = kp._replace(
+                stage_keys=torch.empty(warps * slots, dtype=torch.int64, device=device),
+                stage_vals=torch.empty(warps * slots * C, dtype=torch.float32, device=device),
+                stage_warps=warps, stage_slots=slots)
         launch("texture_backward", kernel, N, kp, device)
+        if want_texgrad:
+            runs = -(-kp.stage_warps // _STAGE_RUN)
+            launch("texture_backward", "texture_grad_stage_reduce", runs * kp.stage_slots * C, kp,
+                   device)
         return grad_flat, grad_uv, grad_da, grad_bias
     kp = kp._replace(max_bits=max_bits, flags=flags, acc=acc, num_texels=grad_flat.numel() // C,
                      count_log2=count_log2, mode=TextureGradMode.DET_SCAN)

@@ -196,6 +196,25 @@ def test_results_do_not_depend_on_the_kernel_path_or_chunking(contexts, monkeypa
     assert torch.equal(chunked[0], single[0]) and torch.equal(chunked[1], single[1])
 
 
+def test_large_triangles_in_many_images_give_the_same_pixels_on_either_setup_path(contexts,
+                                                                                 monkeypatch):
+    """Many images of a coarse mesh (large triangles): a warp sets up each triangle (pixels per
+    work item >= 64); forced to a thread per triangle, which sends them to the tiled list, the
+    pixels are the same."""
+    from diffrast import cuda_context
+    _, cu = contexts
+    pos, tri = sphere_scene(6, 12, 1, seed=3)
+    many = pos.expand(cu._few_items // tri.shape[0] + 1, -1, -1).contiguous()
+    assert many.shape[0] * 160 * 224 >= cuda_context._LARGE_TRIANGLE_PIXELS * many.shape[0] * tri.shape[0]
+    by_warp = dr.rasterize(cu, many, tri, (160, 224))
+    monkeypatch.setattr(cuda_context, "_LARGE_TRIANGLE_PIXELS", 1 << 40)
+    cu._plans = {}
+    by_thread = dr.rasterize(cu, many, tri, (160, 224))
+    cu._plans = {}
+    assert (by_warp[0][..., 3] > 0).float().mean() > 0.2
+    assert torch.equal(by_warp[0], by_thread[0]) and torch.equal(by_warp[1], by_thread[1])
+
+
 def test_scratch_follows_a_change_of_stream(contexts):
     _, cu = contexts
     pos, tri = sphere_scene(32, 64, 3, seed=8)

@@ -220,6 +220,24 @@ def test_larger_image_and_batch(kernels):
     compare(kernels, tex, uv, filter_mode="linear", boundary_mode="wrap")
 
 
+@pytest.mark.parametrize("cube", [False, True], ids=["2d", "cube"])
+@pytest.mark.parametrize("filter_mode", FILTERS)
+def test_background_sampling_one_texel_over_many_warps(kernels, cube, filter_mode):
+    """Long stretches of pixels that all sample one place (the background of an unmasked loss)
+    among ordinary ones: the warps whose taps are uniform stage their sums and the stage
+    reduction adds runs of them (here 7 runs of 64 warps, stretches crossing the runs' ends);
+    gradients as the reference's."""
+    tex, uv, da, bias = make_case(cube, (1, 16, 16) if not cube else (1, 16), B=2, h=70, w=100,
+                                  C=3, seed=5)
+    rows = torch.zeros(2, 70, 1, 1, dtype=torch.bool)
+    rows[0, 3:40] = rows[1, 10:65] = True  # stretches of whole rows
+    uv = torch.where(rows, torch.full_like(uv, 0.3), uv)
+    da = torch.where(rows, torch.full_like(da, 0.01), da)
+    lod = (da, bias) if filter_mode in MIP_FILTERS else (None, None)
+    compare(kernels, tex, uv, *lod, filter_mode=filter_mode,
+            boundary_mode="cube" if cube else "wrap")
+
+
 @pytest.mark.parametrize("filter_mode", MIP_FILTERS)
 @pytest.mark.parametrize("max_mip_level", [0, 1, 3])
 def test_max_mip_level(kernels, filter_mode, max_mip_level):
@@ -262,7 +280,8 @@ def test_user_mip_list_in_one_buffer(kernels):
     with counting_launches() as calls:
         got = run_texture(tex.to(kernels), uv.to(kernels), da.to(kernels), None, mip=views,
                           filter_mode="linear-mipmap-linear")
-    assert [k for _, k in calls] == ["texture_fwd_2d_miplinear", "texture_bwd_2d_miplinear"]
+    assert [k for _, k in calls] == ["texture_fwd_2d_miplinear", "texture_bwd_2d_miplinear",
+                                     "texture_grad_stage_reduce"]
     with reference_backend():
         want = run_texture(tex.to(kernels), uv.to(kernels), da.to(kernels), None, mip=views,
                            filter_mode="linear-mipmap-linear")
@@ -631,7 +650,8 @@ def test_warps_on_one_texel(kernels, deterministic, det, cube):
 
 
 def test_deterministic_mode_passes(kernels, deterministic):
-    """The deterministic backward runs the scan and sum passes and the conversion."""
+    """The deterministic backward runs the scan and sum passes and the conversion; the fast one
+    its pass and the reduction of the staged warp-uniform taps."""
     tex, uv, da, bias = make_case(False, (1, 8, 8), seed=61)
     deterministic(True)
     with counting_launches() as calls:
@@ -645,7 +665,8 @@ def test_deterministic_mode_passes(kernels, deterministic):
         run_texture(tex.to(kernels), uv.to(kernels), da.to(kernels), None,
                     filter_mode="linear-mipmap-linear")
     kinds = [k for m, k in calls if m in ("texture_forward", "texture_backward")]
-    assert kinds == ["texture_fwd_2d_miplinear", "texture_bwd_2d_miplinear"]
+    assert kinds == ["texture_fwd_2d_miplinear", "texture_bwd_2d_miplinear",
+                     "texture_grad_stage_reduce"]
 
 
 def test_torch_deterministic_algorithms_select_deterministic_mode(kernels, deterministic):
