@@ -2,7 +2,8 @@
 // barycentrics (u, v) and, optionally, of their screen-space derivatives rast_db, float32 (the
 // forward rasterizers: rasterize_forward.cu, and the OpenGL path).
 //
-// The forward values are those of diffrast/reference/rasterize.py (and of the fragment shader).
+// The forward values are those of diffrast/reference/rasterize.py (and of resolve_pixel in
+// rasterize_resolve.cuh, which both rasterizers' resolve passes run).
 // For a covered pixel (x, y) of image b with triangle corners c_i = (x_i, y_i, w_i), i = 0, 1, 2,
 // taken from pos[b] (instance mode) or pos (range mode), and q = (qx, qy, 1) the pixel centre in
 // NDC, qx = (x + 0.5) * sx - 1 with sx = 2 / width (likewise qy, sy = 2 / height):

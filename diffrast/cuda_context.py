@@ -23,7 +23,8 @@ class RasterizeCudaContext(RasterContext):
 
     The design is a visibility buffer: each covered pixel keeps the 64-bit minimum of
     (depth, triangle id), so the result is deterministic and ties go to the lower id; a resolve
-    pass then computes barycentrics and derivatives exactly as the OpenGL path does. Coverage
+    pass then computes barycentrics and derivatives with the same device code as the OpenGL
+    path's resolve, so both give the same bits for the same visible triangle. Coverage
     uses OpenGL's rules (8 sub-pixel bits, a top-left fill rule, clipping at the near and far
     planes), so both contexts agree on all but a few edge pixels.
 
