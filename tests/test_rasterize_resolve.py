@@ -35,6 +35,7 @@ def random_case(instanced, seed, B=3, H=13, W=17, V=40, T=30):
     tri = torch.randint(0, V, (T, 3), generator=g, dtype=torch.int32)
     tri[5] = torch.tensor([0, V, 1])  # an index out of range: its pixels resolve to zeros
     ids = torch.randint(0, T + 1, (B, H, W), generator=g, dtype=torch.int32)
+    ids[0, 0, :3], ids[0, 1, :3] = 6, 0  # triangle 5 and none, whatever T
     return pos, tri, ids
 
 
@@ -48,15 +49,16 @@ def resolve(fn, pos, tri, ids, output_db=True):
 
 @pytest.mark.parametrize("instanced", [True, False])
 @pytest.mark.parametrize("output_db", [True, False])
-def test_kernel_matches_reference(kernels, instanced, output_db):
-    pos, tri, ids = random_case(instanced, seed=3 + instanced)
+@pytest.mark.parametrize("T", [30, 5000])  # the reference's planes per triangle, per pixel
+def test_kernel_matches_reference(kernels, instanced, output_db, T):
+    pos, tri, ids = random_case(instanced, seed=3 + instanced, T=T)
     want, want_db = resolve(ref.resolve, pos, tri, ids, output_db)
     got, got_db = resolve(cuda_backend.rasterize_resolve, pos.to(kernels), tri.to(kernels),
                           ids.to(kernels), output_db)
     got = got.cpu()
     assert torch.equal(got[..., 3], want[..., 3])
     bad = (ids == 6) | (ids == 0)  # triangle 5 has an index out of range
-    assert not want[bad].any() and want[~bad][..., 3].min() > 0
+    assert not want[bad].any() and want[~bad][..., 3].min() > 0 and bad.any()
     # Both compute in float64 and round once; they may differ where a contraction into a fused
     # multiply-add changed the last double bits before rounding. (Random indices repeat a
     # vertex now and then: such a triangle has no barycentrics, inf and NaN in both.)
@@ -64,6 +66,24 @@ def test_kernel_matches_reference(kernels, instanced, output_db):
     if output_db:
         torch.testing.assert_close(got_db.cpu(), want_db, rtol=1e-6, atol=1e-9, equal_nan=True)
         assert not want_db[bad].any()
+
+
+@pytest.mark.parametrize("instanced", [True, False])
+def test_reference_gives_the_same_bits_on_each_of_its_paths(monkeypatch, instanced):
+    """The reference computes the planes per triangle (fewer triangles than pixels) or per pixel,
+    and gathers them at once (few pixels) or quantity by quantity: the same arithmetic, so the
+    same bits."""
+    results = []
+    for T in (30, 5000):  # fewer, then more triangles than covered pixels
+        pos, tri, ids = random_case(instanced, seed=8, T=T)
+        tri[5] = torch.tensor([0, 1, 2])
+        for few in (0, 1 << 30):
+            monkeypatch.setattr(ref, "_FEW_PIXELS", few)
+            results.append(resolve(ref.resolve, pos, tri, ids))
+        for got, want in zip(results[-1], results[-2]):  # (NaN where a vertex repeats)
+            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
+    planes_per_pixel = results[-1][0]
+    assert planes_per_pixel[..., 3].max() > 30  # ids of the second case
 
 
 def test_reference_is_exact_on_an_affine_triangle():

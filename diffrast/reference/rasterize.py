@@ -32,33 +32,55 @@ def _covered(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor):
     return (b, y, x), c, rows
 
 
-def _formulas(c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
-    """``(u, v)`` ``[N, 2]`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` ``[N, 4]`` of corners ``c``
-    ``[N, 3, 3]`` at the centres of pixels ``(x, y)``."""
+def _planes(c: torch.Tensor):
+    """``(n0, n1, ns)``, each ``[M, 3]``: the edge-function planes ``c_j x c_k`` of corners ``c``
+    ``[M, 3, 3]`` as ``(x, y, w)`` and their sum, so that ``e_i = n_i . q``."""
     c0, c1, c2 = c[:, 0], c[:, 1], c[:, 2]
     n0 = torch.linalg.cross(c1, c2)
     n1 = torch.linalg.cross(c2, c0)
     ns = n0 + n1 + torch.linalg.cross(c0, c1)
-    qx = (x.to(c.dtype) + 0.5) * (2.0 / width) - 1.0
-    qy = (y.to(c.dtype) + 0.5) * (2.0 / height) - 1.0
+    return n0, n1, ns
+
+
+def _evaluate(n0, n1, ns, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
+    """``(u, v)`` ``[N, 2]`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` ``[N, 4]`` from the planes of
+    :func:`_planes`, each given as its three components ``[N]`` (one per pixel), at the centres
+    of pixels ``(x, y)``."""
+    u, v, *db = _evaluate_parts(n0, n1, ns, x, y, height, width)
+    return torch.stack([u, v], -1), torch.stack(db, -1)
+
+
+def _evaluate_parts(n0, n1, ns, x, y, height, width):
+    """:func:`_evaluate`'s values as six ``[N]`` tensors: ``u, v, du/dx, du/dy, dv/dx, dv/dy``."""
+    qx = (x.to(n0[0].dtype) + 0.5) * (2.0 / width) - 1.0
+    qy = (y.to(n0[0].dtype) + 0.5) * (2.0 / height) - 1.0
 
     def affine(n):
-        return n[:, 0] * qx + n[:, 1] * qy + n[:, 2]
+        return n[0] * qx + n[1] * qy + n[2]
 
     e0, e1, s = affine(n0), affine(n1), affine(ns)
     u, v = e0 / s, e1 / s
     inv_s2 = 1.0 / (s * s)
     sx, sy = 2.0 / width, 2.0 / height
-    dudx = (n0[:, 0] * s - e0 * ns[:, 0]) * inv_s2 * sx
-    dudy = (n0[:, 1] * s - e0 * ns[:, 1]) * inv_s2 * sy
-    dvdx = (n1[:, 0] * s - e1 * ns[:, 0]) * inv_s2 * sx
-    dvdy = (n1[:, 1] * s - e1 * ns[:, 1]) * inv_s2 * sy
-    return torch.stack([u, v], -1), torch.stack([dudx, dudy, dvdx, dvdy], -1)
+    dudx = (n0[0] * s - e0 * ns[0]) * inv_s2 * sx
+    dudy = (n0[1] * s - e0 * ns[1]) * inv_s2 * sy
+    dvdx = (n1[0] * s - e1 * ns[0]) * inv_s2 * sx
+    dvdy = (n1[1] * s - e1 * ns[1]) * inv_s2 * sy
+    return u, v, dudx, dudy, dvdx, dvdy
+
+
+def _formulas(c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
+    """``(u, v)`` ``[N, 2]`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` ``[N, 4]`` of corners ``c``
+    ``[N, 3, 3]`` at the centres of pixels ``(x, y)``."""
+    return _evaluate(*(n.unbind(-1) for n in _planes(c)), x, y, height, width)
 
 
 def _ids(rast: torch.Tensor) -> torch.Tensor:
     """``triangle id + 1`` per pixel (int64 ``[B, H, W]``) of a ``rast`` buffer."""
     return triangle_id.decode(rast[..., 3].detach())
+
+
+_FEW_PIXELS = 1 << 16  # resolve: up to this many covered pixels, one gather of all quantities
 
 
 def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, rast: torch.Tensor,
@@ -78,19 +100,45 @@ def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, rast: torch
         rast_db: float32 output ``[B, H, W, 4]``, or ``None``.
     """
     B, H, W = ids.shape
-    drawable = ((tri >= 0) & (tri < pos.shape[-2])).all(1)  # by id + 1, with 0 (none) first
-    ids = ids * torch.cat([drawable.new_zeros(1), drawable])[ids.long()]
+    T = tri.shape[0]
+    drawable = ((tri >= 0) & (tri < pos.shape[-2])).all(1)
+    if not bool(drawable.all()):  # (the public ops reject such indices before rendering)
+        ids = ids * torch.cat([drawable.new_zeros(1), drawable])[ids.long()]  # by id + 1
+    ids = ids.reshape(-1)
+    p = torch.nonzero(ids > 0).squeeze(1)  # covered pixels, flat
+    id_plus_one = ids[p]
+    t = id_plus_one.long() - 1
+    b, x = p // (H * W), p % W
+    y = (p // W) % H
     pos64 = pos.detach().to(torch.float64)
-    (b, y, x), c, rows = _covered(pos64, tri, ids)
-    uv, db = _formulas(c, x, y, H, W)
-    zw = depth(uv, c, pos64.reshape(-1, 4)[:, 2][rows])
-    id_plus_one = ids[b, y, x]
-    values = torch.cat([uv, zw[:, None]], -1).to(torch.float32)
-    rast.zero_()
-    rast[b, y, x] = torch.cat([values, triangle_id.encode(id_plus_one)[:, None]], -1)
-    if rast_db is not None:
-        rast_db.zero_()
-        rast_db[b, y, x] = db.to(torch.float32)
+    instanced = pos.ndim == 3
+    if (B if instanced else 1) * T <= p.numel():
+        # Fewer triangles than pixels: the planes once per triangle (of each image), gathered.
+        corners = pos64[..., tri.long().clamp(0, pos.shape[-2] - 1), :].reshape(-1, 3, 4)
+        per_pixel = b * T + t if instanced else t
+    else:
+        vbase = b[:, None] * pos.shape[-2] if instanced else 0
+        corners, per_pixel = pos64.reshape(-1, 4)[vbase + tri[t].long()], None
+    # 15 quantities per pixel. Many pixels: one contiguous row per quantity, gathered row by
+    # row (strided columns would slow every operation after); few: one gather.
+    table = torch.cat([*_planes(corners[..., [0, 1, 3]]), corners[..., 2], corners[..., 3]], -1)
+    if per_pixel is not None and p.numel() <= _FEW_PIXELS:
+        table, per_pixel = table[per_pixel], None
+    if per_pixel is None:
+        rows = table.unbind(-1) if p.numel() <= _FEW_PIXELS else table.t().contiguous().unbind(0)
+    else:
+        rows = [r[per_pixel] for r in table.t().contiguous()]
+    u, v, *db = _evaluate_parts(rows[0:3], rows[3:6], rows[6:9], x, y, H, W)
+    zw = _depth(u, v, rows[9:12], rows[12:15])
+    for out, parts in ((rast, (u, v, zw, triangle_id.encode(id_plus_one))), (rast_db, db)):
+        if out is None:
+            continue
+        values = torch.empty(p.numel(), 4, dtype=torch.float32, device=out.device)
+        for k, part in enumerate(parts):
+            values[:, k] = part  # (rounded once to float32)
+        out = out.view(-1, 4)
+        out.zero_()
+        out[p] = values
 
 
 def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor):
@@ -116,8 +164,14 @@ def pixel_barycentrics(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Tensor)
 def depth(uv: torch.Tensor, c: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """``z/w`` ``[N]`` at barycentrics ``uv`` ``[N, 2]`` of corners with ``(x, y, w)`` ``c``
     ``[N, 3, 3]`` and ``z`` ``[N, 3]``: ``(b . z) / (b . w)`` with ``b = (u, v, 1 - u - v)``."""
-    b = torch.stack([uv[:, 0], uv[:, 1], 1 - uv[:, 0] - uv[:, 1]], -1)
-    return (b * z).sum(-1) / (b * c[..., 2]).sum(-1)
+    return _depth(uv[:, 0], uv[:, 1], z.unbind(-1), c[..., 2].unbind(-1))
+
+
+def _depth(u, v, z, w) -> torch.Tensor:
+    """``z/w`` at barycentrics ``u``, ``v`` ``[N]`` of corners with components ``z``, ``w``
+    (three ``[N]`` each), in the order of the kernels' ``depth_of``."""
+    t = 1 - u - v
+    return (u * z[0] + v * z[1] + t * z[2]) / (u * w[0] + v * w[1] + t * w[2])
 
 
 def rasterize_grad(pos, tri, rast, grad_rast, grad_db=None, grad_depth=False):
