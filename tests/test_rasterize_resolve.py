@@ -68,24 +68,6 @@ def test_kernel_matches_reference(kernels, instanced, output_db, T):
         assert not want_db[bad].any()
 
 
-@pytest.mark.parametrize("instanced", [True, False])
-def test_reference_gives_the_same_bits_on_each_of_its_paths(monkeypatch, instanced):
-    """The reference computes the planes per triangle (fewer triangles than pixels) or per pixel,
-    and gathers them at once (few pixels) or quantity by quantity: the same arithmetic, so the
-    same bits."""
-    results = []
-    for T in (30, 5000):  # fewer, then more triangles than covered pixels
-        pos, tri, ids = random_case(instanced, seed=8, T=T)
-        tri[5] = torch.tensor([0, 1, 2])
-        for few in (0, 1 << 30):
-            monkeypatch.setattr(ref, "_FEW_PIXELS", few)
-            results.append(resolve(ref.resolve, pos, tri, ids))
-        for got, want in zip(results[-1], results[-2]):  # (NaN where a vertex repeats)
-            torch.testing.assert_close(got, want, rtol=0, atol=0, equal_nan=True)
-    planes_per_pixel = results[-1][0]
-    assert planes_per_pixel[..., 3].max() > 30  # ids of the second case
-
-
 def test_reference_is_exact_on_an_affine_triangle():
     """w = 1 everywhere: the barycentrics are affine in the pixel centre. Corners (-1, -1),
     (1, -1), (-1, 1) in NDC give v = (x + 1) / 2, u = 1 - v - (y + 1) / 2 at NDC point (x, y),

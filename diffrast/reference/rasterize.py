@@ -32,55 +32,43 @@ def _covered(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor):
     return (b, y, x), c, rows
 
 
-def _planes(c: torch.Tensor):
-    """``(n0, n1, ns)``, each ``[M, 3]``: the edge-function planes ``c_j x c_k`` of corners ``c``
-    ``[M, 3, 3]`` as ``(x, y, w)`` and their sum, so that ``e_i = n_i . q``."""
+def _planes(c: torch.Tensor) -> torch.Tensor:
+    """The edge-function planes of corners ``c`` ``[M, 3, 3]`` as ``(x, y, w)``: ``n_0 = c_1 x
+    c_2``, ``n_1 = c_2 x c_0`` and their sum with ``c_0 x c_1``, ``n_s``, so that
+    ``e_i = n_i . q``; ``[3, 3, M]``, indexed (component x / y / w, plane n_0 / n_1 / n_s,
+    corner set)."""
     c0, c1, c2 = c[:, 0], c[:, 1], c[:, 2]
     n0 = torch.linalg.cross(c1, c2)
     n1 = torch.linalg.cross(c2, c0)
     ns = n0 + n1 + torch.linalg.cross(c0, c1)
-    return n0, n1, ns
+    return torch.stack([n0, n1, ns], 0).permute(2, 0, 1)
 
 
-def _evaluate(n0, n1, ns, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
-    """``(u, v)`` ``[N, 2]`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` ``[N, 4]`` from the planes of
-    :func:`_planes`, each given as its three components ``[N]`` (one per pixel), at the centres
-    of pixels ``(x, y)``."""
-    u, v, *db = _evaluate_parts(n0, n1, ns, x, y, height, width)
-    return torch.stack([u, v], -1), torch.stack(db, -1)
-
-
-def _evaluate_parts(n0, n1, ns, x, y, height, width):
-    """:func:`_evaluate`'s values as six ``[N]`` tensors: ``u, v, du/dx, du/dy, dv/dx, dv/dy``."""
-    qx = (x.to(n0[0].dtype) + 0.5) * (2.0 / width) - 1.0
-    qy = (y.to(n0[0].dtype) + 0.5) * (2.0 / height) - 1.0
-
-    def affine(n):
-        return n[0] * qx + n[1] * qy + n[2]
-
-    e0, e1, s = affine(n0), affine(n1), affine(ns)
-    u, v = e0 / s, e1 / s
+def _evaluate(planes: torch.Tensor, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
+    """``(uv, dx, dy)``, each ``[2, N]``: ``(u, v)``, ``(du/dx, dv/dx)`` and ``(du/dy, dv/dy)``
+    from ``planes`` ``[3, 3, N]`` (:func:`_planes`, one set per pixel) at the centres of pixels
+    ``(x, y)``."""
+    nx, ny, nw = planes[0], planes[1], planes[2]  # [3, N] each: n_0, n_1, n_s
+    qx = (x.to(planes.dtype) + 0.5) * (2.0 / width) - 1.0
+    qy = (y.to(planes.dtype) + 0.5) * (2.0 / height) - 1.0
+    e = nx * qx + ny * qy + nw  # e_0, e_1, s
+    s = e[2]
     inv_s2 = 1.0 / (s * s)
-    sx, sy = 2.0 / width, 2.0 / height
-    dudx = (n0[0] * s - e0 * ns[0]) * inv_s2 * sx
-    dudy = (n0[1] * s - e0 * ns[1]) * inv_s2 * sy
-    dvdx = (n1[0] * s - e1 * ns[0]) * inv_s2 * sx
-    dvdy = (n1[1] * s - e1 * ns[1]) * inv_s2 * sy
-    return u, v, dudx, dudy, dvdx, dvdy
+    dx = (nx[:2] * s - e[:2] * nx[2]) * inv_s2 * (2.0 / width)
+    dy = (ny[:2] * s - e[:2] * ny[2]) * inv_s2 * (2.0 / height)
+    return e[:2] / s, dx, dy
 
 
 def _formulas(c: torch.Tensor, x: torch.Tensor, y: torch.Tensor, height: int, width: int):
     """``(u, v)`` ``[N, 2]`` and ``(du/dx, du/dy, dv/dx, dv/dy)`` ``[N, 4]`` of corners ``c``
     ``[N, 3, 3]`` at the centres of pixels ``(x, y)``."""
-    return _evaluate(*(n.unbind(-1) for n in _planes(c)), x, y, height, width)
+    uv, dx, dy = _evaluate(_planes(c), x, y, height, width)
+    return uv.t(), torch.stack([dx[0], dy[0], dx[1], dy[1]], -1)
 
 
 def _ids(rast: torch.Tensor) -> torch.Tensor:
     """``triangle id + 1`` per pixel (int64 ``[B, H, W]``) of a ``rast`` buffer."""
     return triangle_id.decode(rast[..., 3].detach())
-
-
-_FEW_PIXELS = 1 << 16  # resolve: up to this many covered pixels, one gather of all quantities
 
 
 def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, rast: torch.Tensor,
@@ -119,24 +107,29 @@ def resolve(pos: torch.Tensor, tri: torch.Tensor, ids: torch.Tensor, rast: torch
     else:
         vbase = b[:, None] * pos.shape[-2] if instanced else 0
         corners, per_pixel = pos64.reshape(-1, 4)[vbase + tri[t].long()], None
-    # 15 quantities per pixel. Many pixels: one contiguous row per quantity, gathered row by
-    # row (strided columns would slow every operation after); few: one gather.
-    table = torch.cat([*_planes(corners[..., [0, 1, 3]]), corners[..., 2], corners[..., 3]], -1)
-    if per_pixel is not None and p.numel() <= _FEW_PIXELS:
-        table, per_pixel = table[per_pixel], None
-    if per_pixel is None:
-        rows = table.unbind(-1) if p.numel() <= _FEW_PIXELS else table.t().contiguous().unbind(0)
-    else:
-        rows = [r[per_pixel] for r in table.t().contiguous()]
-    u, v, *db = _evaluate_parts(rows[0:3], rows[3:6], rows[6:9], x, y, H, W)
-    zw = _depth(u, v, rows[9:12], rows[12:15])
-    for out, parts in ((rast, (u, v, zw, triangle_id.encode(id_plus_one))), (rast_db, db)):
-        if out is None:
-            continue
-        values = torch.empty(p.numel(), 4, dtype=torch.float32, device=out.device)
-        for k, part in enumerate(parts):
-            values[:, k] = part  # (rounded once to float32)
-        out = out.view(-1, 4)
+    # 15 quantities per corner set (the planes' 9 components, then z and w of each corner), one
+    # contiguous row each, gathered row by row (a gather along the rows' length is slow on the
+    # CPU).
+    table = torch.cat([_planes(corners[..., [0, 1, 3]]).reshape(9, -1), corners[..., 2].t(),
+                       corners[..., 3].t()], 0)
+    if per_pixel is not None:
+        rows = table.new_empty(15, p.numel())
+        for k in range(15):
+            torch.index_select(table[k], 0, per_pixel, out=rows[k])
+        table = rows
+    uv, dx, dy = _evaluate(table[:9].view(3, 3, -1), x, y, H, W)
+    zw = _depth(uv[0], uv[1], table[9:12], table[12:15])
+    values = torch.empty(p.numel(), 4, dtype=torch.float32, device=rast.device)
+    values[:, :2] = uv.t()  # (each rounded once to float32)
+    values[:, 2] = zw
+    values[:, 3] = triangle_id.encode(id_plus_one)
+    out = rast.view(-1, 4)
+    out.zero_()
+    out[p] = values
+    if rast_db is not None:
+        values[:, 0::2] = dx.t()
+        values[:, 1::2] = dy.t()
+        out = rast_db.view(-1, 4)
         out.zero_()
         out[p] = values
 
