@@ -225,9 +225,8 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
     }
 }
 
-// Deterministic mode, last pass: one thread per texel channel of the flat gradient turns the
-// fixed-point sum into a float (NaN / +-inf where a contribution was non-finite, as float
-// additions would give).
+// Fast mode, after texture_bwd_*: the staged warp-uniform taps, kStageRun warps per thread
+// (stage_reduce of texture_accumulate.cuh).
 __device__ __forceinline__ void texture_grad_stage_reduce_impl(const TextureBackwardParams& kp)
 {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -237,6 +236,9 @@ __device__ __forceinline__ void texture_grad_stage_reduce_impl(const TextureBack
                      kp.channels, t);
 }
 
+// Deterministic mode, last pass: one thread per texel channel of the flat gradient turns the
+// fixed-point sum into a float (NaN / +-inf where a contribution was non-finite, as float
+// additions would give).
 __device__ __forceinline__ void texture_grad_finish_impl(const TextureBackwardParams& kp)
 {
     const long long* __restrict__ acc = kp.acc;

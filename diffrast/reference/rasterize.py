@@ -2,11 +2,12 @@
 derivatives at pixel centres as functions of the clip-space positions.
 
 Both contexts decide only which triangle each pixel shows; :func:`resolve` (here, for CPU
-tensors) and the ``resolve`` kernels of ``cuda_ops/rasterize_forward.cu`` (the same formulas in
-double precision) turn those ids into ``rast`` and ``rast_db``. The gradient to ``pos`` is the
-derivative of these functions, which torch's autograd takes here. With ``c_i = (x_i, y_i, w_i)`` and ``q = (ndc_x, ndc_y, 1)`` at a pixel
-centre, ``e_i = (c_j x c_k) . q`` for ``(i, j, k)`` cyclic, ``s = e_0 + e_1 + e_2``,
-``u = e_0 / s``, ``v = e_1 / s``; the derivatives follow by the quotient rule with
+tensors) and the kernels' ``resolve_pixel`` (``cuda_ops/rasterize_resolve.cuh``, the same
+formulas in double precision) turn those ids into ``rast`` and ``rast_db``. The gradient to
+``pos`` is the derivative of these functions, which torch's autograd takes here. With
+``c_i = (x_i, y_i, w_i)`` and ``q = (ndc_x, ndc_y, 1)`` at a pixel centre,
+``e_i = (c_j x c_k) . q`` for ``(i, j, k)`` cyclic, ``s = e_0 + e_1 + e_2``, ``u = e_0 / s``,
+``v = e_1 / s``; the derivatives follow by the quotient rule with
 ``d ndc / d pixel = 2 / size``.
 """
 from __future__ import annotations
