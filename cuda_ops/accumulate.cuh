@@ -48,6 +48,16 @@ __device__ __forceinline__ WarpRun warp_run(long long key)
     return r;
 }
 
+// The run of a lane alone (no shuffles in run_sum): for callers that skip warp_run.
+__device__ __forceinline__ WarpRun lane_run()
+{
+    WarpRun r;
+    r.lane = r.end = lane_id();
+    r.reach = 1;
+    r.head = true;
+    return r;
+}
+
 // Sum of v over the lanes from this one to the end of its run; the run total in its head lane.
 __device__ __forceinline__ float run_sum(float v, const WarpRun& r)
 {

@@ -31,6 +31,7 @@
 //   run (same inputs, GPU and software).
 #pragma once
 
+#include "accumulate.cuh"
 #include "common.cuh"
 
 namespace diffrast {
@@ -75,9 +76,11 @@ struct GradSink {
 // Adds contribution v to channel c of texel `key` (nothing for key < 0, where v must be 0). With
 // `uniform` (every lane of the warp holds the same key), the warp's combined contribution is
 // added once (kFast: staged in stage slot `slot` of the warp); all lanes must then call this
-// together.
+// together. Otherwise, in kFast, `run` (warp_run of the keys, accumulate.cuh; lane_run() in the
+// other modes) groups consecutive lanes on one texel, whose sum its first lane adds: the edge of
+// a background, where the lanes past a surface all hit one texel, and magnification.
 __device__ __forceinline__ void emit(const GradSink& s, long long key, int C, int c, float v,
-                                     bool uniform, long long slot)
+                                     bool uniform, long long slot, const WarpRun& run)
 {
     const long long i = key * C + c;
     const bool lead = lane_id() == 0;
@@ -88,8 +91,10 @@ __device__ __forceinline__ void emit(const GradSink& s, long long key, int C, in
             v = warp_sum_to_lane0(v);
             if (lead)
                 s.stage_vals[slot * C + c] = v;
-        } else if (key >= 0 && v != 0.0f) {
-            atomicAdd(s.grad + i, v);
+        } else {
+            v = run_sum(v, run);
+            if (key >= 0 && run.head && v != 0.0f)
+                atomicAdd(s.grad + i, v);
         }
     } else if (s.mode == kDetScan) {
         unsigned m = __float_as_uint(v) & 0x7fffffffu;

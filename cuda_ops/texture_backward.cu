@@ -127,11 +127,13 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
         float tw[kTaps];
         long long key[kTaps];
         bool uni[kTaps];
+        WarpRun run[kTaps];
 #pragma unroll
         for (int k = 0; k < kTaps; ++k) {
             tw[k] = want_t ? tap_grad_weight(T, k, lam[li]) : 0.0f;
             key[k] = tw[k] != 0.0f ? L.key0 + T.texel[k] : -1;
             uni[k] = want_texgrad ? warp_uniform(key[k]) : false;
+            run[k] = want_texgrad && mode == kFast && !uni[k] ? warp_run(key[k]) : lane_run();
         }
         if (!want_texgrad && !want_geo)
             continue;
@@ -150,7 +152,7 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
 #pragma unroll
                 for (int k = 0; k < kTaps; ++k)
                     emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gc : 0.0f, uni[k],
-                         stage0 + li * kTaps + k);
+                         stage0 + li * kTaps + k, run[k]);
             }
         }
         if (want_geo && active) {
