@@ -151,9 +151,8 @@ class RasterizeGLContext(RasterContext):
                     pipe.draw_ranges(num_vertices, range_list[first:first + count], width,
                                      height, depth_index, behind)
                 pipe.read_ids(ids[first:first + count])
-        dispatch.backend("rasterize_resolve", rast.device)(pos, tri, ids, rast, rast_db)
-        if peel:  # the next layer keeps only fragments behind this one's reported z/w too
-            with self.current() as pipe:
+            dispatch.backend("rasterize_resolve", rast.device)(pos, tri, ids, rast, rast_db)
+            if peel:  # the next layer keeps only fragments behind this one's reported z/w too
                 pipe.store_peel_depth(rast[..., 2].contiguous())
 
     # -- GL state --------------------------------------------------------------------------------
