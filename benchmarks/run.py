@@ -180,9 +180,10 @@ def run_scenario(name, cfg, device, glctx, reps, warmup, context_name, compile_s
     return out
 
 
-def run_scale_scenario(name, cfg, device, glctx, reps, warmup, context_name):
-    """Time and peak memory of rasterize + interpolate + antialias (no topology hash), forward
-    and backward, on one scale scenario."""
+def scale_chain(cfg, device, glctx):
+    """``(chain, tri)``: ``chain()`` runs rasterize + interpolate of a per-vertex colour +
+    antialias (no topology hash), forward and backward (a ``.sum()`` loss), on the mesh and
+    views of the scale scenario ``cfg``."""
     gen = torch.Generator().manual_seed(0)
     clip, tri, _, _ = scene(cfg, device, gen)
     res = (cfg["res"], cfg["res"])
@@ -193,6 +194,12 @@ def run_scale_scenario(name, cfg, device, glctx, reps, warmup, context_name):
         rast, _ = dr.rasterize(glctx, pos_g, tri, res, grad_db=False)
         c, _ = dr.interpolate(colour, rast, tri)
         dr.antialias(c, rast, pos_g, tri).sum().backward()
+    return chain, tri
+
+
+def run_scale_scenario(name, cfg, device, glctx, reps, warmup, context_name):
+    """Time and peak memory of :func:`scale_chain` on one scale scenario."""
+    chain, tri = scale_chain(cfg, device, glctx)
     out = {"scenario": name, "context": context_name,
            "device": str(torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"),
            "triangles": tri.shape[0], "images": cfg["batch"], "res": cfg["res"]}
