@@ -51,9 +51,9 @@ __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __rest
 
 // interpolate_bwd, the backward pass. Writes grad_rast and grad_rast_db (when wanted) for every pixel; for grad_attr
 // either adds each covered pixel's corner contributions with warp-aggregated atomics into the
-// warp's copy of grad_attr (copy_mask; the copies must be zeroed by the caller, who sums them), or, in deterministic mode, only records the attribute row of
-// each (pixel, corner) entry in entry_rows[3p + c] (0x7fffffff for empty pixels) for
-// interpolate_bwd_reduce.
+// warp's copy of grad_attr (copy_mask; the copies must be zeroed by the caller, who sums them),
+// or, in deterministic mode, only records the attribute row of each (pixel, corner) entry in
+// entry_rows[3p + c] (0x7fffffff for empty pixels) for interpolate_bwd_reduce.
 __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardParams& kp)
 {
     // 64-bit pixel index: B * H * W, and 4 * p in the float4 loads, may pass 2^31.
