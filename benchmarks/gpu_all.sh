@@ -18,7 +18,7 @@ step bench 120 python3 benchmarks/run.py --reps 20 --warmup 5
 grep scenario "$OUT/bench.log"
 step bench_scale 150 python3 benchmarks/run.py --scenarios scale --reps 5 --warmup 2
 grep scenario "$OUT/bench_scale.log"
-step profile_scale 60 python3 benchmarks/profile_scale.py
+step profile_scale 60 python3 benchmarks/profile_scale.py --copies 1 4 16 32
 grep chain "$OUT/profile_scale.log"
 step texture_kernels 60 python3 benchmarks/texture_kernels.py
 cat "$OUT/texture_kernels.log"

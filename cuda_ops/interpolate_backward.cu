@@ -50,10 +50,10 @@ __device__ __forceinline__ void diff_terms(int i, float4 db, const float* __rest
 }  // namespace
 
 // interpolate_bwd, the backward pass. Writes grad_rast and grad_rast_db (when wanted) for every pixel; for grad_attr
-// either adds each covered pixel's corner contributions with warp-aggregated atomics (grad_attr
-// must be zeroed by the caller), or, in deterministic mode, only records the attribute row of
-// each (pixel, corner) entry in entry_rows[3p + c] (0x7fffffff for empty pixels) for
-// interpolate_bwd_reduce.
+// either adds each covered pixel's corner contributions with warp-aggregated atomics into the
+// warp's copy of grad_attr (copy_mask; the copies must be zeroed by the caller, who sums them),
+// or, in deterministic mode, only records the attribute row of each (pixel, corner) entry in
+// entry_rows[3p + c] (0x7fffffff for empty pixels) for interpolate_bwd_reduce.
 __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardParams& kp)
 {
     // 64-bit pixel index: B * H * W, and 4 * p in the float4 loads, may pass 2^31.
@@ -124,6 +124,10 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
         return;  // uniform across the launch
     }
 
+    // The copy of grad_attr that this warp's atomics go to: where many pixels share few vertex
+    // rows, spreading the warps over copies (summed by the caller) divides the contention on
+    // each row's address.
+    float* grad_attr = kp.grad_attr + (long long)((int)(p >> 5) & kp.copy_mask) * kp.num_rows * A;
     // Pixels of one run share the triangle (and image, when attr is batched), hence the rows.
     const long long key = covered
         ? (kp.attr_batched ? (long long)image * kp.num_triangles + pt.tri : (long long)pt.tri)
@@ -142,9 +146,9 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
             c1 = v * gi + e1;
             c2 = w * gi + (-e0 - e1);
         }
-        run_atomic_add(kp.grad_attr + pt.row[0] * A + i, c0, run, covered);
-        run_atomic_add(kp.grad_attr + pt.row[1] * A + i, c1, run, covered);
-        run_atomic_add(kp.grad_attr + pt.row[2] * A + i, c2, run, covered);
+        run_atomic_add(grad_attr + pt.row[0] * A + i, c0, run, covered);
+        run_atomic_add(grad_attr + pt.row[1] * A + i, c1, run, covered);
+        run_atomic_add(grad_attr + pt.row[2] * A + i, c2, run, covered);
     }
 }
 

@@ -41,7 +41,7 @@ from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams
 __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
            "rasterize_resolve",
            "THREADS", "INT32_MAX", "launch", "aligned", "row_segments", "check_entries",
-           "pixel_strides", "diff_table_values"]
+           "pixel_strides", "diff_table_values", "atomic_copies"]
 
 # ==============================================================================================
 # Shared helpers.
@@ -239,8 +239,10 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
     grad_out, (g_sp, g_sc) = pixel_strides(grad_out)
     grad_out_da, (gda_sp, gda_sc) = pixel_strides(grad_out_da) if K else (None, (0, 0))
     grad_attr = None
+    copies = 1 if det or not want_attr else atomic_copies(N, V)
     if want_attr:
-        grad_attr = torch.empty_like(attr) if det else torch.zeros_like(attr)
+        grad_attr = (torch.empty_like(attr) if det else torch.zeros_like(attr) if copies == 1
+                     else torch.zeros((copies, *attr.shape), dtype=attr.dtype, device=device))
     grad_rast = torch.empty_like(rast) if want_rast else None
     grad_rast_db = torch.empty_like(rast_db) if want_db else None
     entry_rows = torch.empty(3 * N, dtype=torch.int32, device=device) if det else None
@@ -249,14 +251,44 @@ def _interpolate_backward(attr, rast, rast_db, tri, table, K, grad_out, grad_out
         grad_out=grad_out, grad_out_da=grad_out_da, grad_attr=grad_attr, grad_rast=grad_rast,
         grad_rast_db=grad_rast_db, entry_rows=entry_rows, g_sp=g_sp, g_sc=g_sc, gda_sp=gda_sp,
         gda_sc=gda_sc, num_pixels=N, pixels_per_image=per_image, num_vertices=V, num_attrs=A,
-        num_triangles=tri.shape[0], num_diff=K, num_rows=num_rows, attr_batched=batched,
-        want_attr=want_attr, want_rast=want_rast, want_db=want_db, deterministic=det)
+        num_triangles=tri.shape[0], num_diff=K, num_rows=num_rows, copy_mask=copies - 1,
+        attr_batched=batched, want_attr=want_attr, want_rast=want_rast, want_db=want_db,
+        deterministic=det)
     launch("interpolate_backward", "interpolate_bwd", N, kp, device)
     if det:
         order, row_start = row_segments(entry_rows, num_rows)
         launch("interpolate_backward", "interpolate_bwd_reduce", 32 * num_rows * A,  # warp each
                kp._replace(order=order, row_start=row_start), device)
+    elif copies > 1:
+        grad_attr = grad_attr.sum(0)
     return grad_attr, grad_rast, grad_rast_db
+
+
+#: :func:`atomic_copies`: at most this many copies of a gradient, ...
+MAX_ATOMIC_COPIES = 32
+#: ... one per this many pixels in flight per vertex row (more pixels adding into one address at
+#: a time serialize its atomics), ...
+PIXELS_PER_ROW_COPY = 16
+#: ... counting at most this many pixels in flight (a few images' worth fill an H100 or H200) ...
+PIXELS_IN_FLIGHT = 1 << 18
+#: ... and none below this many pixels in all (the sum of the copies, one more kernel, would
+#: cost more than the contention it saves).
+MIN_PIXELS_FOR_COPIES = 1 << 20
+
+
+def atomic_copies(num_pixels: int, rows_per_image: int) -> int:
+    """Copies of a gradient over which a fast-mode scatter of ``num_pixels`` pixels into
+    ``rows_per_image`` vertex rows per image spreads its atomics (warp ``w`` adding into copy
+    ``w % copies``; the caller zeroes the copies and sums them): a power of two from 1 to
+    :data:`MAX_ATOMIC_COPIES`, large where many pixels share few vertices (a small mesh seen in
+    many views, whose shared attribute rows every image's pixels add into)."""
+    if num_pixels < MIN_PIXELS_FOR_COPIES:
+        return 1
+    per_row = min(num_pixels, PIXELS_IN_FLIGHT) // (PIXELS_PER_ROW_COPY * max(rows_per_image, 1))
+    copies = 1
+    while copies * 2 <= min(per_row, MAX_ATOMIC_COPIES):
+        copies *= 2
+    return copies
 
 
 def interpolate_backward(attr, rast, tri, grad_out, rast_db=None, diff_attrs=None,

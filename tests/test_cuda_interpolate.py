@@ -322,6 +322,40 @@ def test_large_batch_matches_reference():
                    run(reference, attr, rast, tri, db, "all"), "all")
 
 
+def test_atomic_copies_where_many_pixels_share_few_vertices():
+    """The attribute gradient's atomics spread over copies for a small mesh in many views (64
+    views of 514 vertices at 512²), not for a mesh with a vertex per few pixels or a small call."""
+    assert cuda_backend.atomic_copies(64 * 512 * 512, 514) == 16
+    assert cuda_backend.atomic_copies(4 * 1024 * 1024, 33153) == 1
+    assert cuda_backend.atomic_copies(512 * 512, 514) == 1
+    assert cuda_backend.atomic_copies(1 << 20, 3) == cuda_backend.MAX_ATOMIC_COPIES
+    assert cuda_backend.atomic_copies(1 << 20, 4096) == 4
+
+
+@pytest.mark.parametrize("copies", [2, 8])
+@pytest.mark.parametrize("layout", ["instance", "range", "broadcast"])
+def test_gradient_summed_over_copies(kernels, monkeypatch, layout, copies):
+    """Warps adding into copies of the attribute gradient (summed afterwards) give the
+    reference's gradients, in every layout."""
+    monkeypatch.setattr(cuda_backend, "atomic_copies", lambda pixels, rows: copies)
+    attr, rast, tri, db = make_case("random", layout, kernels, H=24, seed=8)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("layout", ["range", "instance"])
+def test_many_views_of_a_small_mesh(layout):
+    """16 views of a 36-vertex mesh: the gradient's atomics spread over copies (by the rule)."""
+    dev = torch.device("cuda")
+    _, tri, _, rast, db = cases.grid_scene(16, 256, 256, 5, seed=19, device=dev)
+    V = int(tri.max()) + 1
+    assert cuda_backend.atomic_copies(rast.shape[0] * 256 * 256, V) > 1
+    attr = torch.randn(*((V, 3) if layout == "range" else (16, V, 3)), device=dev)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")
+
+
 @pytest.mark.parametrize("det", [False, True], ids=["atomic", "deterministic"])
 def test_loss_gradients_are_read_in_place(kernels, deterministic, det):
     """The expanded gradient of a sum (strides 0), a channel slice and a transposed layout give
