@@ -460,11 +460,11 @@ def check_kernel_sizes(N: int, num_rows: int, T: int) -> None:
 def kernel_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T: int):
     """Checked tables for the kernels, ``(nbr, edge_ptr, inc_tri, inc_opp)``, from those of
     :func:`topology_tables` (``nbr`` ``None``: derived from the CSR tables by
-    :func:`neighbor_table`). Raises ``ValueError`` for tables of another mesh size."""
-    _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, None, T)
+    :func:`neighbor_table`, int32 ``[T, 3]`` by construction). Raises ``ValueError`` for tables
+    of another mesh size."""
+    _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T)
     if nbr is None:
         nbr = neighbor_table(TopologyHash(T, tri_edge, edge_ptr, inc_tri, inc_opp))
-    _check_topology_tables(tri_edge, edge_ptr, inc_tri, inc_opp, nbr, T)
     return nbr, edge_ptr, inc_tri, inc_opp
 
 
