@@ -206,8 +206,10 @@ def _rasterize_backward_op(pos: torch.Tensor, tri: torch.Tensor, rast: torch.Ten
                            grad_rast: torch.Tensor, grad_db: Optional[torch.Tensor],
                            grad_depth: bool) -> torch.Tensor:
     """The gradient of ``rasterize`` with respect to ``pos``, shaped like ``pos``."""
+    backward = dispatch.backend("rasterize_backward", pos.device, pos.dtype)
+    if dispatch.uses_kernels(pos.device, pos.dtype):
+        return backward(pos, tri, rast, grad_rast, grad_db, grad_depth)
     with custom_ops.autograd_enabled():  # (the reference differentiates its formulas)
-        backward = dispatch.backend("rasterize_backward", pos.device, pos.dtype)
         return backward(pos, tri, rast, grad_rast, grad_db, grad_depth)
 
 
