@@ -1,8 +1,10 @@
 """CPU checks of the CUDA sources and of the CUDA backend's host-side pieces (no GPU needed).
 
 * Every module, as ``cuda_ops/loader.py`` assembles it (generated parameter structs, the ``.cu``
-  file and its headers, generated entry points), compiles with ``nvcc --ptx`` (skipped when nvcc
-  is not on PATH), so a syntax error never lands unseen on a machine without a GPU.
+  file and its headers, generated entry points), compiles with NVRTC (the ``nvidia-cuda-nvrtc``
+  wheel of the test extra; skipped without it) for sm_80 and sm_90, and with ``nvcc --ptx``
+  (skipped when nvcc is not on PATH), so a compile error never lands unseen on a machine without
+  a GPU.
 * The sources follow what NVRTC (through which the loader compiles them at run time) accepts: no
   host headers (NVRTC has no host standard library), local ``.cuh`` includes that exist, and
   every kernel declared ``extern "C" __global__`` (so its name is not mangled).
@@ -99,6 +101,54 @@ def test_compiles_with_nvcc(module, tmp_path):
            "-o", str(tmp_path / "out.ptx")]
     res = subprocess.run(cmd, capture_output=True, text=True)
     assert res.returncode == 0, f"{' '.join(cmd)} failed:\n{res.stderr}"
+
+
+def _load_nvrtc():
+    """NVRTC, the compiler the loader uses at run time (through CuPy), as a ``ctypes`` library:
+    from the ``nvidia-cuda-nvrtc`` wheel of the test extra, else the system's; ``None`` if
+    neither loads. It needs no GPU."""
+    import ctypes
+    import ctypes.util
+    import importlib.util
+    paths = []
+    spec = importlib.util.find_spec("nvidia")
+    for base in (spec.submodule_search_locations or []) if spec else []:
+        paths += sorted(glob.glob(os.path.join(base, "*", "lib", "libnvrtc.so*")))
+    if ctypes.util.find_library("nvrtc"):
+        paths.append(ctypes.util.find_library("nvrtc"))
+    for path in paths:
+        try:
+            return ctypes.CDLL(path)
+        except OSError:
+            continue
+    return None
+
+
+_NVRTC = _load_nvrtc()
+
+
+@pytest.mark.skipif(_NVRTC is None, reason="NVRTC not installed (pip install nvidia-cuda-nvrtc)")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])  # (sm_90 and later: the vector atomics)
+@pytest.mark.parametrize("module", MODULES)
+def test_compiles_with_nvrtc(module, arch):
+    """Each module compiles with NVRTC, the loader's options and a GPU architecture, as CuPy
+    compiles it on a GPU: kernels written without a GPU at hand are compiled here in CI."""
+    import ctypes
+    prog = ctypes.c_void_p()
+    source = loader.source(module).encode()
+    assert _NVRTC.nvrtcCreateProgram(ctypes.byref(prog), source, f"{module}.cu".encode(), 0,
+                                     None, None) == 0
+    try:
+        options = [o.encode() for o in loader.COMPILE_OPTIONS + (f"-arch={arch}",)]
+        status = _NVRTC.nvrtcCompileProgram(prog, len(options),
+                                            (ctypes.c_char_p * len(options))(*options))
+        size = ctypes.c_size_t()
+        _NVRTC.nvrtcGetProgramLogSize(prog, ctypes.byref(size))
+        log = ctypes.create_string_buffer(size.value)
+        _NVRTC.nvrtcGetProgramLog(prog, log)
+    finally:
+        _NVRTC.nvrtcDestroyProgram(ctypes.byref(prog))
+    assert status == 0, f"NVRTC could not compile {module} for {arch}:\n{log.value.decode()}"
 
 
 def _strip_comments(text):
