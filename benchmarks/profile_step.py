@@ -4,10 +4,16 @@ launches, and the Python functions that cost the most host time.
 
     python benchmarks/profile_step.py                     # small_1x512, RasterizeCudaContext
     python benchmarks/profile_step.py --scenarios mid_4x1024 --python
+    python benchmarks/profile_step.py --functions         # host time of each autograd Function
+
+cProfile sees only the calling thread; on CUDA tensors the autograd engine runs the backward
+functions on its own device thread, so ``--functions`` times diffrast's autograd Functions
+(forward and backward) by wrapping them, whichever thread runs them.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 
@@ -56,6 +62,9 @@ def main():
     p.add_argument("--context", choices=("cuda", "gl"), default="cuda")
     p.add_argument("--calls", type=int, default=30)
     p.add_argument("--python", action="store_true", help="also print cProfile of the step")
+    p.add_argument("--functions", action="store_true",
+                   help="also print the host time of each of diffrast's autograd Functions, "
+                        "forward and backward (medians per step)")
     p.add_argument("--compiled", action="store_true",
                    help="also time the step compiled with torch.compile (host time of forward "
                         "and backward per backend: none, eager, aot_eager, inductor) and "
@@ -96,6 +105,14 @@ def main():
               f"host total {round(sum(row.values()), 3)} ms, {kernels} GPU activities per step")
         if args.python:
             print(python_profile(step, args.calls))
+        if args.functions:
+            with function_times() as times:
+                for _ in range(args.calls):
+                    torch.cuda.synchronize()
+                    step()
+            print(f"{name}: host ms per call of diffrast's autograd Functions (medians): "
+                  + ", ".join(f"{k} {statistics.median(v) * 1e3:.3f}"
+                              for k, v in sorted(times.items())))
         if args.compiled:
             def loss():
                 for n, fn in stages[:-1]:
@@ -110,6 +127,43 @@ def main():
                       f"step {timer(device, args.calls, 3)(lambda: fn().backward())} ms")
             # (the last one, inductor: torch.compile's default)
             print(python_profile(lambda: fn().backward(), args.calls))
+
+
+def _autograd_functions():
+    """diffrast's ``torch.autograd.Function`` subclasses (those of its modules)."""
+    found, todo = [], [torch.autograd.Function]
+    while todo:
+        for cls in todo.pop().__subclasses__():
+            todo.append(cls)
+            if cls.__module__.startswith("diffrast.") and "forward" in vars(cls):
+                found.append(cls)
+    return found
+
+
+@contextlib.contextmanager
+def function_times():
+    """Within the block, every call of a diffrast autograd Function's ``forward`` and ``backward``
+    appends its host time (s) to ``times["<Function>.<forward|backward>"]`` (the dict yielded);
+    the originals are restored after it."""
+    times = {}
+    saved = []
+    for cls in _autograd_functions():
+        for method in ("forward", "backward"):
+            original = vars(cls)[method]
+            fn = original.__func__ if isinstance(original, staticmethod) else original
+
+            def timed(*args, _fn=fn, _key=f"{cls.__name__}.{method}"):
+                t0 = time.perf_counter()
+                out = _fn(*args)
+                times.setdefault(_key, []).append(time.perf_counter() - t0)
+                return out
+            saved.append((cls, method, original))
+            setattr(cls, method, staticmethod(timed))
+    try:
+        yield times
+    finally:
+        for cls, method, original in saved:
+            setattr(cls, method, original)
 
 
 def phase_times(loss_fn, calls):
