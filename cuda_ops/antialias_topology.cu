@@ -54,8 +54,8 @@ namespace {
 
 using namespace diffrast;
 
-// kScanRows (slots per lane of a scan tile) and kScanTile (slots per tile, one warp): TopologyScan
-// of cuda_ops/params.py.
+constexpr int kScanRows = 8;                  // slots per lane of a scan tile
+constexpr int kScanTile = 32 * kScanRows;     // slots per scan tile (one warp)
 constexpr unsigned long long kEdgeOne = 1ull << 31;  // one edge in a scan value (counts below)
 constexpr unsigned long long kCountMask = kEdgeOne - 1;
 constexpr unsigned long long kStatusAggregate = 1ull << 62;  // the tile's own sum is published

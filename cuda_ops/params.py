@@ -36,8 +36,7 @@ import ctypes
 import enum
 import struct as _struct
 
-__all__ = ["CEnum", "Filter", "Boundary", "TextureGradMode", "TextureStaging", "TopologyScan",
-           "FILTER_MODES", "BOUNDARY_MODES",
+__all__ = ["CEnum", "Filter", "Boundary", "TextureGradMode", "FILTER_MODES", "BOUNDARY_MODES",
            "KernelParams", "struct", "STRUCTS", "MAX_SIZE", "c_prelude",
            "InterpolateForwardParams", "InterpolateBackwardParams", "RasterizeForwardParams",
            "RasterizeBackwardParams", "TextureForwardParams", "TextureBackwardParams",
@@ -49,7 +48,7 @@ __all__ = ["CEnum", "Filter", "Boundary", "TextureGradMode", "TextureStaging", "
 # Modes.
 
 class CEnum(enum.IntEnum):
-    """An integer mode or size shared with the kernels: member ``MIP_LINEAR = 3`` is the C constant
+    """An integer mode shared with the kernels: member ``MIP_LINEAR = 3`` is the C constant
     ``inline constexpr int kMipLinear = 3;`` (namespace ``diffrast``) in every kernel source that
     uses it (see :func:`c_prelude`)."""
 
@@ -88,17 +87,6 @@ class TextureGradMode(CEnum):
     FAST = 0      # float atomics
     DET_SCAN = 1  # deterministic mode, pass 1: largest contribution per texel channel
     DET_SUM = 2   # deterministic mode, pass 2: fixed-point sums
-
-
-class TextureStaging(CEnum):
-    """Sizes of the texture backward's staged warp sums (cuda_ops/texture_accumulate.cuh)."""
-    STAGE_RUN = 64  # consecutive warps whose staged sums one stage-reduce thread adds
-
-
-class TopologyScan(CEnum):
-    """Sizes of the topology kernels' scan (cuda_ops/antialias_topology.cu)."""
-    SCAN_ROWS = 8               # slots per lane of a scan tile
-    SCAN_TILE = 32 * SCAN_ROWS  # slots per scan tile (one warp)
 
 
 #: The ``filter_mode`` strings of :func:`diffrast.texture` (and of the reference,
@@ -473,7 +461,7 @@ TextureBackwardParams = struct(
     ("want_uv", "bool", ""),
     ("want_da", "bool", ""),
     ("want_bias", "bool", ""),
-    uses=(Filter, TextureStaging),
+    uses=(Filter,),
 )
 
 MipForwardParams = struct(
@@ -579,7 +567,6 @@ AntialiasTopologyParams = struct(
     ("num_slots", "int", "3T"),
     ("capacity", "int", "entries of the hash table"),
     ("num_tiles", "int", "tiles of the scan"),
-    uses=(TopologyScan,),
 )
 
 #: The largest struct's size in bytes (the launcher's argument buffer).

@@ -128,7 +128,8 @@ __device__ __forceinline__ void emit(const GradSink& s, long long key, int C, in
 }
 
 // texture_grad_stage_reduce: thread t sums channel c of stage slot k over a run of kStageRun
-// consecutive warps (TextureStaging of cuda_ops/params.py), one atomic per stretch of equal keys.
+// consecutive warps, one atomic per stretch of equal keys.
+constexpr int kStageRun = 64;
 
 __device__ __forceinline__ void stage_reduce(const long long* __restrict__ keys,
                                              const float* __restrict__ vals, float* grad,

@@ -40,7 +40,7 @@ from .cuda_backend import INT32_MAX, aligned, available, check_entries, determin
 # (module-level _launch: tests drive single topology passes through it)
 from .cuda_backend import launch as _launch
 from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
-                              AntialiasTopologyParams, TopologyScan)
+                              AntialiasTopologyParams)
 from . import dispatch
 from .reference import antialias as _ref
 from .reference.antialias import TopologyHash
@@ -164,6 +164,9 @@ def construct_tables(tri: torch.Tensor):
     return _construct_tables_torch(tri)
 
 
+_SCAN_TILE = 256  # slots per tile of the kernel topology_scan (kScanTile in antialias_topology.cu)
+
+
 def _topology_buffers(T: int, device: torch.device):
     """The kernels' work buffers for ``T`` triangles: ``(table, lists, capacity, num_tiles)``:
     the hash table of ``capacity`` 8-byte entries followed by the scan's tile status and ticket
@@ -172,7 +175,7 @@ def _topology_buffers(T: int, device: torch.device):
     (the outputs, which also serve as scratch, another 20)."""
     n = 3 * T
     capacity = min(2 * n, INT32_MAX)  # at most half full: E <= n
-    num_tiles = -(-n // TopologyScan.SCAN_TILE)
+    num_tiles = -(-n // _SCAN_TILE)
     table = torch.zeros(capacity + num_tiles + 1, dtype=torch.int64, device=device)
     lists = torch.empty(n, dtype=torch.int32, device=device)
     return table, lists, capacity, num_tiles

@@ -39,7 +39,7 @@ from .cuda_backend import THREADS, available, deterministic, launch, pixel_strid
 from .cuda_ops import kernels
 from .cuda_ops.params import (BOUNDARY_MODES, FILTER_MODES, Boundary, Filter, MipBackwardParams,
                               MipForwardParams, TextureBackwardParams, TextureForwardParams,
-                              TextureGradMode, TextureStaging)
+                              TextureGradMode)
 from .reference import mipmap as _ref_mipmap
 
 __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "texture",
@@ -49,6 +49,7 @@ __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "textu
 
 # Texture gradient contributions per pixel and channel, by filter.
 _SLOTS = {Filter.NEAREST: 1, Filter.LINEAR: 4, Filter.MIP_NEAREST: 4, Filter.MIP_LINEAR: 8}
+_STAGE_RUN = 64  # kStageRun of cuda_ops/texture_accumulate.cuh: warps per stage-reduce thread
 
 # How texture() receives the mip levels.
 _MIP_NONE, _MIP_FLAT, _MIP_LIST = 0, 1, 2
@@ -522,7 +523,7 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
                 stage_warps=warps, stage_slots=slots)
         launch("texture_backward", kernel, N, kp, device)
         if want_texgrad:
-            runs = -(-kp.stage_warps // TextureStaging.STAGE_RUN)
+            runs = -(-kp.stage_warps // _STAGE_RUN)
             launch("texture_backward", "texture_grad_stage_reduce", runs * kp.stage_slots * C, kp,
                    device)
         return grad_flat, grad_uv, grad_da, grad_bias
