@@ -42,12 +42,24 @@ class TextureMipStack:
         base_shape: Shape of the texture the stack was built from.
     """
 
-    __slots__ = ("levels", "cube_mode", "base_shape")
+    __slots__ = ("levels", "cube_mode", "base_shape", "_buffer")
 
     def __init__(self, levels, cube_mode: bool, base_shape):
         self.levels = list(levels)
         self.cube_mode = bool(cube_mode)
         self.base_shape = tuple(base_shape)
+        # The CUDA backend's levels: views of one buffer, which texture() then reads directly
+        # (one tensor instead of one per level) while `levels` still holds exactly those views.
+        self._buffer = levels if isinstance(levels, _cuda_texture.MipLevels) else None
+
+    def _own_levels(self):
+        """The backend's :class:`~diffrast.cuda_backend_texture.MipLevels` if :attr:`levels` are
+        still the very tensors built (then their shapes, dtype and device are those of the build),
+        else ``None``."""
+        buf = self._buffer
+        if buf is None or len(self.levels) != len(buf):
+            return None
+        return buf if all(a is b for a, b in zip(self.levels, buf)) else None
 
     def __len__(self) -> int:
         return len(self.levels)
@@ -118,7 +130,8 @@ def _expected_levels(tex: torch.Tensor, cube: bool, max_mip_level):
 
 def _check_mip(mip, tex: torch.Tensor, cube: bool) -> list:
     """Validate ``mip`` (a :class:`TextureMipStack` or a list of level tensors) against ``tex``;
-    return the list of level tensors."""
+    return the list of level tensors (for an unchanged stack built on the CUDA backend, its
+    :class:`~diffrast.cuda_backend_texture.MipLevels`, a sequence of the same tensors)."""
     if isinstance(mip, TextureMipStack):
         if mip.cube_mode != cube:
             want = "a cube map" if cube else "a 2D texture"
@@ -128,6 +141,9 @@ def _check_mip(mip, tex: torch.Tensor, cube: bool) -> list:
         if mip.base_shape != tuple(tex.shape):
             raise ValueError(f"mip was built from a texture of shape {mip.base_shape}, "
                              f"but tex has shape {tuple(tex.shape)}")
+        own = None if custom_ops.compiling() else mip._own_levels()
+        if own is not None:  # built by texture_construct_mip for this shape, unchanged
+            return own
         levels = mip.levels
         name = "mip.levels"
     elif isinstance(mip, (list, tuple)):
@@ -283,7 +299,8 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     levels = None
     if mip is not None:
         levels = _check_mip(mip, tex, cube)
-        for k, lvl in enumerate(levels):
+        for k, lvl in enumerate(levels[:1] if isinstance(levels, _cuda_texture.MipLevels)
+                                else levels):  # (one buffer: one device and dtype)
             if lvl.device != device:
                 raise ValueError(f"mip level {k + 1} must be on the same device as tex "
                                  f"({device}), got {lvl.device}")

@@ -342,6 +342,29 @@ def test_levels_built_inside_equal_a_prebuilt_stack_bit_for_bit(kernels, cube, f
             torch.testing.assert_close(got, want)
 
 
+def test_mip_stack_read_whole_or_as_edited(kernels):
+    """An unchanged stack from texture_construct_mip is read as its one buffer (no per-level
+    checks); the same levels as a list give the same bits. A stack whose ``levels`` were edited
+    is checked and read as edited: a level of the wrong shape raises, a replaced level is used."""
+    tex, uv, da, _ = make_case(False, (1, 24, 20), seed=19)
+    tex, uv, da = tex.to(kernels), uv.to(kernels), da.to(kernels)
+    with torch.no_grad():
+        stack = dr.texture_construct_mip(tex)
+    mode = "linear-mipmap-linear"
+    whole = dr.texture(tex, uv, da, mip=stack, filter_mode=mode)
+    assert torch.equal(whole, dr.texture(tex, uv, da, mip=list(stack.levels), filter_mode=mode))
+    first = stack.levels[0]
+    stack.levels[0] = torch.zeros_like(first)
+    edited = dr.texture(tex, uv, da, mip=stack, filter_mode=mode)
+    assert torch.equal(edited, dr.texture(tex, uv, da, mip=list(stack.levels), filter_mode=mode))
+    assert not torch.equal(edited, whole)
+    stack.levels[0] = first[:, :-1]
+    with pytest.raises(ValueError, match=r"mip\.levels\[0\]"):
+        dr.texture(tex, uv, da, mip=stack, filter_mode=mode)
+    stack.levels[0] = first
+    assert torch.equal(dr.texture(tex, uv, da, mip=stack, filter_mode=mode), whole)
+
+
 def test_mip_stack_without_grad(kernels):
     tex, uv, da, bias = make_case(False, (1, 21, 30), seed=17)
     tex, uv, da = tex.to(kernels), uv.to(kernels), da.to(kernels)
