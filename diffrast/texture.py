@@ -37,7 +37,9 @@ class TextureMipStack:
             layout of the base texture (``[B, h, w, C]`` or ``[B, 6, h, w, C]``) and the sizes
             described in :func:`texture_construct_mip`. They were computed from the base texture
             by differentiable torch operations, so gradients reaching them flow back to that
-            texture (if it required grad when the stack was built).
+            texture (if it required grad when the stack was built). On a CUDA device they are
+            views of one buffer, which :func:`texture` reads as a whole while the list holds the
+            tensors built; replace a level and it is checked and read as given.
         cube_mode: Whether the stack belongs to a cube map.
         base_shape: Shape of the texture the stack was built from.
     """
