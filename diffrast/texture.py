@@ -301,8 +301,7 @@ def texture(tex, uv, uv_da=None, mip_level_bias=None, mip=None, filter_mode="aut
     levels = None
     if mip is not None:
         levels = _check_mip(mip, tex, cube)
-        for k, lvl in enumerate(levels[:1] if isinstance(levels, _cuda_texture.MipLevels)
-                                else levels):  # (one buffer: one device and dtype)
+        for k, lvl in enumerate(levels):
             if lvl.device != device:
                 raise ValueError(f"mip level {k + 1} must be on the same device as tex "
                                  f"({device}), got {lvl.device}")
