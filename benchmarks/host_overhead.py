@@ -6,10 +6,13 @@ forced (:func:`diffrast.dispatch.force`) and a launcher that launches nothing, t
 rasterizer context that renders nothing. What remains is the Python and torch work diffrast
 does around its kernels: validation, allocation, autograd, argument packing (when the launcher
 packs). Prints the median host time per stage and the number of launches, and with
-``--python`` the functions that cost the most.
+``--python`` the functions that cost the most. ``--compiled`` compares the whole step's host
+time in eager mode with the step compiled by ``torch.compile(fullgraph=True)`` (calls
+interleaved, medians).
 
     python benchmarks/host_overhead.py                  # small_1x512
     python benchmarks/host_overhead.py --scenario mid_4x1024 --python
+    python benchmarks/host_overhead.py --res 16 --tex 16 --compiled
 
 Only ratios between runs on one machine mean anything (the GPU's host is another CPU).
 """
@@ -45,6 +48,30 @@ class NullContext(RasterContext):
         pass
 
 
+def compare_compiled(ctx, clip, tri, uv, tex, res, topo, target, calls):
+    """Print the median host time of the step (forward and backward) in eager mode and compiled
+    with ``torch.compile(fullgraph=True)``, the two called in turn."""
+    def loss():
+        stages, state = staged_step(ctx, clip, tri, uv, tex, res, topo, target)
+        for name, fn in stages:
+            if name != "backward":
+                fn()
+        return state["loss"]
+
+    compiled = torch.compile(loss, fullgraph=True)
+    steps = {"eager": lambda: loss().backward(), "compiled": lambda: compiled().backward()}
+    times = {name: [] for name in steps}
+    for call in range(calls + 10):
+        for name, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            if call >= 10:
+                times[name].append(time.perf_counter() - t0)
+    print(f"step, forward and backward (median of {calls}, µs):")
+    for name, ts in times.items():
+        print(f"  {name:12s} {statistics.median(ts) * 1e6:8.1f}")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scenario", default="small_1x512", choices=sorted(SCENARIOS))
@@ -55,6 +82,10 @@ def main():
     p.add_argument("--res", type=int, default=None,
                    help="another image size (e.g. 16: the CPU's own math then costs nothing, "
                         "so the backward stage shows diffrast's host time alone)")
+    p.add_argument("--tex", type=int, default=None,
+                   help="another texture size (the CPU zero-fills the texture gradient)")
+    p.add_argument("--compiled", action="store_true",
+                   help="also compare the step's host time, eager against torch.compile")
     args = p.parse_args()
 
     launches = []
@@ -66,6 +97,7 @@ def main():
 
     cfg = dict(SCENARIOS[args.scenario])
     cfg["res"] = args.res or cfg["res"]
+    cfg["tex"] = args.tex or cfg["tex"]
     gen = torch.Generator().manual_seed(0)
     clip, tri, uv, tex = scene(cfg, torch.device("cpu"), gen)
     clip.requires_grad_(True)
@@ -94,6 +126,8 @@ def main():
                 total += med
             print(f"  {name:12s} {med:8.1f}")
         print(f"  {'diffrast':12s} {total:8.1f}  (all stages but the user's mask and loss)")
+        if args.compiled:
+            compare_compiled(ctx, clip, tri, uv, tex, res, topo, target, args.calls)
         if args.python:
             import cProfile
             import pstats
