@@ -78,18 +78,70 @@ __device__ __forceinline__ void run_atomic_add(float* dst, float v, const WarpRu
         atomicAdd(dst, v);
 }
 
+// Vector float atomics (atomicAdd on a float2 or float4 in global memory, each component atomic
+// on its own): sm_90 and later. The CPU emulator has them too (warp_emulator.h defines
+// DIFFRAST_EMULATOR), so the tests run the path that H100-class GPUs take.
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900) || defined(DIFFRAST_EMULATOR)
+#define DIFFRAST_VECTOR_ATOMICS 1
+#else
+#define DIFFRAST_VECTOR_ATOMICS 0
+#endif
+
 // Adds (gx, gy, gw) to the x, y and w of a clip-space position row (x, y, z, w), 16-byte
-// aligned; z gets +0. On sm_90 and later one vector atomic (each component atomic on its own)
-// instead of three: a third of the atomic traffic where every pixel has its own triangle.
+// aligned; z gets +0. With vector atomics one atomic instead of three: a third of the atomic
+// traffic where every pixel has its own triangle.
 __device__ __forceinline__ void atomic_add_xyw(float* row, float gx, float gy, float gw)
 {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#if DIFFRAST_VECTOR_ATOMICS
     atomicAdd(reinterpret_cast<float4*>(row), make_float4(gx, gy, 0.0f, gw));
 #else
     atomicAdd(row + 0, gx);
     atomicAdd(row + 1, gy);
     atomicAdd(row + 3, gw);
 #endif
+}
+
+// The most channels that atomic_add_channels adds with vector atomics.
+constexpr int kVectorChannels = 4;
+
+// Adds v[0 .. C) (C <= kVectorChannels; v[c] = 0 for c >= C) to the C floats of texel `key` of a texel-major buffer
+// (channel c of the texel at base[key * C + c]; base 16-byte aligned). With vector atomics: one
+// float4 atomic for C = 4, one float2 for C = 2, and for C = 3 one float2 on the 8-byte aligned
+// pair of channels (0 and 1 when key is even, 1 and 2 when odd) and one float. Otherwise (and
+// for C = 1) a float atomic per channel, zero contributions skipped. The same float additions
+// either way (zero contributions aside, which change nothing but the sign of a zero).
+__device__ __forceinline__ void atomic_add_channels(float* base, long long key, int C,
+                                                    const float (&v)[kVectorChannels])
+{
+    float* dst = base + key * C;
+#if DIFFRAST_VECTOR_ATOMICS
+    if (v[0] == 0.0f && v[1] == 0.0f && v[2] == 0.0f && v[3] == 0.0f)
+        return;
+    if (C == 4) {
+        atomicAdd(reinterpret_cast<float4*>(dst), make_float4(v[0], v[1], v[2], v[3]));
+        return;
+    }
+    if (C == 2) {
+        atomicAdd(reinterpret_cast<float2*>(dst), make_float2(v[0], v[1]));
+        return;
+    }
+    if (C == 3) {
+        if ((key & 1) == 0) {
+            atomicAdd(reinterpret_cast<float2*>(dst), make_float2(v[0], v[1]));
+            if (v[2] != 0.0f)
+                atomicAdd(dst + 2, v[2]);
+        } else {
+            if (v[0] != 0.0f)
+                atomicAdd(dst, v[0]);
+            atomicAdd(reinterpret_cast<float2*>(dst + 1), make_float2(v[1], v[2]));
+        }
+        return;
+    }
+#endif
+#pragma unroll
+    for (int c = 0; c < kVectorChannels; ++c)
+        if (c < C && v[c] != 0.0f)
+            atomicAdd(dst + c, v[c]);
 }
 
 }  // namespace diffrast

@@ -126,33 +126,76 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
         const bool want_t = active && (level_index[li] == 0 ? want_tex0 != 0 : want_mip != 0);
         float tw[kTaps];
         long long key[kTaps];
-        bool uni[kTaps];
-        WarpRun run[kTaps];
 #pragma unroll
         for (int k = 0; k < kTaps; ++k) {
             tw[k] = want_t ? tap_grad_weight(T, k, lam[li]) : 0.0f;
             key[k] = tw[k] != 0.0f ? L.key0 + T.texel[k] : -1;
-            uni[k] = want_texgrad ? warp_uniform(key[k]) : false;
-            run[k] = want_texgrad && mode == kFast && !uni[k] ? warp_run(key[k]) : lane_run();
         }
         if (!want_texgrad && !want_geo)
             continue;
         float dfx = 0.0f, dfy = 0.0f, dwl = 0.0f;
         const float gx = 1.0f - T.fx, gy = 1.0f - T.fy;
-        for (int c = 0; c < C; ++c) {
-            const float gc = lane_ok ? g[c * kp.g_sc] : 0.0f;
-            if (want_geo && active) {
-                float v[4];
-                tap_values(L.data, T, C, c, v);
-                dfx += gc * (gy * (v[1] - v[0]) + T.fy * (v[3] - v[2]));
-                dfy += gc * (gx * (v[2] - v[0]) + T.fx * (v[3] - v[1]));
-                dwl += gc * bilerp(T, v);
+        // Channel c's share of the gradients of the sample's position and level weight.
+        auto add_geometry = [&](int c, float gc) {
+            float v[4];
+            tap_values(L.data, T, C, c, v);
+            dfx += gc * (gy * (v[1] - v[0]) + T.fy * (v[3] - v[2]));
+            dfy += gc * (gx * (v[2] - v[0]) + T.fx * (v[3] - v[1]));
+            dwl += gc * bilerp(T, v);
+        };
+        if (mode == kFast && C <= kVectorChannels) {
+            // Up to four channels, held in registers: a run of lanes on one texel adds its sums
+            // of all channels with one vector atomic (atomic_add_channels) rather than one
+            // atomic per channel. The same additions as the loop below, in the same order.
+            float gcs[kVectorChannels];
+#pragma unroll
+            for (int c = 0; c < kVectorChannels; ++c) {
+                gcs[c] = c < C && lane_ok ? g[c * kp.g_sc] : 0.0f;
+                if (c < C && want_geo && active)
+                    add_geometry(c, gcs[c]);
             }
             if (want_texgrad) {
 #pragma unroll
-                for (int k = 0; k < kTaps; ++k)
-                    emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gc : 0.0f, uni[k],
-                         stage0 + li * kTaps + k, run[k]);
+                for (int k = 0; k < kTaps; ++k) {
+                    const long long slot = stage0 + li * kTaps + k;
+                    if (warp_uniform(key[k])) {  // (then every lane takes this branch)
+#pragma unroll
+                        for (int c = 0; c < kVectorChannels; ++c)
+                            if (c < C)
+                                emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gcs[c] : 0.0f,
+                                     true, slot, lane_run());
+                        continue;
+                    }
+                    if (lane_id() == 0)
+                        sink.stage_keys[slot] = -1;  // (every slot is written, see emit)
+                    const WarpRun run = warp_run(key[k]);
+                    float sums[kVectorChannels];
+#pragma unroll
+                    for (int c = 0; c < kVectorChannels; ++c)
+                        sums[c] = c < C ? run_sum(key[k] >= 0 ? tw[k] * gcs[c] : 0.0f, run)
+                                        : 0.0f;
+                    if (key[k] >= 0 && run.head)
+                        atomic_add_channels(sink.grad, key[k], C, sums);
+                }
+            }
+        } else {
+            bool uni[kTaps];
+            WarpRun run[kTaps];
+#pragma unroll
+            for (int k = 0; k < kTaps; ++k) {
+                uni[k] = want_texgrad ? warp_uniform(key[k]) : false;
+                run[k] = want_texgrad && mode == kFast && !uni[k] ? warp_run(key[k]) : lane_run();
+            }
+            for (int c = 0; c < C; ++c) {
+                const float gc = lane_ok ? g[c * kp.g_sc] : 0.0f;
+                if (want_geo && active)
+                    add_geometry(c, gc);
+                if (want_texgrad) {
+#pragma unroll
+                    for (int k = 0; k < kTaps; ++k)
+                        emit(sink, key[k], C, c, key[k] >= 0 ? tw[k] * gc : 0.0f, uni[k],
+                             stage0 + li * kTaps + k, run[k]);
+                }
             }
         }
         if (want_geo && active) {

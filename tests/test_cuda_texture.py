@@ -208,7 +208,7 @@ def test_cube_matches_reference(kernels, tex_shape, channels, filter_mode):
                 filter_mode=filter_mode, boundary_mode="cube")
 
 
-@pytest.mark.parametrize("channels", [1, 2, 4, 5, 8])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4, 5, 8])
 def test_channel_counts(kernels, channels):
     tex, uv, da, bias = make_case(False, (1, 9, 14), C=channels, seed=channels)
     compare(kernels, tex, uv, da, bias, filter_mode="linear-mipmap-linear", boundary_mode="wrap")

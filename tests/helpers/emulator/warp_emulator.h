@@ -22,6 +22,8 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// Kernels take the paths of an sm_90 GPU where they differ by architecture (vector atomics).
+#define DIFFRAST_EMULATOR 1
 
 struct EmuDim3 {
     unsigned x = 0, y = 0, z = 0;
@@ -31,7 +33,7 @@ extern EmuDim3 blockIdx;
 extern EmuDim3 blockDim;
 extern EmuDim3 gridDim;
 
-struct float2 {
+struct alignas(8) float2 {
     float x, y;
 };
 struct float3 {
@@ -183,6 +185,25 @@ inline float atomicAdd(float* address, float value)
 {
     const float old = *address;
     *address = old + value;
+    return old;
+}
+
+// The vector atomics of sm_90 (each component added on its own), with the GPU's alignment
+// requirement checked: a misaligned vector atomic is an error there.
+inline float2 atomicAdd(float2* address, float2 value)
+{
+    if (reinterpret_cast<unsigned long long>(address) % 8 != 0)
+        emu_fail("a float2 atomicAdd at an address not 8-byte aligned");
+    const float2 old = *address;
+    *address = float2{old.x + value.x, old.y + value.y};
+    return old;
+}
+inline float4 atomicAdd(float4* address, float4 value)
+{
+    if (reinterpret_cast<unsigned long long>(address) % 16 != 0)
+        emu_fail("a float4 atomicAdd at an address not 16-byte aligned");
+    const float4 old = *address;
+    *address = float4{old.x + value.x, old.y + value.y, old.z + value.z, old.w + value.w};
     return old;
 }
 
