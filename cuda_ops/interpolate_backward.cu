@@ -127,7 +127,8 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
     // The copy of grad_attr that this warp's atomics go to: where many pixels share few vertex
     // rows, spreading the warps over copies (summed by the caller) divides the contention on
     // each row's address.
-    float* grad_attr = kp.grad_attr + (long long)((int)(p >> 5) & kp.copy_mask) * kp.num_rows * A;
+    const long long copy_row0 = (long long)((int)(p >> 5) & kp.copy_mask) * kp.num_rows;
+    float* grad_attr = kp.grad_attr + copy_row0 * A;
     // Pixels of one run share the triangle (and image, when attr is batched), hence the rows.
     const long long key = covered
         ? (kp.attr_batched ? (long long)image * kp.num_triangles + pt.tri : (long long)pt.tri)
@@ -135,8 +136,9 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
     if (!__any_sync(kFullWarp, covered))
         return;  // uniform across the warp
     const WarpRun run = warp_run(key);
-    for (int i = 0; i < A; ++i) {
-        float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f;
+    // Attribute i's contributions to the three corners' rows.
+    auto corner_terms = [&](int i, float& c0, float& c1, float& c2) {
+        c0 = c1 = c2 = 0.0f;
         if (covered) {
             const float gi = g[i * g_sc];
             float e0 = 0.0f, e1 = 0.0f;
@@ -146,6 +148,30 @@ __device__ __forceinline__ void interpolate_bwd_impl(const InterpolateBackwardPa
             c1 = v * gi + e1;
             c2 = w * gi + (-e0 - e1);
         }
+    };
+    if (A <= kVectorChannels) {
+        // Up to four attributes, held in registers: each corner's row gets the run's sums of all
+        // attributes with one vector atomic (atomic_add_channels) rather than one per attribute.
+        float s0[kVectorChannels], s1[kVectorChannels], s2[kVectorChannels];
+#pragma unroll
+        for (int i = 0; i < kVectorChannels; ++i) {
+            float c0 = 0.0f, c1 = 0.0f, c2 = 0.0f;
+            if (i < A)
+                corner_terms(i, c0, c1, c2);
+            s0[i] = i < A ? run_sum(c0, run) : 0.0f;
+            s1[i] = i < A ? run_sum(c1, run) : 0.0f;
+            s2[i] = i < A ? run_sum(c2, run) : 0.0f;
+        }
+        if (covered && run.head) {
+            atomic_add_channels(kp.grad_attr, copy_row0 + pt.row[0], A, s0);
+            atomic_add_channels(kp.grad_attr, copy_row0 + pt.row[1], A, s1);
+            atomic_add_channels(kp.grad_attr, copy_row0 + pt.row[2], A, s2);
+        }
+        return;
+    }
+    for (int i = 0; i < A; ++i) {
+        float c0, c1, c2;
+        corner_terms(i, c0, c1, c2);
         run_atomic_add(grad_attr + pt.row[0] * A + i, c0, run, covered);
         run_atomic_add(grad_attr + pt.row[1] * A + i, c1, run, covered);
         run_atomic_add(grad_attr + pt.row[2] * A + i, c2, run, covered);

@@ -343,6 +343,20 @@ def test_gradient_summed_over_copies(kernels, monkeypatch, layout, copies):
                    run(reference, attr, rast, tri, db, "all"), "all")
 
 
+@pytest.mark.parametrize("copies", [1, 2])
+@pytest.mark.parametrize("num_attrs", [1, 2, 3, 4, 5])
+def test_attribute_counts(kernels, monkeypatch, num_attrs, copies):
+    """Every attribute count up to five, with one copy of the attribute gradient and with two
+    (the second starting at an odd row: 3 images of 13 vertices): up to four attributes are added
+    with vector atomics, one per corner row (for three, a float2 on attributes 0-1 or 1-2 by the
+    parity of the row in the buffer, then a float), more one attribute at a time."""
+    monkeypatch.setattr(cuda_backend, "atomic_copies", lambda pixels, rows: copies)
+    attr, rast, tri, db = make_case("random", "instance", kernels, A=num_attrs,
+                                    seed=20 + num_attrs)
+    assert_matches(run(public, attr, rast, tri, db, "all"),
+                   run(reference, attr, rast, tri, db, "all"), "all")
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("layout", ["range", "instance"])
 def test_many_views_of_a_small_mesh(layout):
