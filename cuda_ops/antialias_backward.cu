@@ -53,7 +53,9 @@ __device__ bool pair_pos_grad(const Scene& s, const float* __restrict__ rast, lo
     const int ax = a_second ? x + sx : x, ay = a_second ? y + sy : y;
     const float dx = (float)(a_second ? -sx : sx), dy = (float)(a_second ? -sy : sy);
     const float cx = (float)ax + 0.5f, cy = (float)ay + 0.5f;
-    const int va = vi[k], vb = vi[k == 2 ? 0 : k + 1];
+    // (selected, not indexed by k: an array indexed at run time would live in local memory)
+    const int va = k == 0 ? vi[0] : (k == 1 ? vi[1] : vi[2]);
+    const int vb = k == 0 ? vi[1] : (k == 1 ? vi[2] : vi[0]);
     out.row[0] = vertex_row(s, b, va);
     out.row[1] = vertex_row(s, b, vb);
     const Vec3 Pa = pixel_space(s, load4(s.pos, out.row[0]), cx, cy);

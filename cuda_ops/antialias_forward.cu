@@ -129,24 +129,29 @@ __device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, in
     const float sgn = D > 0.0f ? 1.0f : -1.0f;
 
     // First exit from T along A -> B: the crossing edge with the smallest t (lowest k on ties).
+    // (The edge's line is kept by value, not indexed by k: an array indexed at run time would
+    // live in local memory.)
     float t_min = inf;
     int k = 0;
+    Vec3 Lk = L[0];
+#pragma unroll
     for (int i = 0; i < 3; ++i) {
         float ti;
         if (edge_crossing(L[i], dx, dy, sgn, ti)) {
             if (ti < t_min) {
                 t_min = ti;
                 k = i;
+                Lk = L[i];
             }
         }
     }
     if (!is_finite(t_min))
         return 0;
     // Orientation: horizontal pairs take steep edges, vertical pairs shallow ones.
-    const bool steep = fabsf(L[k].x) >= fabsf(L[k].y);
+    const bool steep = fabsf(Lk.x) >= fabsf(Lk.y);
     if (steep != (sy == 0))
         return 0;
-    if (!is_silhouette(s, topo, b, t, k, L[k], D, cx, cy))
+    if (!is_silhouette(s, topo, b, t, k, Lk, D, cx, cy))
         return 0;
     t_out = t_min;
     const bool to_a = t_min < 0.5f;
