@@ -13,6 +13,7 @@ interleaved, medians).
     python benchmarks/host_overhead.py                  # small_1x512
     python benchmarks/host_overhead.py --scenario mid_4x1024 --python
     python benchmarks/host_overhead.py --res 16 --tex 16 --compiled
+    python benchmarks/host_overhead.py --res 16 --tex 16 --compiled --no-size-asserts
 
 Only ratios between runs on one machine mean anything (the GPU's host is another CPU).
 """
@@ -86,7 +87,13 @@ def main():
                    help="another texture size (the CPU zero-fills the texture gradient)")
     p.add_argument("--compiled", action="store_true",
                    help="also compare the step's host time, eager against torch.compile")
+    p.add_argument("--no-size-asserts", action="store_true",
+                   help="compile with torch._inductor.config.size_asserts = False (no check of "
+                        "each custom op output's sizes and strides in the compiled code)")
     args = p.parse_args()
+    if args.no_size_asserts:
+        import torch._inductor.config
+        torch._inductor.config.size_asserts = False
 
     launches = []
 

@@ -227,7 +227,12 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--compile", action="store_true",
                    help="also time the training step compiled with torch.compile(fullgraph=True)")
+    p.add_argument("--no-size-asserts", action="store_true",
+                   help="with --compile: torch._inductor.config.size_asserts = False")
     args = p.parse_args()
+    if args.no_size_asserts:
+        import torch._inductor.config
+        torch._inductor.config.size_asserts = False
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())

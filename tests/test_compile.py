@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch._inductor.config
 
 import diffrast as dr
 from helpers.contexts import KINDS, context, tensor_device
@@ -111,10 +112,13 @@ def test_depth_peeler_compiles(kind):
     assert (eager[1, ..., 3] > 0).any()  # the sphere's back faces make a second layer
 
 
+@pytest.mark.parametrize("size_asserts", [True, False], ids=["size_asserts", "no_size_asserts"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_training_step_compiles_with_inductor(kind):
+def test_training_step_compiles_with_inductor(kind, size_asserts):
     """The benchmark's training step (rasterize, interpolate with derivatives, mipmapped
-    texture, antialias with a prebuilt hash, L2 loss, backward) with the default backend."""
+    texture, antialias with a prebuilt hash, L2 loss, backward) with the default backend, with
+    and without inductor's checks of each op output's sizes and strides (the README suggests
+    turning them off for small scenes)."""
     glctx = context(kind)
     device = tensor_device(kind)
     clip, tri, uv, tex, _ = sphere_scene(device)
@@ -127,7 +131,8 @@ def test_training_step_compiles_with_inductor(kind):
         return (render(clip, tex, uv) - target).square().mean()
 
     compiled = torch.compile(step, fullgraph=True)
-    (le, ge), (lc, gc) = grads_of(step, clip, tex, uv), grads_of(compiled, clip, tex, uv)
+    with torch._inductor.config.patch(size_asserts=size_asserts):
+        (le, ge), (lc, gc) = grads_of(step, clip, tex, uv), grads_of(compiled, clip, tex, uv)
     torch.testing.assert_close(lc, le)
     for a, b in zip(ge, gc):
         torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-6)
