@@ -24,6 +24,8 @@ step texture_kernels 60 python3 benchmarks/texture_kernels.py
 cat "$OUT/texture_kernels.log"
 step profile_step 60 python3 benchmarks/profile_step.py --functions
 grep -E "^small|host ms" "$OUT/profile_step.log"
+step profile_kernels 60 python3 benchmarks/profile_step.py --scenarios mid_4x1024 --kernels
+head -n 20 "$OUT/profile_kernels.log"
 CUPY_CACHE_DIR=/tmp/dr-cold step first_call_cold 60 python3 benchmarks/first_call.py
 CUPY_CACHE_DIR=/tmp/dr-cold step first_call_warm 60 python3 benchmarks/first_call.py
 tail -n1 "$OUT/first_call_cold.log" "$OUT/first_call_warm.log"

@@ -5,6 +5,7 @@ launches, and the Python functions that cost the most host time.
     python benchmarks/profile_step.py                     # small_1x512, RasterizeCudaContext
     python benchmarks/profile_step.py --scenarios mid_4x1024 --python
     python benchmarks/profile_step.py --functions         # host time of each autograd Function
+    python benchmarks/profile_step.py --scenarios mid_4x1024 --kernels   # GPU time per kernel
 
 cProfile sees only the calling thread; on CUDA tensors the autograd engine runs the backward
 functions on its own device thread, so ``--functions`` times diffrast's autograd Functions
@@ -65,6 +66,9 @@ def main():
     p.add_argument("--functions", action="store_true",
                    help="also print the host time of each of diffrast's autograd Functions, "
                         "forward and backward (medians per step)")
+    p.add_argument("--kernels", action="store_true",
+                   help="also print the GPU time of each kernel of the step (torch.profiler, "
+                        "mean over --calls steps)")
     p.add_argument("--compiled", action="store_true",
                    help="also time the step compiled with torch.compile (host time of forward "
                         "and backward per backend: none, eager, aot_eager, inductor) and "
@@ -103,6 +107,8 @@ def main():
         row = {n: round(statistics.median(v), 3) for n, v in host.items()}
         print(f"{name} ({args.context}): step {gpu} ms (CUDA events), host ms per stage {row}, "
               f"host total {round(sum(row.values()), 3)} ms, {kernels} GPU activities per step")
+        if args.kernels:
+            print(kernel_table(step, args.calls))
         if args.python:
             print(python_profile(step, args.calls))
         if args.functions:
@@ -127,6 +133,21 @@ def main():
                       f"step {timer(device, args.calls, 3)(lambda: fn().backward())} ms")
             # (the last one, inductor: torch.compile's default)
             print(python_profile(lambda: fn().backward(), args.calls))
+
+
+def kernel_table(step, calls, rows=30):
+    """The GPU time of each kernel (and copy or fill) of ``step()``, mean µs per step over
+    ``calls`` steps, with its launches per step, largest first, as a string."""
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            step()
+        torch.cuda.synchronize()
+    found = sorted(((e.device_time_total / calls, e.count / calls, e.key)
+                    for e in prof.key_averages() if e.device_time_total > 0), reverse=True)
+    lines = [f"GPU µs per step (mean of {calls}), launches per step, kernel:"]
+    lines += [f"{t:10.1f} {c:5.1f}  {k[:100]}" for t, c, k in found[:rows]]
+    return "\n".join(lines)
 
 
 def _autograd_functions():
