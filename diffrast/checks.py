@@ -29,16 +29,16 @@ def check_tensor(name: str, t, *, dtypes=None, ndims=None, last_dim=None) -> tor
     if dtypes is not None and t.dtype not in dtypes:
         allowed = " or ".join(str(d).replace("torch.", "") for d in dtypes)
         raise TypeError(f"{name} must have dtype {allowed}, got {str(t.dtype).replace('torch.', '')}")
-    if ndims is not None:
+    # (the passing case builds nothing: these checks run on every argument of every call)
+    if ndims is not None and not (t.ndim == ndims if isinstance(ndims, int) else t.ndim in ndims):
         ndims = (ndims,) if isinstance(ndims, int) else tuple(ndims)
-        if t.ndim not in ndims:
-            want = " or ".join(f"{n}-D" for n in ndims)
-            raise ValueError(f"{name} must be {want}, got {describe(t)}")
-    if last_dim is not None:
+        want = " or ".join(f"{n}-D" for n in ndims)
+        raise ValueError(f"{name} must be {want}, got {describe(t)}")
+    if last_dim is not None and (t.ndim == 0 or not (
+            t.shape[-1] == last_dim if isinstance(last_dim, int) else t.shape[-1] in last_dim)):
         last = (last_dim,) if isinstance(last_dim, int) else tuple(last_dim)
-        if t.ndim == 0 or t.shape[-1] not in last:
-            want = " or ".join(str(n) for n in last)
-            raise ValueError(f"{name} must have last dimension {want}, got {describe(t)}")
+        want = " or ".join(str(n) for n in last)
+        raise ValueError(f"{name} must have last dimension {want}, got {describe(t)}")
     return t.contiguous()
 
 
@@ -65,13 +65,17 @@ def check_device(name: str, t: torch.Tensor) -> torch.device:
 def check_same_device(**tensors) -> torch.device:
     """Check that all given tensors (``None`` skipped) are on one device, a CPU or CUDA one;
     return it."""
-    items = [(k, v) for k, v in tensors.items() if v is not None]
-    dev = items[0][1].device
-    for k, v in items[1:]:
-        if v.device != dev:
-            raise ValueError(
-                f"{k} must be on the same device as {items[0][0]} ({dev}), got {v.device}")
-    return check_device(items[0][0], items[0][1])
+    first = dev = None
+    for k, v in tensors.items():
+        if v is None:
+            continue
+        if dev is None:
+            first, dev = k, v.device
+        elif v.device != dev:
+            raise ValueError(f"{k} must be on the same device as {first} ({dev}), got {v.device}")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"{first} must be on a CPU or CUDA device, got device {dev}")
+    return dev
 
 
 def check_same_dtype(**tensors) -> torch.dtype:
