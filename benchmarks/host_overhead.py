@@ -30,7 +30,7 @@ from diffrast import dispatch
 from diffrast.cuda_ops import kernels, loader
 from diffrast.raster_context import RasterContext
 from profile_step import staged_step
-from run import SCENARIOS, scene
+from run import SCENARIOS, disable_size_asserts, scene
 
 
 class NullContext(RasterContext):
@@ -92,8 +92,7 @@ def main():
                         "each custom op output's sizes and strides in the compiled code)")
     args = p.parse_args()
     if args.no_size_asserts:
-        import torch._inductor.config
-        torch._inductor.config.size_asserts = False
+        disable_size_asserts()
 
     launches = []
 

@@ -215,6 +215,13 @@ def run_scale_scenario(name, cfg, device, glctx, reps, warmup, context_name):
     return out
 
 
+def disable_size_asserts():
+    """Compile without inductor's checks of each custom op output's sizes and strides
+    (``torch._inductor.config.size_asserts = False``; see the README's torch.compile notes)."""
+    import torch._inductor.config
+    torch._inductor.config.size_asserts = False
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda")
@@ -231,8 +238,7 @@ def main():
                    help="with --compile: torch._inductor.config.size_asserts = False")
     args = p.parse_args()
     if args.no_size_asserts:
-        import torch._inductor.config
-        torch._inductor.config.size_asserts = False
+        disable_size_asserts()
     device = torch.device(args.device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())

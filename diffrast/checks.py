@@ -70,12 +70,11 @@ def check_same_device(**tensors) -> torch.device:
         if v is None:
             continue
         if dev is None:
-            first, dev = k, v.device
+            first, dev = (k, v), v.device
         elif v.device != dev:
-            raise ValueError(f"{k} must be on the same device as {first} ({dev}), got {v.device}")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"{first} must be on a CPU or CUDA device, got device {dev}")
-    return dev
+            raise ValueError(
+                f"{k} must be on the same device as {first[0]} ({dev}), got {v.device}")
+    return check_device(*first)
 
 
 def check_same_dtype(**tensors) -> torch.dtype:
