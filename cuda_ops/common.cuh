@@ -107,13 +107,22 @@ __device__ __forceinline__ long long lmax(long long a, long long b) { return a >
 
 // ---- 16-byte vectors: element `index` of a float4 array given as floats (16-byte aligned) ----
 
+// (The GPU faults on a float4 access that is not 16-byte aligned; the emulator checks it.)
 __device__ __forceinline__ float4 load4(const float* __restrict__ base, long long index)
 {
+#if defined(DIFFRAST_EMULATOR)
+    if (reinterpret_cast<unsigned long long>(base + 4 * index) % 16 != 0)
+        emu_fail("a float4 load at an address not 16-byte aligned");
+#endif
     return reinterpret_cast<const float4*>(base)[index];
 }
 
 __device__ __forceinline__ void store4(float* __restrict__ base, long long index, float4 value)
 {
+#if defined(DIFFRAST_EMULATOR)
+    if (reinterpret_cast<unsigned long long>(base + 4 * index) % 16 != 0)
+        emu_fail("a float4 store at an address not 16-byte aligned");
+#endif
     reinterpret_cast<float4*>(base)[index] = value;
 }
 

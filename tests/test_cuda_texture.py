@@ -381,7 +381,8 @@ def test_mip_stack_without_grad(kernels):
 
 
 MIP_SHAPES = [(1, 16, 16, 3), (2, 37, 53, 2), (1, 64, 32, 1), (1, 1, 13, 4), (1, 13, 1, 2),
-              (1, 3, 3, 1), (1, 40, 24, 5), (2, 1, 1, 3), (1, 48, 80, 2), (1, 256, 64, 1)]
+              (1, 3, 3, 1), (1, 40, 24, 5), (2, 1, 1, 3), (1, 48, 80, 2), (1, 256, 64, 1),
+              (2, 32, 16, 4)]
 
 
 @pytest.mark.parametrize("shape", MIP_SHAPES, ids=lambda s: "x".join(map(str, s)))
@@ -389,6 +390,22 @@ MIP_SHAPES = [(1, 16, 16, 3), (2, 37, 53, 2), (1, 64, 32, 1), (1, 1, 13, 4), (1,
 def test_construct_mip_matches_reference(kernels, shape, max_mip_level):
     tex = torch.rand(shape, generator=_gen(sum(shape))).to(kernels)
     _check_mip(tex, max_mip_level, False)
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_construct_mip_of_a_misaligned_texture(kernels, channels):
+    """A contiguous texture whose data starts 4 bytes past a 16-byte boundary (a view at storage
+    offset 1): the pyramid kernel reads aligned textures with float4 loads and this one with
+    scalar loads (the emulator fails on a misaligned float4 access, as the GPU does)."""
+    n = 2 * 32 * 16 * channels
+    flat = torch.rand(n + 1, generator=_gen(channels)).to(kernels)
+    tex = flat[1:].view(2, 32, 16, channels)
+    assert tex.is_contiguous() and tex.data_ptr() % 16 != 0
+    got = dr.texture_construct_mip(tex).levels
+    want = ref_mipmap.construct_mip_levels(tex.clone(), None, False)
+    assert len(got) == len(want) == 5
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [1, 2, 5, 8, 12, 32])
