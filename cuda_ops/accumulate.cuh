@@ -106,11 +106,11 @@ constexpr int kVectorChannels = 4;
 
 // Adds v[0 .. C) (C <= kVectorChannels; v[c] = 0 for c >= C) to the C floats of texel `key` of
 // a texel-major buffer (channel c of the texel at base[key * C + c]; base 16-byte aligned).
-// With vector atomics: one
-// float4 atomic for C = 4, one float2 for C = 2, and for C = 3 one float2 on the 8-byte aligned
-// pair of channels (0 and 1 when key is even, 1 and 2 when odd) and one float. Otherwise (and
-// for C = 1) a float atomic per channel, zero contributions skipped. The same float additions
-// either way (zero contributions aside, which change nothing but the sign of a zero).
+// With vector atomics: one float4 atomic for C = 4, one float2 for C = 2, and for C = 3 one
+// float2 on the 8-byte aligned pair of channels (0 and 1 when key is even, 1 and 2 when odd)
+// and one float. Otherwise (and for C = 1) a float atomic per channel, zero contributions
+// skipped. The same float additions either way (zero contributions aside, which change nothing
+// but the sign of a zero).
 __device__ __forceinline__ void atomic_add_channels(float* base, long long key, int C,
                                                     const float (&v)[kVectorChannels])
 {

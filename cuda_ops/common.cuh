@@ -111,8 +111,7 @@ __device__ __forceinline__ long long lmax(long long a, long long b) { return a >
 __device__ __forceinline__ float4 load4(const float* __restrict__ base, long long index)
 {
 #if defined(DIFFRAST_EMULATOR)
-    if (reinterpret_cast<unsigned long long>(base + 4 * index) % 16 != 0)
-        emu_fail("a float4 load at an address not 16-byte aligned");
+    emu_check_aligned(base + 4 * index, 16, "a float4 load at an address not 16-byte aligned");
 #endif
     return reinterpret_cast<const float4*>(base)[index];
 }
@@ -120,8 +119,7 @@ __device__ __forceinline__ float4 load4(const float* __restrict__ base, long lon
 __device__ __forceinline__ void store4(float* __restrict__ base, long long index, float4 value)
 {
 #if defined(DIFFRAST_EMULATOR)
-    if (reinterpret_cast<unsigned long long>(base + 4 * index) % 16 != 0)
-        emu_fail("a float4 store at an address not 16-byte aligned");
+    emu_check_aligned(base + 4 * index, 16, "a float4 store at an address not 16-byte aligned");
 #endif
     reinterpret_cast<float4*>(base)[index] = value;
 }

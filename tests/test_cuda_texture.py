@@ -395,8 +395,9 @@ def test_construct_mip_matches_reference(kernels, shape, max_mip_level):
 @pytest.mark.parametrize("channels", [1, 3, 4])
 def test_construct_mip_of_a_misaligned_texture(kernels, channels):
     """A contiguous texture whose data starts 4 bytes past a 16-byte boundary (a view at storage
-    offset 1): the pyramid kernel reads aligned textures with float4 loads and this one with
-    scalar loads (the emulator fails on a misaligned float4 access, as the GPU does)."""
+    offset 1), passed as it is (no clone): the pyramid must come out right without any vector
+    access that assumes an aligned texture (the emulator fails on a misaligned float4 access, as
+    the GPU does)."""
     n = 2 * 32 * 16 * channels
     flat = torch.rand(n + 1, generator=_gen(channels)).to(kernels)
     tex = flat[1:].view(2, 32, 16, channels)

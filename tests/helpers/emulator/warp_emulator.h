@@ -82,6 +82,14 @@ void emu_yield();
 void emu_fail(const char* what);
 extern EmuWarp* emu_warp;
 
+// Fails the launch with `what` unless `address` is a multiple of `bytes`: the GPU faults on a
+// vector access (load, store or atomic) not aligned to its size.
+inline void emu_check_aligned(const void* address, unsigned bytes, const char* what)
+{
+    if (reinterpret_cast<unsigned long long>(address) % bytes != 0)
+        emu_fail(what);
+}
+
 inline int emu_lane() { return (int)(threadIdx.x & 31u); }
 
 template <class T>
@@ -192,16 +200,14 @@ inline float atomicAdd(float* address, float value)
 // requirement checked: a misaligned vector atomic is an error there.
 inline float2 atomicAdd(float2* address, float2 value)
 {
-    if (reinterpret_cast<unsigned long long>(address) % 8 != 0)
-        emu_fail("a float2 atomicAdd at an address not 8-byte aligned");
+    emu_check_aligned(address, 8, "a float2 atomicAdd at an address not 8-byte aligned");
     const float2 old = *address;
     *address = float2{old.x + value.x, old.y + value.y};
     return old;
 }
 inline float4 atomicAdd(float4* address, float4 value)
 {
-    if (reinterpret_cast<unsigned long long>(address) % 16 != 0)
-        emu_fail("a float4 atomicAdd at an address not 16-byte aligned");
+    emu_check_aligned(address, 16, "a float4 atomicAdd at an address not 16-byte aligned");
     const float4 old = *address;
     *address = float4{old.x + value.x, old.y + value.y, old.z + value.z, old.w + value.w};
     return old;
