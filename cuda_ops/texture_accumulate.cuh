@@ -127,36 +127,30 @@ __device__ __forceinline__ void emit(const GradSink& s, long long key, int C, in
     }
 }
 
-// texture_grad_stage_reduce: thread t sums channel c of stage slot k over a run of kStageRun
-// consecutive warps, one atomic per stretch of equal keys.
-constexpr int kStageRun = 64;
+// texture_grad_stage_reduce: a warp per stage slot k and run of kStageRun (32) consecutive
+// staged warps, lane i taking warp i of the run: each stretch of lanes with equal keys adds its
+// sum of each channel with one atomic (warp_run / run_sum). A thread per slot and channel that
+// walked the run's warps one after another was bound by the latency of its loop (41 us at
+// mid_4x1024 on an H100, a few thousand such threads in flight).
+constexpr int kStageRun = 32;
 
+// Thread t of the launch (runs * slots * 32 threads, runs = ceil(warps / kStageRun)).
 __device__ __forceinline__ void stage_reduce(const long long* __restrict__ keys,
                                              const float* __restrict__ vals, float* grad,
                                              long long warps, int slots, int C, long long t)
 {
-    const long long per_run = (long long)slots * C;
-    const long long run = t / per_run;
-    const int r = (int)(t - run * per_run);
-    const int k = r / C, c = r - k * C;
-    const long long w0 = run * kStageRun;
-    const long long w1 = w0 + kStageRun < warps ? w0 + kStageRun : warps;
-    long long cur = -1;
-    float sum = 0.0f;
-    for (long long w = w0; w < w1; ++w) {
-        const long long slot = w * slots + k;
-        const long long key = keys[slot];
-        if (key != cur) {
-            if (cur >= 0 && sum != 0.0f)
-                atomicAdd(grad + cur * C + c, sum);
-            cur = key;
-            sum = 0.0f;
-        }
-        if (key >= 0)
-            sum += vals[slot * C + c];
+    const long long item = t / kStageRun;  // (run, slot), the same in every lane of the warp
+    const long long run = item / slots;
+    const int k = (int)(item - run * slots);
+    const long long w = run * kStageRun + lane_id();
+    const long long slot = w * slots + k;
+    const long long key = w < warps ? keys[slot] : -1;
+    const WarpRun r = warp_run(key);
+    for (int c = 0; c < C; ++c) {
+        const float sum = run_sum(key >= 0 ? vals[slot * C + c] : 0.0f, r);
+        if (key >= 0 && r.head && sum != 0.0f)
+            atomicAdd(grad + key * C + c, sum);
     }
-    if (cur >= 0 && sum != 0.0f)
-        atomicAdd(grad + cur * C + c, sum);
 }
 
 }  // namespace diffrast

@@ -270,13 +270,13 @@ __device__ __forceinline__ void texture_bwd_impl(const TextureBackwardParams& kp
     }
 }
 
-// Fast mode, after texture_bwd_*: the staged warp-uniform taps, kStageRun warps per thread
-// (stage_reduce of texture_accumulate.cuh).
+// Fast mode, after texture_bwd_*: the staged warp-uniform taps, a warp per slot and run of
+// kStageRun staged warps (stage_reduce of texture_accumulate.cuh).
 __device__ __forceinline__ void texture_grad_stage_reduce_impl(const TextureBackwardParams& kp)
 {
     const long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
     const long long runs = (kp.stage_warps + kStageRun - 1) / kStageRun;
-    if (t < runs * kp.stage_slots * kp.channels)
+    if (t < runs * kp.stage_slots * kStageRun)  // (whole warps: the bound is a multiple of 32)
         stage_reduce(kp.stage_keys, kp.stage_vals, kp.grad_tex, kp.stage_warps, kp.stage_slots,
                      kp.channels, t);
 }

@@ -49,7 +49,7 @@ __all__ = ["Backend", "MipLevels", "MipPlan", "MipDownStep", "MipUpStep", "textu
 
 # Texture gradient contributions per pixel and channel, by filter.
 _SLOTS = {Filter.NEAREST: 1, Filter.LINEAR: 4, Filter.MIP_NEAREST: 4, Filter.MIP_LINEAR: 8}
-_STAGE_RUN = 64  # kStageRun of cuda_ops/texture_accumulate.cuh: warps per stage-reduce thread
+_STAGE_RUN = 32  # kStageRun of cuda_ops/texture_accumulate.cuh: staged warps per reducing warp
 
 # How texture() receives the mip levels.
 _MIP_NONE, _MIP_FLAT, _MIP_LIST = 0, 1, 2
@@ -524,8 +524,8 @@ def _texture_grads(cfg, tex, uv, uv_da, bias, mipbuf, mip_numel, grad_out,
         launch("texture_backward", kernel, N, kp, device)
         if want_texgrad:
             runs = -(-kp.stage_warps // _STAGE_RUN)
-            launch("texture_backward", "texture_grad_stage_reduce", runs * kp.stage_slots * C, kp,
-                   device)
+            launch("texture_backward", "texture_grad_stage_reduce",
+                   runs * kp.stage_slots * _STAGE_RUN, kp, device)
         return grad_flat, grad_uv, grad_da, grad_bias
     kp = kp._replace(max_bits=max_bits, flags=flags, acc=acc, num_texels=grad_flat.numel() // C,
                      count_log2=count_log2, mode=TextureGradMode.DET_SCAN)
