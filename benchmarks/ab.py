@@ -9,9 +9,10 @@ Two steps, because the GPU machine gets a copy of the working tree without git:
 
 ``run`` installs each tree under ``.ab/`` with pip (``--target``, no dependencies, no network)
 into a temporary directory, then runs ``benchmarks/run.py`` with the arguments after ``--``
-``--rounds`` times for the working tree (``HEAD``) and each prepared tree, alternating, each from
-its own tree. It prints, per scenario and figure, the median over rounds of each version and the
-ratio to ``HEAD``, and writes every JSON line it got to ``--out`` if given.
+``--rounds`` times for the working tree (``HEAD``) and each prepared tree, alternating (each round
+starting with the next version), each from its own tree. It prints, per scenario and figure, the
+median over rounds of each version and the ratio to ``HEAD``, and writes every JSON line it got
+to ``--out`` if given.
 """
 from __future__ import annotations
 
@@ -71,8 +72,11 @@ def run(args: list[str], rounds: int, out: str | None) -> None:
         versions.append((name, os.path.join(AB_DIR, name), site))
     got: dict = {}  # (version, scenario, context) -> figure -> [values]
     lines = []
-    for _ in range(rounds):
-        for name, tree, site in versions:
+    for r in range(rounds):
+        # Each round starts with another version: the first run of a round can find the GPU
+        # and the host in another state (clocks, caches) than the later ones.
+        shift = r % len(versions)
+        for name, tree, site in versions[shift:] + versions[:shift]:
             for row in _run_once(tree, site, args):
                 lines.append({"version": name, **row})
                 key = (name, row["scenario"], row.get("context"))
