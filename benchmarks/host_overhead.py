@@ -8,9 +8,11 @@ does around its kernels: validation, allocation, autograd, argument packing (whe
 packs). Prints the median host time per stage and the number of launches, and with
 ``--python`` the functions that cost the most. ``--compiled`` compares the whole step's host
 time in eager mode with the step compiled by ``torch.compile(fullgraph=True)`` (calls
-interleaved, medians).
+interleaved, medians). ``--no-grad`` times the forward stages under ``torch.no_grad()``, as
+rendering without training calls them.
 
     python benchmarks/host_overhead.py                  # small_1x512
+    python benchmarks/host_overhead.py --res 16 --tex 16 --no-grad
     python benchmarks/host_overhead.py --scenario mid_4x1024 --python
     python benchmarks/host_overhead.py --res 16 --tex 16 --compiled
     python benchmarks/host_overhead.py --res 16 --tex 16 --compiled --no-size-asserts
@@ -90,6 +92,8 @@ def main():
     p.add_argument("--no-size-asserts", action="store_true",
                    help="compile with torch._inductor.config.size_asserts = False (no check of "
                         "each custom op output's sizes and strides in the compiled code)")
+    p.add_argument("--no-grad", action="store_true",
+                   help="the forward stages under torch.no_grad() (rendering), no backward")
     args = p.parse_args()
     if args.no_size_asserts:
         disable_size_asserts()
@@ -118,8 +122,11 @@ def main():
             stages, _ = staged_step(ctx, clip, tri, uv, tex, res, topo, target)
             launches.clear()
             for name, fn in stages:
+                if args.no_grad and name == "backward":
+                    continue
                 t0 = time.perf_counter()
-                fn()
+                with torch.set_grad_enabled(not args.no_grad):
+                    fn()
                 if call >= 10:
                     times.setdefault(name, []).append(time.perf_counter() - t0)
             count = len(launches)

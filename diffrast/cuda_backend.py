@@ -15,7 +15,8 @@ Sections, one per op (each op's kernels live in ``cuda_ops/<op>_{forward,backwar
 * shared helpers, public for the other kernel backends (:mod:`diffrast.cuda_backend_texture`,
   :mod:`diffrast.cuda_backend_antialias`): :data:`THREADS`, :data:`INT32_MAX`,
   :func:`available`, :func:`deterministic`, :func:`launch` (one thread per item),
-  :func:`aligned` (16-byte aligned tensors), :func:`row_segments` and :func:`check_entries`
+  :func:`aligned` (16-byte aligned tensors), :func:`records_grad` (whether a call needs its
+  autograd node), :func:`row_segments` and :func:`check_entries`
   (deterministic accumulation), :func:`pixel_strides` (loss gradients read in place);
 * ``interpolate``: forward and backward;
 * ``rasterize``: the OpenGL context's resolve of triangle ids into ``rast`` and ``rast_db``
@@ -40,8 +41,8 @@ from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams
 
 __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
            "rasterize_resolve",
-           "THREADS", "INT32_MAX", "launch", "aligned", "row_segments", "check_entries",
-           "pixel_strides", "diff_table_values", "atomic_copies"]
+           "THREADS", "INT32_MAX", "launch", "aligned", "records_grad", "row_segments",
+           "check_entries", "pixel_strides", "diff_table_values", "atomic_copies"]
 
 # ==============================================================================================
 # Shared helpers.
@@ -84,6 +85,14 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     """``t`` (contiguous) with a 16-byte aligned data pointer, as the kernels' float4 loads need.
     Tensors from torch's allocator are; only views at odd storage offsets need a copy."""
     return t if t.data_ptr() % 16 == 0 else t.clone()
+
+
+def records_grad(*tensors) -> bool:
+    """Whether a call on ``tensors`` (``None`` entries ignored) records an autograd node: grad
+    mode is on and one of them requires a gradient. Where not (inference, rendering under
+    ``torch.no_grad()``, constant inputs), the backends launch their forward kernels directly:
+    ``autograd.Function.apply`` would record nothing, at a cost of host time."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _check_sizes(num_rows: int) -> None:
@@ -195,25 +204,32 @@ def _interpolate_shapes(attr: torch.Tensor, rast: torch.Tensor):
     return B * H * W, H * W, V, A, batched, num_rows
 
 
+def _interpolate_forward(attr, rast, rast_db, tri, diff_attrs):
+    """The forward kernel on contiguous inputs: ``(out, out_da, saved)``, ``saved`` the tensors
+    the backward reads, ``(attr, rast, rast_db, tri, diff table)``."""
+    device = attr.device
+    B, H, W, _ = rast.shape
+    N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
+    _check_sizes(num_rows)
+    K = len(diff_attrs)
+    rast = aligned(rast)
+    rast_db = aligned(rast_db) if K else None
+    table = _diff_table(diff_attrs, A, device) if K else None
+    out = torch.empty(B, H, W, A, dtype=attr.dtype, device=device)
+    out_da = torch.empty(B, H, W, 2 * K, dtype=attr.dtype, device=device)
+    launch("interpolate_forward", "interpolate_fwd", N, InterpolateForwardParams(
+        attr=attr, rast=rast, tri=tri, rast_db=rast_db, diff_table=table, out=out,
+        out_da=out_da, num_pixels=N, pixels_per_image=per_image, num_vertices=V,
+        num_attrs=A, num_triangles=tri.shape[0], num_diff=K, attr_batched=batched), device)
+    return out, out_da, (attr, rast, rast_db, tri, table)
+
+
 class _Interpolate(torch.autograd.Function):
     @staticmethod
     def forward(ctx, attr, rast, rast_db, tri, diff_attrs):
-        device = attr.device
-        B, H, W, _ = rast.shape
-        N, per_image, V, A, batched, num_rows = _interpolate_shapes(attr, rast)
-        _check_sizes(num_rows)
-        K = len(diff_attrs)
-        rast = aligned(rast)
-        rast_db = aligned(rast_db) if K else None
-        table = _diff_table(diff_attrs, A, device) if K else None
-        out = torch.empty(B, H, W, A, dtype=attr.dtype, device=device)
-        out_da = torch.empty(B, H, W, 2 * K, dtype=attr.dtype, device=device)
-        launch("interpolate_forward", "interpolate_fwd", N, InterpolateForwardParams(
-            attr=attr, rast=rast, tri=tri, rast_db=rast_db, diff_table=table, out=out,
-            out_da=out_da, num_pixels=N, pixels_per_image=per_image, num_vertices=V,
-            num_attrs=A, num_triangles=tri.shape[0], num_diff=K, attr_batched=batched), device)
-        ctx.save_for_backward(attr, rast, rast_db, tri, table)
-        ctx.num_diff = K
+        out, out_da, saved = _interpolate_forward(attr, rast, rast_db, tri, diff_attrs)
+        ctx.save_for_backward(*saved)
+        ctx.num_diff = len(diff_attrs)
         return out, out_da
 
     @staticmethod
@@ -313,8 +329,10 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
     """
     diff_attrs = tuple(int(i) for i in (diff_attrs or ()))
     rast_db = rast_db.contiguous() if diff_attrs else None
-    return _Interpolate.apply(attr.contiguous(), rast.contiguous(), rast_db, tri.contiguous(),
-                              diff_attrs)
+    attr, rast, tri = attr.contiguous(), rast.contiguous(), tri.contiguous()
+    if not records_grad(attr, rast, rast_db):
+        return _interpolate_forward(attr, rast, rast_db, tri, diff_attrs)[:2]
+    return _Interpolate.apply(attr, rast, rast_db, tri, diff_attrs)
 
 
 # ==============================================================================================

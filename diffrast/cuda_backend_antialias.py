@@ -36,7 +36,8 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import INT32_MAX, aligned, available, check_entries, deterministic, row_segments
+from .cuda_backend import INT32_MAX, aligned, available, check_entries, deterministic, \
+    records_grad, row_segments
 # (module-level _launch: tests drive single topology passes through it)
 from .cuda_backend import launch as _launch
 from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
@@ -509,5 +510,8 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
         return color.clone()
     check_kernel_sizes(N, pos.numel() // 4, T)
     tables = kernel_tables(*topology_tables(topology), T)
-    return _Antialias.apply(color.contiguous(), pos.contiguous(), rast.contiguous(),
-                            tri.contiguous(), *tables, float(pos_gradient_boost))
+    color, pos, rast, tri = color.contiguous(), pos.contiguous(), rast.contiguous(), \
+        tri.contiguous()
+    if not records_grad(color, pos):
+        return antialias_forward(color, rast, pos, tri, *tables)[0]  # (no autograd node)
+    return _Antialias.apply(color, pos, rast, tri, *tables, float(pos_gradient_boost))

@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import THREADS, available, deterministic, launch, pixel_strides
+from .cuda_backend import THREADS, available, deterministic, launch, pixel_strides, records_grad
 from .cuda_ops import kernels
 from .cuda_ops.params import (BOUNDARY_MODES, FILTER_MODES, Boundary, Filter, MipBackwardParams,
                               MipForwardParams, TextureBackwardParams, TextureForwardParams,
@@ -240,14 +240,19 @@ def _mip_backward(grad: torch.Tensor, plan: MipPlan, tex_dtype, add_to=None) -> 
     return grad_tex
 
 
+def _mip_levels_forward(tex, plan):
+    """The flat buffer of the levels 1..L of a contiguous ``tex``, built by the kernels."""
+    flat = torch.empty(plan.total, dtype=tex.dtype, device=tex.device)
+    _mip_forward(tex, flat, plan)
+    return flat
+
+
 class _MipConstruct(torch.autograd.Function):
     """tex -> the flat buffer of its mip levels 1..L."""
 
     @staticmethod
     def forward(ctx, tex, plan):
-        tex = tex.contiguous()
-        flat = torch.empty(plan.total, dtype=tex.dtype, device=tex.device)
-        _mip_forward(tex, flat, plan)
+        flat = _mip_levels_forward(tex.contiguous(), plan)
         ctx.plan = plan
         ctx.tex_dtype = tex.dtype
         return flat
@@ -297,6 +302,8 @@ def construct_mip(tex: torch.Tensor, max_mip_level=None, cube_mode: bool = False
     plan = mip_plan(tex.shape, cube_mode, max_mip_level)
     if plan.num_levels == 0:
         return []
+    if not records_grad(tex):
+        return MipLevels(_mip_levels_forward(tex.contiguous(), plan), plan)
     return MipLevels(_MipConstruct.apply(tex, plan), plan)
 
 
@@ -319,17 +326,23 @@ def _tex_dims(tex: torch.Tensor, cube: bool):
     return (tex.shape[2], tex.shape[3]) if cube else (tex.shape[1], tex.shape[2])
 
 
+def _texture_forward(cfg, tex, uv, uv_da, bias, mips):
+    """The forward kernel: ``(out, saved)``, ``saved`` the tensors the backward reads,
+    ``(tex, uv, uv_da, bias, mipbuf, *mips)`` made contiguous (see :func:`_mip_buffer`)."""
+    tex, uv, uv_da, bias = _contiguous(tex, uv, uv_da, bias)
+    mipbuf, mips = _mip_buffer(cfg[2], mips)
+    out, kernel, n, kp = _sampling(cfg, tex, mipbuf, uv, uv_da, bias)
+    launch("texture_forward", kernel, n, kp, tex.device)
+    return out, (tex, uv, uv_da, bias, mipbuf, *mips)
+
+
 class _Texture(torch.autograd.Function):
     @staticmethod
     def forward(ctx, cfg, tex, uv, uv_da, bias, *mips):
-        mode = cfg[2]
-        tex, uv, uv_da, bias = _contiguous(tex, uv, uv_da, bias)
-        mipbuf, mips = _mip_buffer(mode, mips)
-        out, kernel, n, kp = _sampling(cfg, tex, mipbuf, uv, uv_da, bias)
-        launch("texture_forward", kernel, n, kp, tex.device)
+        out, saved = _texture_forward(cfg, tex, uv, uv_da, bias, mips)
         ctx.cfg = cfg
-        ctx.mip_shapes = [m.shape for m in mips]
-        ctx.save_for_backward(tex, uv, uv_da, bias, mipbuf, *mips)
+        ctx.mip_shapes = [m.shape for m in saved[5:]]
+        ctx.save_for_backward(*saved)
         return out
 
     @staticmethod
@@ -410,8 +423,7 @@ def _contiguous(*tensors):
 def _own_mip_forward(cfg, plan, tex, uv, uv_da, bias):
     """``(out, flat)``: the levels of ``tex`` built into ``flat``, and the samples; inputs
     contiguous, ``plan`` with at least one level."""
-    flat = torch.empty(plan.total, dtype=tex.dtype, device=tex.device)
-    _mip_forward(tex, flat, plan)
+    flat = _mip_levels_forward(tex, plan)
     out, kernel, n, kp = _sampling(cfg, tex, flat, uv, uv_da, bias)
     launch("texture_forward", kernel, n, kp, tex.device)
     return out, flat
@@ -557,6 +569,8 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None
     resolved (not 'auto'). Returns [B, h, w, C]."""
     cfg, uv_da, mip_level_bias, mips = _launch_config(filter_mode, boundary_mode, uv_da,
                                                       mip_level_bias, mip_levels)
+    if not records_grad(tex, uv, uv_da, mip_level_bias, *mips):
+        return _texture_forward(cfg, tex, uv, uv_da, mip_level_bias, mips)[0]
     return _Texture.apply(cfg, tex, uv, uv_da, mip_level_bias, *mips)
 
 
@@ -575,6 +589,8 @@ def texture_own_mip(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias, 
     cfg, plan = _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode)
     if plan.num_levels == 0:
         return texture(tex, uv, uv_da, mip_level_bias, None, filter_mode, boundary_mode)
+    if not records_grad(tex, uv, uv_da, mip_level_bias):
+        return _own_mip_forward(cfg, plan, *_contiguous(tex, uv, uv_da, mip_level_bias))[0]
     return _TextureOwnMip.apply(cfg, plan, tex, uv, uv_da, mip_level_bias)
 
 

@@ -121,6 +121,20 @@ def test_forward_is_bit_exact(kernels):
     assert torch.equal(got[1], want[1])
 
 
+def test_forward_without_grad_records_nothing_and_equals_the_recorded_forward(kernels):
+    """Where no input needs a gradient (or grad mode is off) the kernel runs without an autograd
+    node: the same outputs, bit for bit, as a recording call, and the reference's."""
+    attr, rast, tri, db = make_case("grid", "instance", kernels, seed=6)
+    plain = dr.interpolate(attr, rast, tri, db, diff_attrs=[0, 3])
+    recorded = dr.interpolate(attr.clone().requires_grad_(True), rast, tri, db, diff_attrs=[0, 3])
+    with torch.no_grad():
+        off = dr.interpolate(attr, rast.clone().requires_grad_(True), tri, db, diff_attrs=[0, 3])
+    want = reference(attr, rast, tri, db, [0, 3])
+    for p, r, o, w in zip(plain, recorded, off, want):
+        assert p.grad_fn is None and o.grad_fn is None and r.grad_fn is not None
+        assert torch.equal(p, r.detach()) and torch.equal(o, p) and torch.equal(p, w)
+
+
 @pytest.mark.parametrize("want", [(True, False, False), (False, True, False), (False, False, True),
                                   (False, True, True)])
 def test_only_the_requested_gradients(kernels, want):

@@ -376,6 +376,34 @@ def test_mip_stack_without_grad(kernels):
     assert_same(got, want)
 
 
+@pytest.mark.parametrize("filter_mode", ["linear", "linear-mipmap-linear"])
+@pytest.mark.parametrize("mip", ["own", "stack", "list"])
+def test_forward_without_grad_records_nothing_and_equals_the_recorded_forward(kernels, filter_mode,
+                                                                              mip):
+    """Where no input needs a gradient (or grad mode is off) the kernels run without an autograd
+    node (texture, texture_construct_mip): the same output, bit for bit, as a recording call."""
+    tex, uv, da, bias = (t.to(kernels) for t in make_case(False, (1, 21, 30), seed=19))
+    with reference_backend():
+        levels = list(dr.texture_construct_mip(tex).levels)
+
+    def call(t, grad):
+        t = t.detach().clone().requires_grad_(grad)
+        stack = {"own": None, "stack": dr.texture_construct_mip(t), "list": levels}[mip]
+        if mip == "stack":
+            assert all(m.requires_grad == (grad and torch.is_grad_enabled()) for m in stack.levels)
+        return dr.texture(t, uv, da, bias, mip=stack, filter_mode=filter_mode)
+
+    plain, recorded = call(tex, False), call(tex, True)
+    with torch.no_grad():
+        off = call(tex, True)
+    assert plain.grad_fn is None and off.grad_fn is None and recorded.grad_fn is not None
+    assert torch.equal(plain, recorded.detach()) and torch.equal(off, plain)
+    with reference_backend():
+        want = dr.texture(tex, uv, da, bias, mip=None if mip == "own" else levels,
+                          filter_mode=filter_mode)
+    torch.testing.assert_close(plain, want, rtol=1e-5, atol=1e-6)
+
+
 # ----------------------------------------------------------------------------------------------
 # Mip construction
 
