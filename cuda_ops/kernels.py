@@ -106,8 +106,10 @@ KERNELS = (
            (_2D, Filter.LINEAR)),
     Kernel("texture_fwd_2d_mipnearest", "texture_forward", TextureForwardParams,
            "texture_fwd_impl", (_2D, Filter.MIP_NEAREST)),
+    # (trilinear: 56 registers unbounded, four blocks of 256 per SM; 48 with the bound, five,
+    # no spills: more samples' loads in flight)
     Kernel("texture_fwd_2d_miplinear", "texture_forward", TextureForwardParams,
-           "texture_fwd_impl", (_2D, Filter.MIP_LINEAR)),
+           "texture_fwd_impl", (_2D, Filter.MIP_LINEAR), bounds="256, 5"),
     Kernel("texture_fwd_cube_nearest", "texture_forward", TextureForwardParams,
            "texture_fwd_impl", (_CUBE, Filter.NEAREST)),
     Kernel("texture_fwd_cube_linear", "texture_forward", TextureForwardParams,
