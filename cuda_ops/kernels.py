@@ -93,7 +93,9 @@ KERNELS = (
     Kernel("setup_and_raster_by_warp", "rasterize_forward", RasterizeForwardParams,
            "setup_and_raster_by_warp_impl"),
     Kernel("raster_big", "rasterize_forward", RasterizeForwardParams, "raster_big_impl"),
-    Kernel("resolve", "rasterize_forward", RasterizeForwardParams, "resolve_impl"),
+    # (66 registers unbounded, three blocks of 256 per SM; 64 with the bound, four, no spills)
+    Kernel("resolve", "rasterize_forward", RasterizeForwardParams, "resolve_impl",
+           bounds="256, 4"),
     Kernel("resolve_ids", "rasterize_resolve", RasterizeForwardParams, "resolve_ids_impl"),
     Kernel("rasterize_grad", "rasterize_backward", RasterizeBackwardParams,
            "rasterize_grad_impl"),
