@@ -13,8 +13,10 @@
 //   antialias_fwd_pairs  evaluates the pixel's pair with its right neighbour and its pair with
 //                        the neighbour above; writes pair_t [N, 2] (crossing parameter t of each
 //                        pair) and pair_meta [N] (per pair one byte, see PairBits).
+//                        It also writes out = color for the pixel.
 //   antialias_fwd_blend  gathers the (up to four) pairs that blend into the pixel, in the
-//                        reference's order (left, right, below, above), and writes out. No atomics.
+//                        reference's order (left, right, below, above), and rewrites out where
+//                        at least one does (other pixels keep pass 1's copy). No atomics.
 //
 // Robustness: ids outside [1, T] and NaN/inf codes are empty; triangles with a vertex index
 // outside [0, V) never blend; opposite vertices out of range never continue a surface; CSR
@@ -197,10 +199,16 @@ __device__ __forceinline__ void antialias_fwd_pairs_impl(const AntialiasForwardP
         meta |= eval_pair(s, topo, b, x, y, 0, 1, r0, load4(rast, p + width), cache, t_v) << 8;
     reinterpret_cast<float2*>(kp.pair_t)[p] = make_float2(t_h, t_v);
     kp.pair_meta[p] = meta;
+    // The pixel's output as if no pair blended into it: pass 2 rewrites only the pixels beside
+    // silhouettes, so that the colours are read and written once, here, in the pass whose
+    // time goes to arithmetic rather than to memory.
+    const long long C = kp.channels;
+    for (long long c = 0; c < C; ++c)
+        kp.out[p * C + c] = kp.color[p * C + c];
 }
 
 // antialias_fwd_blend, pass 2: out = color plus the deltas of the pairs that blend into the
-// pixel.
+// pixel, for the pixels that at least one pair blends into.
 __device__ __forceinline__ void antialias_fwd_blend_impl(const AntialiasForwardParams& kp)
 {
     const float* __restrict__ color = kp.color;
@@ -214,6 +222,11 @@ __device__ __forceinline__ void antialias_fwd_blend_impl(const AntialiasForwardP
     const int x = (int)(rem - (long long)y * width);
     PairView pv[4];
     pixel_pairs(kp.pair_t, kp.pair_meta, p, x, y, width, pv);
+    bool blended = false;
+    for (int i = 0; i < 4; ++i)
+        blended = blended || (pv[i].valid && pv[i].target);
+    if (!blended)
+        return;  // (pass 1 wrote its colour)
     const long long C = channels;
     const float* c_self = color + p * C;
     float* o = kp.out + p * C;

@@ -93,7 +93,9 @@ KERNELS = (
     Kernel("setup_and_raster_by_warp", "rasterize_forward", RasterizeForwardParams,
            "setup_and_raster_by_warp_impl"),
     Kernel("raster_big", "rasterize_forward", RasterizeForwardParams, "raster_big_impl"),
-    Kernel("resolve", "rasterize_forward", RasterizeForwardParams, "resolve_impl"),
+    # (66 registers unbounded, three blocks of 256 per SM; 64 with the bound, four, no spills)
+    Kernel("resolve", "rasterize_forward", RasterizeForwardParams, "resolve_impl",
+           bounds="256, 4"),
     Kernel("resolve_ids", "rasterize_resolve", RasterizeForwardParams, "resolve_ids_impl"),
     Kernel("rasterize_grad", "rasterize_backward", RasterizeBackwardParams,
            "rasterize_grad_impl"),
@@ -106,8 +108,10 @@ KERNELS = (
            (_2D, Filter.LINEAR)),
     Kernel("texture_fwd_2d_mipnearest", "texture_forward", TextureForwardParams,
            "texture_fwd_impl", (_2D, Filter.MIP_NEAREST)),
+    # (trilinear: 56 registers unbounded, four blocks of 256 per SM; 48 with the bound, five,
+    # no spills: more samples' loads in flight)
     Kernel("texture_fwd_2d_miplinear", "texture_forward", TextureForwardParams,
-           "texture_fwd_impl", (_2D, Filter.MIP_LINEAR)),
+           "texture_fwd_impl", (_2D, Filter.MIP_LINEAR), bounds="256, 5"),
     Kernel("texture_fwd_cube_nearest", "texture_forward", TextureForwardParams,
            "texture_fwd_impl", (_CUBE, Filter.NEAREST)),
     Kernel("texture_fwd_cube_linear", "texture_forward", TextureForwardParams,

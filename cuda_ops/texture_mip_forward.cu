@@ -88,6 +88,41 @@ __device__ __forceinline__ float down_texel(const float* __restrict__ src, long 
     return axis_reduce(Y, rows);
 }
 
+// Channel c of the lane's 2 x 2 texels q of level k+1 (order (0,0), (1,0), (0,1), (1,1)):
+// writes them, their mean (level k+2: width axis, then height axis, as the reference) and, with
+// warp shuffles, the means of 2 x 2 lanes (level k+3) and of 2 x 2 of those (level k+4). Every
+// lane of the warp calls it (the shuffles); `q` is not read where the lane is not valid.
+__device__ __forceinline__ void store_patch_channel(
+    float* __restrict__ d1, float* __restrict__ d2, float* __restrict__ d3,
+    float* __restrict__ d4, long long img, int h1, int w1, int h2, int w2, int h3, int w3,
+    int h4, int w4, int x, int y, bool valid, bool write3, bool write4, int depth, int C, int c,
+    const float q[4])
+{
+    float v2 = 0.0f;
+    if (valid) {
+        const long long row0 = (img * h1 + 2 * y) * w1 + 2 * x, row1 = row0 + w1;
+        d1[row0 * C + c] = q[0];
+        d1[(row0 + 1) * C + c] = q[1];
+        d1[row1 * C + c] = q[2];
+        d1[(row1 + 1) * C + c] = q[3];
+        v2 = __fmul_rn(__fadd_rn(__fmul_rn(__fadd_rn(q[0], q[1]), 0.5f),
+                                 __fmul_rn(__fadd_rn(q[2], q[3]), 0.5f)), 0.5f);
+        d2[((img * h2 + y) * w2 + x) * C + c] = v2;
+    }
+    if (depth >= 3) {
+        const float a3 = __fmul_rn(__fadd_rn(v2, __shfl_down_sync(kFullWarp, v2, 1)), 0.5f);
+        const float v3 = __fmul_rn(__fadd_rn(a3, __shfl_down_sync(kFullWarp, a3, 8)), 0.5f);
+        if (write3)
+            d3[((img * h3 + (y >> 1)) * w3 + (x >> 1)) * C + c] = v3;
+        if (depth >= 4) {
+            const float a4 = __fmul_rn(__fadd_rn(v3, __shfl_down_sync(kFullWarp, v3, 2)), 0.5f);
+            const float v4 = __fmul_rn(__fadd_rn(a4, __shfl_down_sync(kFullWarp, a4, 16)), 0.5f);
+            if (write4)
+                d4[((img * h4 + (y >> 2)) * w4 + (x >> 2)) * C + c] = v4;
+        }
+    }
+}
+
 // The levels k+1 .. k+depth of one lane's patch (see mip_down_impl) where level k has even
 // sides, CC <= 4 channels, rows of a multiple of 4 floats and a 16-byte aligned base: the lane's
 // 4 x 4 texels of level k are read as 4 CC float4s (a row's 4 texels of CC channels are CC
@@ -103,10 +138,6 @@ __device__ __forceinline__ void mip_down_patch_vec(
 {
     const int xs = 2 * x, ys = 2 * y;  // the lane's first texel of level k+1
     float q[4][CC];  // its 2 x 2 texels of level k+1, (0,0), (1,0), (0,1), (1,1), per channel
-    float v2[CC];
-#pragma unroll
-    for (int c = 0; c < CC; ++c)
-        v2[c] = 0.0f;
     if (valid) {
 #pragma unroll
         for (int qy = 0; qy < 2; ++qy) {
@@ -136,31 +167,9 @@ __device__ __forceinline__ void mip_down_patch_vec(
     }
 #pragma unroll
     for (int c = 0; c < CC; ++c) {
-        if (valid) {
-            const long long row0 = (img * h1 + ys) * w1 + xs, row1 = row0 + w1;
-            d1[row0 * CC + c] = q[0][c];
-            d1[(row0 + 1) * CC + c] = q[1][c];
-            d1[row1 * CC + c] = q[2][c];
-            d1[(row1 + 1) * CC + c] = q[3][c];
-            v2[c] = __fmul_rn(__fadd_rn(__fmul_rn(__fadd_rn(q[0][c], q[1][c]), 0.5f),
-                                        __fmul_rn(__fadd_rn(q[2][c], q[3][c]), 0.5f)), 0.5f);
-            d2[((img * h2 + y) * w2 + x) * CC + c] = v2[c];
-        }
-        if (depth >= 3) {
-            const float a3 =
-                __fmul_rn(__fadd_rn(v2[c], __shfl_down_sync(kFullWarp, v2[c], 1)), 0.5f);
-            const float v3 = __fmul_rn(__fadd_rn(a3, __shfl_down_sync(kFullWarp, a3, 8)), 0.5f);
-            if (write3)
-                d3[((img * h3 + (y >> 1)) * w3 + (x >> 1)) * CC + c] = v3;
-            if (depth >= 4) {
-                const float a4 =
-                    __fmul_rn(__fadd_rn(v3, __shfl_down_sync(kFullWarp, v3, 2)), 0.5f);
-                const float v4 =
-                    __fmul_rn(__fadd_rn(a4, __shfl_down_sync(kFullWarp, a4, 16)), 0.5f);
-                if (write4)
-                    d4[((img * h4 + (y >> 2)) * w4 + (x >> 2)) * CC + c] = v4;
-            }
-        }
+        const float qc[4] = {q[0][c], q[1][c], q[2][c], q[3][c]};
+        store_patch_channel(d1, d2, d3, d4, img, h1, w1, h2, w2, h3, w3, h4, w4, x, y, valid,
+                            write3, write4, depth, CC, c, qc);
     }
 }
 
@@ -241,10 +250,9 @@ __device__ __forceinline__ void mip_down_impl(const MipForwardParams& kp)
         }
     }
     for (int c = 0; c < C; ++c) {
-        float v2 = 0.0f;
+        // The 2 x 2 texels of level k+1, in the order (0,0), (1,0), (0,1), (1,1).
+        float q[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // (unread where the lane is not valid)
         if (valid) {
-            // The 2 x 2 texels of level k+1, in the order (0,0), (1,0), (0,1), (1,1).
-            float q[4];
             if (even0) {
                 // Plain 2 x 2 means of level k (the general filter's even case, same rounding).
                 const long long base = ((img * h0 + 2 * ys) * w0 + 2 * xs) * C + c;
@@ -263,27 +271,8 @@ __device__ __forceinline__ void mip_down_impl(const MipForwardParams& kp)
                     q[i] = down_texel(src, img, h0, w0, C, c, X, Y);
                 }
             }
-            const long long row0 = (img * h1 + ys) * w1 + xs, row1 = row0 + w1;
-            d1[row0 * C + c] = q[0];
-            d1[(row0 + 1) * C + c] = q[1];
-            d1[row1 * C + c] = q[2];
-            d1[(row1 + 1) * C + c] = q[3];
-            // Width axis, then height axis, as the reference.
-            v2 = __fmul_rn(__fadd_rn(__fmul_rn(__fadd_rn(q[0], q[1]), 0.5f),
-                                     __fmul_rn(__fadd_rn(q[2], q[3]), 0.5f)), 0.5f);
-            d2[((img * h2 + y) * w2 + x) * C + c] = v2;
         }
-        if (depth >= 3) {
-            const float a3 = __fmul_rn(__fadd_rn(v2, __shfl_down_sync(kFullWarp, v2, 1)), 0.5f);
-            const float v3 = __fmul_rn(__fadd_rn(a3, __shfl_down_sync(kFullWarp, a3, 8)), 0.5f);
-            if (write3)
-                d3[((img * h3 + (y >> 1)) * w3 + (x >> 1)) * C + c] = v3;
-            if (depth >= 4) {
-                const float a4 = __fmul_rn(__fadd_rn(v3, __shfl_down_sync(kFullWarp, v3, 2)), 0.5f);
-                const float v4 = __fmul_rn(__fadd_rn(a4, __shfl_down_sync(kFullWarp, a4, 16)), 0.5f);
-                if (write4)
-                    d4[((img * h4 + (y >> 2)) * w4 + (x >> 2)) * C + c] = v4;
-            }
-        }
+        store_patch_channel(d1, d2, d3, d4, img, h1, w1, h2, w2, h3, w3, h4, w4, x, y, valid,
+                            write3, write4, depth, C, c, q);
     }
 }
