@@ -15,8 +15,8 @@ Sections, one per op (each op's kernels live in ``cuda_ops/<op>_{forward,backwar
 * shared helpers, public for the other kernel backends (:mod:`diffrast.cuda_backend_texture`,
   :mod:`diffrast.cuda_backend_antialias`): :data:`THREADS`, :data:`INT32_MAX`,
   :func:`available`, :func:`deterministic`, :func:`launch` (one thread per item),
-  :func:`aligned` (16-byte aligned tensors), :func:`records_grad` (whether a call needs its
-  autograd node), :func:`row_segments` and :func:`check_entries`
+  :func:`aligned` (16-byte aligned tensors), :func:`needs_autograd` (whether a call goes
+  through its autograd Function), :func:`row_segments` and :func:`check_entries`
   (deterministic accumulation), :func:`pixel_strides` (loss gradients read in place);
 * ``interpolate``: forward and backward;
 * ``rasterize``: the OpenGL context's resolve of triangle ids into ``rast`` and ``rast_db``
@@ -33,6 +33,7 @@ from __future__ import annotations
 import threading
 
 import torch
+from torch.autograd import forward_ad as _forward_ad
 from torch.autograd.function import once_differentiable
 
 from .cuda_ops import loader
@@ -41,7 +42,7 @@ from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams
 
 __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
            "rasterize_resolve",
-           "THREADS", "INT32_MAX", "launch", "aligned", "records_grad", "row_segments",
+           "THREADS", "INT32_MAX", "launch", "aligned", "needs_autograd", "row_segments",
            "check_entries", "pixel_strides", "diff_table_values", "atomic_copies"]
 
 # ==============================================================================================
@@ -87,11 +88,15 @@ def aligned(t: torch.Tensor) -> torch.Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
-def records_grad(*tensors) -> bool:
-    """Whether a call on ``tensors`` (``None`` entries ignored) records an autograd node: grad
-    mode is on and one of them requires a gradient. Where not (inference, rendering under
-    ``torch.no_grad()``, constant inputs), the backends launch their forward kernels directly:
-    ``autograd.Function.apply`` would record nothing, at a cost of host time."""
+def needs_autograd(*tensors) -> bool:
+    """Whether a call on ``tensors`` (``None`` entries ignored) must go through its
+    ``autograd.Function``: grad mode is on and one of them requires a gradient, or forward-mode
+    AD is active (dual tensors, ``torch.func.jvp``), where the Function raises for want of a
+    ``jvp`` rather than return an output without its tangent. Otherwise (inference, rendering
+    under ``torch.no_grad()``, constant inputs) the backends launch their forward kernels
+    directly: ``apply`` would record nothing, at a cost of host time."""
+    if _forward_ad._current_level >= 0:
+        return True
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
@@ -330,7 +335,7 @@ def interpolate(attr, rast, tri, rast_db=None, diff_attrs=None):
     diff_attrs = tuple(int(i) for i in (diff_attrs or ()))
     rast_db = rast_db.contiguous() if diff_attrs else None
     attr, rast, tri = attr.contiguous(), rast.contiguous(), tri.contiguous()
-    if not records_grad(attr, rast, rast_db):
+    if not needs_autograd(attr, rast, rast_db):
         return _interpolate_forward(attr, rast, rast_db, tri, diff_attrs)[:2]
     return _Interpolate.apply(attr, rast, rast_db, tri, diff_attrs)
 

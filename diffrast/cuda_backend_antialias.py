@@ -37,7 +37,7 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from .cuda_backend import INT32_MAX, aligned, available, check_entries, deterministic, \
-    records_grad, row_segments
+    needs_autograd, row_segments
 # (module-level _launch: tests drive single topology passes through it)
 from .cuda_backend import launch as _launch
 from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
@@ -512,6 +512,6 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     tables = kernel_tables(*topology_tables(topology), T)
     color, pos, rast, tri = color.contiguous(), pos.contiguous(), rast.contiguous(), \
         tri.contiguous()
-    if not records_grad(color, pos):
+    if not needs_autograd(color, pos):
         return antialias_forward(color, rast, pos, tri, *tables)[0]  # (no autograd node)
     return _Antialias.apply(color, pos, rast, tri, *tables, float(pos_gradient_boost))

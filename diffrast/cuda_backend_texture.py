@@ -35,7 +35,7 @@ from typing import ClassVar
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import THREADS, available, deterministic, launch, pixel_strides, records_grad
+from .cuda_backend import THREADS, available, deterministic, launch, needs_autograd, pixel_strides
 from .cuda_ops import kernels
 from .cuda_ops.params import (BOUNDARY_MODES, FILTER_MODES, Boundary, Filter, MipBackwardParams,
                               MipForwardParams, TextureBackwardParams, TextureForwardParams,
@@ -302,7 +302,7 @@ def construct_mip(tex: torch.Tensor, max_mip_level=None, cube_mode: bool = False
     plan = mip_plan(tex.shape, cube_mode, max_mip_level)
     if plan.num_levels == 0:
         return []
-    if not records_grad(tex):
+    if not needs_autograd(tex):
         return MipLevels(_mip_levels_forward(tex.contiguous(), plan), plan)
     return MipLevels(_MipConstruct.apply(tex, plan), plan)
 
@@ -569,7 +569,7 @@ def texture(tex: torch.Tensor, uv: torch.Tensor, uv_da=None, mip_level_bias=None
     resolved (not 'auto'). Returns [B, h, w, C]."""
     cfg, uv_da, mip_level_bias, mips = _launch_config(filter_mode, boundary_mode, uv_da,
                                                       mip_level_bias, mip_levels)
-    if not records_grad(tex, uv, uv_da, mip_level_bias, *mips):
+    if not needs_autograd(tex, uv, uv_da, mip_level_bias, *mips):
         return _texture_forward(cfg, tex, uv, uv_da, mip_level_bias, mips)[0]
     return _Texture.apply(cfg, tex, uv, uv_da, mip_level_bias, *mips)
 
@@ -589,7 +589,7 @@ def texture_own_mip(tex: torch.Tensor, uv: torch.Tensor, uv_da, mip_level_bias, 
     cfg, plan = _own_mip_config(tex, max_mip_level, filter_mode, boundary_mode)
     if plan.num_levels == 0:
         return texture(tex, uv, uv_da, mip_level_bias, None, filter_mode, boundary_mode)
-    if not records_grad(tex, uv, uv_da, mip_level_bias):
+    if not needs_autograd(tex, uv, uv_da, mip_level_bias):
         return _own_mip_forward(cfg, plan, *_contiguous(tex, uv, uv_da, mip_level_bias))[0]
     return _TextureOwnMip.apply(cfg, plan, tex, uv, uv_da, mip_level_bias)
 

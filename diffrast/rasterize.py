@@ -145,7 +145,7 @@ def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel, 
         op = _rasterize_op if glctx.capturable else _rasterize_gl_op
         return op(custom_ops.context_handle(glctx), pos, tri, resolution[0], resolution[1], ranges,
                   layer_index, peel, grad_db, grad_depth)
-    if pos.requires_grad and torch.is_grad_enabled():
+    if cuda_backend.needs_autograd(pos):
         return _Rasterize.apply(pos, tri, resolution, ranges, glctx, grad_db, layer_index, peel,
                                 grad_depth)
     return _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel)
