@@ -138,9 +138,9 @@ def _outputs(glctx, pos, tri, resolution, ranges, layer_index, peel):
 
 
 def _rasterize(glctx, pos, tri, resolution, ranges, grad_db, layer_index, peel, grad_depth):
-    """The outputs, through autograd only when a gradient can flow to ``pos`` (the autograd
-    node costs host time that matters for small images); under ``torch.compile``, through the
-    custom op ``diffrast::rasterize``."""
+    """The outputs, through autograd only when a gradient can flow to ``pos`` or forward-mode AD
+    is active (where the Function raises; the autograd node costs host time that matters for
+    small images); under ``torch.compile``, through the custom op ``diffrast::rasterize``."""
     if custom_ops.compiling():
         op = _rasterize_op if glctx.capturable else _rasterize_gl_op
         return op(custom_ops.context_handle(glctx), pos, tri, resolution[0], resolution[1], ranges,
