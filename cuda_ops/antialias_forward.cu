@@ -9,14 +9,13 @@
 //     -2 - e for an edge e with three or more incidences, whose incidences are then read from
 //     the CSR table: edge_ptr [E + 1], inc_tri [3T], inc_opp [3T] (int32).
 //
-// Passes (one thread per pixel each):
-//   antialias_fwd_pairs  evaluates the pixel's pair with its right neighbour and its pair with
-//                        the neighbour above; writes pair_t [N, 2] (crossing parameter t of each
-//                        pair) and pair_meta [N] (per pair one byte, see PairBits).
-//                        It also writes out = color for the pixel.
-//   antialias_fwd_blend  gathers the (up to four) pairs that blend into the pixel, in the
-//                        reference's order (left, right, below, above), and rewrites out where
-//                        at least one does (other pixels keep pass 1's copy). No atomics.
+// One kernel, antialias_fwd, a block per tile of pixels and a thread per pixel: each thread
+// evaluates its pixel's pair with the right neighbour and its pair with the neighbour above into
+// shared memory (the tile's first two warps also the pairs of the row below and the column left
+// of the tile), and, for the backward pass, into pair_t [N, 2] (crossing parameter t of each
+// pair, 0 where it does not blend) and pair_meta [N] (per pair one byte, see PairBits); after
+// a barrier it gathers the (up to four) pairs that blend into its pixel, in the reference's order
+// (left, right, below, above), and writes the output. No atomics.
 //
 // Robustness: ids outside [1, T] and NaN/inf codes are empty; triangles with a vertex index
 // outside [0, V) never blend; opposite vertices out of range never continue a surface; CSR
@@ -164,20 +163,53 @@ __device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, in
 
 }  // namespace
 
-// antialias_fwd_pairs, pass 1: the pixel's pairs with its right neighbour and with the
-// neighbour above.
-__device__ __forceinline__ void antialias_fwd_pairs_impl(const AntialiasForwardParams& kp)
+// The pairs that the thread's pixel (fx, fy), rast texel r0, forms with its right neighbour and
+// with the neighbour above: their PairBits bytes (right in bits 0-7, above in bits 8-15) and
+// crossing parameters (t_h, t_v: read only where the byte is valid).
+__device__ __forceinline__ int pixel_own_pairs(const Scene& s, const Topology& topo,
+                                               const float* __restrict__ rast, int b, long long p,
+                                               int fx, int fy, float4 r0, float& t_h, float& t_v)
 {
+    TriCache cache;
+    cache.tri = -1;
+    cache.ok = false;
+    int meta = 0;
+    if (fx + 1 < s.width)
+        meta = eval_pair(s, topo, b, fx, fy, 1, 0, r0, load4(rast, p + 1), cache, t_h);
+    if (fy + 1 < s.height)
+        meta |= eval_pair(s, topo, b, fx, fy, 0, 1, r0, load4(rast, p + s.width), cache, t_v) << 8;
+    return meta;
+}
+
+// antialias_fwd: one block per tile of kTileWidth x kTileHeight pixels of one image, a thread
+// per pixel (a warp per row). Each thread evaluates its pixel's pairs with the right neighbour
+// and the neighbour above into shared memory (and into pair_t / pair_meta for the backward when
+// pair_meta is not null); warp 0 also evaluates the vertical pairs of the row below the tile,
+// warp 1 the horizontal pairs of the column left of it. After a barrier each thread gathers the
+// (up to four) pairs that blend into its pixel, in the reference's order, and writes its output.
+__device__ __forceinline__ void antialias_fwd_impl(const AntialiasForwardParams& kp)
+{
+    __shared__ float2 tile_t[kTileHeight][kTileWidth];  // (t right, t above) of each pixel
+    __shared__ int tile_m[kTileHeight][kTileWidth];     // its pair_meta
+    __shared__ float left_t[kTileHeight];               // the column left of the tile: t right
+    __shared__ int left_m[kTileHeight];                 // and its PairBits byte
+    __shared__ float below_t[kTileWidth];               // the row below the tile: t above
+    __shared__ int below_m[kTileWidth];                 // and its PairBits byte
+
     const int width = kp.width, height = kp.height;
     const float* __restrict__ rast = kp.rast;
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= kp.num_pixels)
-        return;
-    const long long hw = (long long)width * height;
-    const int b = (int)(p / hw);
-    const long long rem = p - b * hw;
-    const int y = (int)(rem / width);
-    const int x = (int)(rem - (long long)y * width);
+    const int tiles_x = (width + kTileWidth - 1) / kTileWidth;
+    const int tiles_per_image = tiles_x * ((height + kTileHeight - 1) / kTileHeight);
+    const int tile = (int)blockIdx.x;
+    const int b = tile / tiles_per_image;
+    const int tile_y = (tile - b * tiles_per_image) / tiles_x;
+    const int x0 = (tile - b * tiles_per_image - tile_y * tiles_x) * kTileWidth;
+    const int y0 = tile_y * kTileHeight;
+    const int lx = (int)threadIdx.x % kTileWidth, ly = (int)threadIdx.x / kTileWidth;
+    const int x = x0 + lx, y = y0 + ly;
+    const bool inside = x < width && y < height;
+    const long long image_row = (long long)b * height;  // the image's first row of rast
+    const long long p = (image_row + y) * width + x;
     const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
                                kp.pos_batched);
     Topology topo;
@@ -187,50 +219,64 @@ __device__ __forceinline__ void antialias_fwd_pairs_impl(const AntialiasForwardP
     topo.inc_opp = kp.inc_opp;
     topo.num_edges = kp.num_edges;
 
-    const float4 r0 = load4(rast, p);
-    TriCache cache;
-    cache.tri = -1;
-    cache.ok = false;
     float t_h = 0.0f, t_v = 0.0f;
     int meta = 0;
-    if (x + 1 < width)
-        meta = eval_pair(s, topo, b, x, y, 1, 0, r0, load4(rast, p + 1), cache, t_h);
-    if (y + 1 < height)
-        meta |= eval_pair(s, topo, b, x, y, 0, 1, r0, load4(rast, p + width), cache, t_v) << 8;
-    reinterpret_cast<float2*>(kp.pair_t)[p] = make_float2(t_h, t_v);
-    kp.pair_meta[p] = meta;
-    // The pixel's output as if no pair blended into it: pass 2 rewrites only the pixels beside
-    // silhouettes, so that the colours are read and written once, here, in the pass whose
-    // time goes to arithmetic rather than to memory.
-    const long long C = kp.channels;
-    for (long long c = 0; c < C; ++c)
-        kp.out[p * C + c] = kp.color[p * C + c];
-}
-
-// antialias_fwd_blend, pass 2: out = color plus the deltas of the pairs that blend into the
-// pixel, for the pixels that at least one pair blends into.
-__device__ __forceinline__ void antialias_fwd_blend_impl(const AntialiasForwardParams& kp)
-{
-    const float* __restrict__ color = kp.color;
-    const int width = kp.width, height = kp.height, channels = kp.channels;
-    const long long p = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (p >= kp.num_pixels)
+    if (inside) {
+        meta = pixel_own_pairs(s, topo, rast, b, p, x, y, load4(rast, p), t_h, t_v);
+        if (kp.pair_meta != nullptr) {  // the records of the backward pass
+            kp.pair_meta[p] = meta;
+            reinterpret_cast<float2*>(kp.pair_t)[p] = make_float2(t_h, t_v);  // (0: no blend)
+        }
+    }
+    tile_t[ly][lx] = make_float2(t_h, t_v);
+    tile_m[ly][lx] = meta;
+    if (ly == 0) {  // the pair of (x, y0 - 1) with (x, y0)
+        float t = 0.0f;
+        int m = 0;
+        if (y0 > 0 && x < width) {
+            TriCache cache;
+            cache.tri = -1;
+            cache.ok = false;
+            m = eval_pair(s, topo, b, x, y0 - 1, 0, 1, load4(rast, p - width), load4(rast, p),
+                          cache, t);
+        }
+        below_t[lx] = t;
+        below_m[lx] = m;
+    } else if (ly == 1 && lx < kTileHeight) {  // the pair of (x0 - 1, y0 + lx) with (x0, y0 + lx)
+        float t = 0.0f;
+        int m = 0;
+        const int hy = y0 + lx;
+        if (x0 > 0 && hy < height) {
+            const long long q = (image_row + hy) * width + x0 - 1;
+            TriCache cache;
+            cache.tri = -1;
+            cache.ok = false;
+            m = eval_pair(s, topo, b, x0 - 1, hy, 1, 0, load4(rast, q), load4(rast, q + 1), cache,
+                          t);
+        }
+        left_t[lx] = t;
+        left_m[lx] = m;
+    }
+    __syncthreads();
+    if (!inside)
         return;
-    const long long hw = (long long)width * height;
-    const long long rem = p % hw;
-    const int y = (int)(rem / width);
-    const int x = (int)(rem - (long long)y * width);
+
+    // The pairs that blend into the pixel, in the reference's order: left, right, below, above.
+    const int m_left = lx > 0 ? tile_m[ly][lx - 1] & 0xff : left_m[ly];
+    const float t_left = lx > 0 ? tile_t[ly][lx - 1].x : left_t[ly];
+    const int m_below = ly > 0 ? (tile_m[ly - 1][lx] >> 8) & 0xff : below_m[lx];
+    const float t_below = ly > 0 ? tile_t[ly - 1][lx].y : below_t[lx];
     PairView pv[4];
-    pixel_pairs(kp.pair_t, kp.pair_meta, p, x, y, width, pv);
-    bool blended = false;
-    for (int i = 0; i < 4; ++i)
-        blended = blended || (pv[i].valid && pv[i].target);
-    if (!blended)
-        return;  // (pass 1 wrote its colour)
-    const long long C = channels;
+    pv[0] = pair_view(m_left, t_left, false, p - 1);
+    pv[1] = pair_view(meta & 0xff, t_h, true, p + 1);
+    pv[2] = pair_view(m_below, t_below, false, p - width);
+    pv[3] = pair_view((meta >> 8) & 0xff, t_v, true, p + width);
+
+    const float* __restrict__ color = kp.color;
+    const long long C = kp.channels;
     const float* c_self = color + p * C;
     float* o = kp.out + p * C;
-    for (int c = 0; c < channels; ++c) {
+    for (long long c = 0; c < C; ++c) {
         const float own = c_self[c];
         float acc = own;
         for (int i = 0; i < 4; ++i)

@@ -115,33 +115,38 @@ struct PairView {
     bool clamped;    // the crossing was clamped to the segment: no position gradient
 };
 
+// A pair seen from one of its pixels: m its PairBits byte, t its crossing parameter (read only
+// where the pair is valid), self_first whether the pixel is the pair's first (left / lower) one.
+__device__ __forceinline__ PairView pair_view(int m, float t, bool self_first, long long other)
+{
+    PairView v;
+    v.valid = (m & kPairValid) != 0;
+    v.other = other;
+    v.target = false;
+    v.w = 0.0f;
+    v.clamped = false;
+    if (v.valid) {
+        const bool target_second = (m & kPairTargetSecond) != 0;
+        v.target = self_first ? !target_second : target_second;
+        v.w = blend_weight(t);
+        v.clamped = crossing_clamped(t);
+    }
+    return v;
+}
+
 // The pixel's four pairs in the reference's accumulation order: left, right, below, above.
 __device__ __forceinline__ void pixel_pairs(const float* __restrict__ pair_t,
                                             const int* __restrict__ pair_meta, long long p, int x,
                                             int y, int width, PairView pv[4])
 {
     const int m_self = pair_meta[p];
-    const int m[4] = {x > 0 ? pair_meta[p - 1] & 0xff : 0, m_self & 0xff,
-                      y > 0 ? (pair_meta[p - width] >> 8) & 0xff : 0, (m_self >> 8) & 0xff};
-    const long long other[4] = {p - 1, p + 1, p - width, p + width};
-    const bool self_first[4] = {false, true, false, true};  // the pixel is the pair's first pixel
-    for (int i = 0; i < 4; ++i) {
-        pv[i].valid = (m[i] & kPairValid) != 0;
-        pv[i].other = other[i];
-        pv[i].target = false;
-        pv[i].w = 0.0f;
-        pv[i].clamped = false;
-        if (!pv[i].valid)
-            continue;
-        const bool target_second = (m[i] & kPairTargetSecond) != 0;
-        pv[i].target = self_first[i] ? !target_second : target_second;
-        const float t = i == 0 ? pair_t[2 * (p - 1)]
-                      : i == 1 ? pair_t[2 * p]
-                      : i == 2 ? pair_t[2 * (p - width) + 1]
-                               : pair_t[2 * p + 1];
-        pv[i].w = blend_weight(t);
-        pv[i].clamped = crossing_clamped(t);
-    }
+    const int m_left = x > 0 ? pair_meta[p - 1] & 0xff : 0;
+    const int m_below = y > 0 ? (pair_meta[p - width] >> 8) & 0xff : 0;
+    const int m_right = m_self & 0xff, m_above = (m_self >> 8) & 0xff;
+    pv[0] = pair_view(m_left, m_left ? pair_t[2 * (p - 1)] : 0.0f, false, p - 1);
+    pv[1] = pair_view(m_right, m_right ? pair_t[2 * p] : 0.0f, true, p + 1);
+    pv[2] = pair_view(m_below, m_below ? pair_t[2 * (p - width) + 1] : 0.0f, false, p - width);
+    pv[3] = pair_view(m_above, m_above ? pair_t[2 * p + 1] : 0.0f, true, p + width);
 }
 
 __device__ __forceinline__ Scene make_scene(const float* pos, const int* tri, int width,

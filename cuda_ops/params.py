@@ -40,7 +40,7 @@ __all__ = ["CEnum", "Filter", "Boundary", "TextureGradMode", "FILTER_MODES", "BO
            "KernelParams", "struct", "STRUCTS", "MAX_SIZE", "c_prelude",
            "InterpolateForwardParams", "InterpolateBackwardParams", "RasterizeForwardParams",
            "RasterizeBackwardParams", "TextureForwardParams", "TextureBackwardParams",
-           "MipForwardParams", "MipBackwardParams", "AntialiasForwardParams",
+           "MipForwardParams", "MipBackwardParams", "AntialiasTile", "AntialiasForwardParams",
            "AntialiasBackwardParams", "AntialiasTopologyParams"]
 
 
@@ -87,6 +87,12 @@ class TextureGradMode(CEnum):
     FAST = 0      # float atomics
     DET_SCAN = 1  # deterministic mode, pass 1: largest contribution per texel channel
     DET_SUM = 2   # deterministic mode, pass 2: fixed-point sums
+
+
+class AntialiasTile(CEnum):
+    """The antialias forward's tile of pixels per block, a thread each (antialias_forward.cu)."""
+    TILE_WIDTH = 32   # a warp per row
+    TILE_HEIGHT = 8
 
 
 #: The ``filter_mode`` strings of :func:`diffrast.texture` (and of the reference,
@@ -495,8 +501,7 @@ MipBackwardParams = struct(
 
 AntialiasForwardParams = struct(
     "AntialiasForwardParams",
-    "antialias_fwd_pairs and antialias_fwd_blend (cuda_ops/antialias_forward.cu; layouts in "
-    "antialias_pairs.cuh).",
+    "antialias_fwd (cuda_ops/antialias_forward.cu; layouts in antialias_pairs.cuh).",
     ("rast", _IN, "[N, 4], 16-byte aligned"),
     ("pos", _IN, "[rows, 4], 16-byte aligned"),
     ("tri", _IN_INT, "[T, 3]"),
@@ -505,8 +510,8 @@ AntialiasForwardParams = struct(
     ("inc_tri", _IN_INT, "[3T]"),
     ("inc_opp", _IN_INT, "[3T]"),
     ("color", _IN, "[N, C]"),
-    ("pair_t", "float* __restrict__", "[N, 2]"),
-    ("pair_meta", "int* __restrict__", "[N]"),
+    ("pair_t", "float* __restrict__", "[N, 2], or null: no records for the backward"),
+    ("pair_meta", "int* __restrict__", "[N], or null with pair_t"),
     ("out", _OUT, "[N, C]"),
     ("num_pixels", "long long", "N"),
     ("width", "int", ""),
@@ -516,6 +521,7 @@ AntialiasForwardParams = struct(
     ("num_triangles", "int", "T"),
     ("num_edges", "int", "entries of edge_ptr - 1"),
     ("pos_batched", "bool", "pos is [B, V, 4]"),
+    uses=(AntialiasTile,),
 )
 
 AntialiasBackwardParams = struct(

@@ -24,8 +24,9 @@ Kernel passes (details in ``cuda_ops/antialias_pairs.cuh`` and the headers of
 ``cuda_ops/antialias_forward.cu`` and ``antialias_backward.cu``): one thread per pixel evaluates
 the pixel's pair with its right neighbour and with the neighbour above and records, per pair, the
 crossing parameter ``t`` and a byte of flags (blends, which pixel is in front, which is the
-target, the crossing edge); a second pass gathers the pairs that blend into each pixel and writes
-the output, so the forward pass has no atomics and is deterministic. The backward pass gathers
+target, the crossing edge), in shared memory for its tile of pixels and, for the backward pass,
+in global memory; after a barrier the same kernel gathers the pairs that blend into each pixel
+and writes the output, so the forward pass has no atomics and is deterministic. The backward pass gathers
 ``grad_color`` the same way, and accumulates the position gradient of each blending pair (through
 ``t``, into the two vertices of the crossing edge, times ``pos_gradient_boost``) with float
 ``atomicAdd``, or, in deterministic mode, without float atomics as described in
@@ -36,11 +37,11 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import INT32_MAX, aligned, available, check_entries, deterministic, \
+from .cuda_backend import INT32_MAX, THREADS, aligned, available, check_entries, deterministic, \
     needs_autograd, row_segments
 # (module-level _launch: tests drive single topology passes through it)
 from .cuda_backend import launch as _launch
-from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
+from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams, AntialiasTile,
                               AntialiasTopologyParams)
 from . import dispatch
 from .reference import antialias as _ref
@@ -51,6 +52,8 @@ __all__ = ["available", "GpuTopologyHash", "construct_tables", "construct_topolo
            "antialias_forward", "antialias_backward"]
 
 _NO_ROW = 0x7FFFFFFF
+_TILE_W, _TILE_H = int(AntialiasTile.TILE_WIDTH), int(AntialiasTile.TILE_HEIGHT)
+assert _TILE_W * _TILE_H == THREADS, "launch() runs blocks of THREADS: one per tile"
 
 
 # ==============================================================================================
@@ -316,8 +319,8 @@ def construct_topology(tri: torch.Tensor) -> GpuTopologyHash:
 # ==============================================================================================
 # antialias.
 
-def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp):
-    """The forward kernels on validated, contiguous float32 tensors, outside autograd.
+def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, records=True):
+    """The forward kernel on validated, contiguous float32 tensors, outside autograd.
 
     Args:
         color: ``[B, H, W, C]``.
@@ -326,12 +329,15 @@ def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp):
         tri: int32 ``[T, 3]``.
         nbr, edge_ptr, inc_tri, inc_opp: the topology tables (see :class:`GpuTopologyHash`;
             ``edge_ptr`` exact or padded), checked by :func:`_check_topology_tables`.
+        records: whether to write the pair records for the backward pass (a forward-only call
+            needs none).
 
     Returns:
         ``(out, pair_t, pair_meta)``: the output ``[B, H, W, C]`` and the per-pixel pair records
         that :func:`antialias_backward` reads, float32 ``[N, 2]`` and int32 ``[N]``
         (``N = B * H * W``; zeros when ``N`` or ``T`` is 0, where ``out`` is a copy of
-        ``color``).
+        ``color``; ``pair_t`` is 0 for a pair that does not blend), or ``None`` for both
+        without ``records``.
     """
     device = color.device
     B, H, W, C = color.shape
@@ -342,16 +348,16 @@ def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp):
         return (color.clone(), torch.zeros(N, 2, dtype=torch.float32, device=device),
                 torch.zeros(N, dtype=torch.int32, device=device))
     pos, rast = aligned(pos), aligned(rast)
-    pair_t = torch.empty(N, 2, dtype=torch.float32, device=device)
-    pair_meta = torch.empty(N, dtype=torch.int32, device=device)
+    pair_t = torch.empty(N, 2, dtype=torch.float32, device=device) if records else None
+    pair_meta = torch.empty(N, dtype=torch.int32, device=device) if records else None
     out = torch.empty_like(color)
     kp = AntialiasForwardParams(
         rast=rast, pos=pos, tri=tri, nbr=nbr, edge_ptr=edge_ptr, inc_tri=inc_tri,
         inc_opp=inc_opp, color=color, pair_t=pair_t, pair_meta=pair_meta, out=out, num_pixels=N,
         width=W, height=H, channels=C, num_vertices=V, num_triangles=T,
         num_edges=edge_ptr.shape[0] - 1, pos_batched=pos.ndim == 3)
-    _launch("antialias_forward", "antialias_fwd_pairs", N, kp, device)
-    _launch("antialias_forward", "antialias_fwd_blend", N, kp, device)
+    tiles = B * -(-H // _TILE_H) * -(-W // _TILE_W)  # a block per tile, a thread per pixel
+    _launch("antialias_forward", "antialias_fwd", tiles * _TILE_W * _TILE_H, kp, device)
     return out, pair_t, pair_meta
 
 
@@ -513,5 +519,5 @@ def antialias(color: torch.Tensor, rast: torch.Tensor, pos: torch.Tensor, tri: t
     color, pos, rast, tri = color.contiguous(), pos.contiguous(), rast.contiguous(), \
         tri.contiguous()
     if not needs_autograd(color, pos):
-        return antialias_forward(color, rast, pos, tri, *tables)[0]  # (no autograd node)
+        return antialias_forward(color, rast, pos, tri, *tables, records=False)[0]  # (no node)
     return _Antialias.apply(color, pos, rast, tri, *tables, float(pos_gradient_boost))

@@ -29,22 +29,29 @@ EmuWarp* emu_warp = nullptr;
 
 namespace {
 
-// Warps run one after another. The 32 lanes of a warp are user-level contexts (ucontext) on
-// this thread, resumed round-robin by the scheduler: a lane runs until its next collective
-// (emu_yield) or its return, so one round of the scheduler is one barrier phase of the warp.
+// The threads of a block are user-level contexts (ucontext) on this thread. Warps run one after
+// another: the scheduler resumes the 32 lanes of one warp round-robin, each until its next
+// collective (emu_yield) or its return, so one round is one barrier phase of the warp, until
+// every lane of the warp has returned or waits at __syncthreads; then the next warp runs. Once
+// every thread of the block has returned or waits, the waiting ones are released and the warps
+// run again from the first (a kernel without __syncthreads runs its warps strictly one after
+// another, each to its end).
 constexpr std::size_t kStackBytes = 256 * 1024;
+constexpr unsigned kMaxBlock = 1024;
 
 ucontext_t scheduler;
-ucontext_t lanes[32];
-std::vector<char> stacks[32];
-int current = 0;
+ucontext_t lanes[kMaxBlock];
+std::vector<char> stacks[kMaxBlock];
+EmuWarp warps[kMaxBlock / 32];
+bool waiting[kMaxBlock];  // the thread waits at __syncthreads
+unsigned current = 0;     // the running thread of the block
 const std::function<void()>* body = nullptr;
 bool reverse_order = false;
 
 void lane_main()
 {
     (*body)();
-    emu_warp->exited[current] = true;
+    warps[current / 32].exited[current % 32] = true;
     swapcontext(&lanes[current], &scheduler);  // never resumed
 }
 
@@ -60,45 +67,66 @@ void call(void (*kernel)(Args...), void** args)
     call_unpacked(kernel, args, std::index_sequence_for<Args...>{});
 }
 
+// Runs the lanes of warp w round-robin until each has returned or waits at __syncthreads.
+void run_warp(unsigned w, unsigned block)
+{
+    EmuWarp& warp = warps[w];
+    emu_warp = &warp;
+    bool running = true;
+    while (running) {
+        running = false;
+        for (int li = 0; li < 32; ++li) {
+            const int l = reverse_order ? 31 - li : li;
+            const unsigned t = 32 * w + l;
+            if (t >= block || warp.exited[l] || waiting[t])
+                continue;
+            current = t;
+            threadIdx.x = t;
+            swapcontext(&scheduler, &lanes[t]);
+            running = running || !(warp.exited[l] || waiting[t]);
+        }
+    }
+}
+
 void run(unsigned grid, unsigned block, const std::function<void()>& fn)
 {
+    if (block == 0 || block > kMaxBlock) {
+        emu_fail("a block of more than 1024 threads");
+        return;
+    }
     gridDim.x = grid;
     blockDim.x = block;
     body = &fn;
-    EmuWarp warp;
-    emu_warp = &warp;
     const unsigned num_warps = (block + 31) / 32;
     for (unsigned bi = 0; bi < grid; ++bi) {
         const unsigned b = reverse_order ? grid - 1 - bi : bi;
-        for (unsigned wi = 0; wi < num_warps; ++wi) {
-            const unsigned first = 32 * (reverse_order ? num_warps - 1 - wi : wi);
-            std::memset(warp.slot, 0, sizeof warp.slot);
-            for (int l = 0; l < 32; ++l) {
-                warp.exited[l] = first + l >= block;  // lanes past the block never run
-                if (warp.exited[l])
-                    continue;
-                if (stacks[l].empty())
-                    stacks[l].resize(kStackBytes);
-                getcontext(&lanes[l]);
-                lanes[l].uc_stack.ss_sp = stacks[l].data();
-                lanes[l].uc_stack.ss_size = kStackBytes;
-                lanes[l].uc_link = nullptr;
-                makecontext(&lanes[l], lane_main, 0);
+        for (unsigned t = 0; t < 32 * num_warps; ++t) {
+            EmuWarp& warp = warps[t / 32];
+            if (t % 32 == 0)
+                std::memset(warp.slot, 0, sizeof warp.slot);
+            warp.exited[t % 32] = t >= block;  // lanes past the block never run
+            waiting[t] = false;
+            if (t >= block)
+                continue;
+            if (stacks[t].empty())
+                stacks[t].resize(kStackBytes);
+            getcontext(&lanes[t]);
+            lanes[t].uc_stack.ss_sp = stacks[t].data();
+            lanes[t].uc_stack.ss_size = kStackBytes;
+            lanes[t].uc_link = nullptr;
+            makecontext(&lanes[t], lane_main, 0);
+        }
+        blockIdx.x = b;
+        for (;;) {
+            for (unsigned wi = 0; wi < num_warps; ++wi)
+                run_warp(reverse_order ? num_warps - 1 - wi : wi, block);
+            bool any_waiting = false;
+            for (unsigned t = 0; t < block; ++t) {
+                any_waiting = any_waiting || waiting[t];
+                waiting[t] = false;  // every thread still running waits here: release them
             }
-            blockIdx.x = b;
-            bool running = true;
-            while (running) {
-                running = false;
-                for (int li = 0; li < 32; ++li) {
-                    const int l = reverse_order ? 31 - li : li;
-                    if (warp.exited[l])
-                        continue;
-                    current = l;
-                    threadIdx.x = first + l;
-                    swapcontext(&scheduler, &lanes[l]);
-                    running = running || !warp.exited[l];
-                }
-            }
+            if (!any_waiting)
+                break;
         }
     }
     emu_warp = nullptr;
@@ -109,6 +137,12 @@ void run(unsigned grid, unsigned block, const std::function<void()>& fn)
 void emu_yield()
 {
     swapcontext(&lanes[current], &scheduler);
+}
+
+void __syncthreads()
+{
+    waiting[current] = true;
+    emu_yield();
 }
 
 namespace {

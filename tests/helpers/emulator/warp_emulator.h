@@ -3,16 +3,17 @@
 // against the reference on a machine without a GPU. Force-included (g++ -include) before a
 // cuda_ops/*.cu file compiled as C++; see tests/helpers/kernel_emulator.py.
 //
-// Model: a launch runs its warps one after another, each as 32 lanes (user-level contexts on
-// one host thread) that run in lockstep at every warp-collective call (__shfl_*_sync,
-// __ballot_sync, __any_sync): each lane publishes its value and yields; once all have, each
-// reads what it needs and yields again (see launch.cpp). A collective that reads a lane which
-// has already returned (undefined behaviour on a GPU with a full mask) makes the launch fail
+// Model: a launch runs its blocks one after another and a block's warps one after another (up to a
+// __syncthreads, which every warp of the block reaches before any goes on), each as 32 lanes
+// (user-level contexts on one host thread) that run in lockstep at every warp-collective call
+// (__shfl_*_sync, __ballot_sync, __any_sync): each lane publishes its value and yields; once all
+// have, each reads what it needs and yields again (see launch.cpp). A collective that reads a lane
+// which has already returned (undefined behaviour on a GPU with a full mask) makes the launch fail
 // with that message. Atomics (atomicAdd, atomicMax, atomicCAS) are plain read-modify-writes (one
-// host thread) and __threadfence does nothing; the order of the atomics of a launch is that of
-// the emulated threads (see emu_set_reverse in launch.cpp). Float arithmetic is IEEE single
-// precision without contraction (compile with -ffp-contract=off), with subnormals flushed to zero
-// during a launch as on the GPU build (-ftz=true; see launch.cpp).
+// host thread) and __threadfence does nothing; the order of the atomics of a launch is that of the
+// emulated threads (see emu_set_reverse in launch.cpp). Float arithmetic is IEEE single precision
+// without contraction (compile with -ffp-contract=off), with subnormals flushed to zero during a
+// launch as on the GPU build (-ftz=true; see launch.cpp).
 #pragma once
 
 #include <cmath>
@@ -22,6 +23,8 @@
 #define __device__
 #define __host__
 #define __forceinline__ inline
+// Blocks run one after another (see launch.cpp), so a block's shared memory is a static.
+#define __shared__ static
 // Kernels take the paths of an sm_90 GPU where they differ by architecture (vector atomics).
 #define DIFFRAST_EMULATOR 1
 
@@ -188,6 +191,9 @@ inline unsigned __match_any_sync(unsigned mask, T value)
 }
 
 inline void __threadfence() {}
+
+// Waits until every thread of the block has reached a __syncthreads or returned (see launch.cpp).
+void __syncthreads();
 
 inline float atomicAdd(float* address, float value)
 {
