@@ -96,35 +96,34 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
-# id(tensor) -> (weak reference, version counter, vertex count) of CUDA index tensors already checked
+# id(tensor) -> (weak reference, version counter, vertex count) of index tensors already checked
 _validated_tri_cache: dict = {}
 
 
 def check_triangles(name: str, tri, num_vertices: int) -> torch.Tensor:
     """Check a triangle index tensor: int32, ``[T, 3]``, every index in ``[0, num_vertices)``.
 
-    On a CUDA tensor the range check needs one scalar read back from the device; its result is
-    cached per tensor object and version counter, so a mesh reused across iterations is read once.
-    (Kernels and shaders still guard every index, so a stale cache can never cause an illegal
-    memory access.)
+    The range check is a reduction over the indices (on a CUDA tensor with one scalar read back
+    from the device, a host synchronization); its result is cached per tensor object and version
+    counter, so a mesh reused across iterations is checked once, on the CPU as on a GPU. (Kernels
+    and shaders still guard every index, so a stale cache can never cause an illegal memory
+    access.)
     """
     tri = check_tensor(name, tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
     if tri.shape[0] == 0 or custom_ops.compiling():
         # Under torch.compile the range check (a data-dependent read) is left to the kernels and
         # shaders, which guard every index (call eagerly once to get the error message).
         return tri
-    if tri.is_cuda:
-        hit = _validated_tri_cache.get(id(tri))
-        if hit is not None and hit[0]() is tri and hit[1:] == (tri._version, num_vertices):
-            return tri
+    hit = _validated_tri_cache.get(id(tri))
+    if hit is not None and hit[0]() is tri and hit[1:] == (tri._version, num_vertices):
+        return tri
     lo, hi = torch.aminmax(tri)
     lo, hi = int(lo), int(hi)
     if lo < 0 or hi >= num_vertices:
         raise ValueError(
             f"{name} indices must lie in [0, {num_vertices}) (the number of vertices), "
             f"got values in [{lo}, {hi}]")
-    if tri.is_cuda:
-        if len(_validated_tri_cache) > 64:
-            _validated_tri_cache.clear()
-        _validated_tri_cache[id(tri)] = (weakref.ref(tri), tri._version, num_vertices)
+    if len(_validated_tri_cache) > 64:
+        _validated_tri_cache.clear()
+    _validated_tri_cache[id(tri)] = (weakref.ref(tri), tri._version, num_vertices)
     return tri

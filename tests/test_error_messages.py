@@ -310,3 +310,28 @@ def test_viewer_argument_errors():
     raises(ValueError, r"target must have 3 coordinates, got \(0, 0\)", OrbitCamera, target=(0, 0))
     raises(ValueError, "width must be a positive int or None, got 0", Viewer, width=0)
     raises(ValueError, "height must be a positive int or None, got 2.5", Viewer, height=2.5)
+
+
+def test_triangle_range_check_runs_once_per_tensor_version(monkeypatch):
+    """The index range check (a reduction over ``tri``) is cached per tensor object, version
+    counter and vertex count, on the CPU as on a GPU: a mesh reused call after call is reduced
+    once; rewriting it in place, or passing fewer vertices, checks it again."""
+    from diffrast import checks
+    reductions = []
+    real = torch.aminmax
+    monkeypatch.setattr(torch, "aminmax", lambda t: reductions.append(t) or real(t))
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    attr = torch.rand(4, 2)
+    for _ in range(3):
+        dr.interpolate(attr, torch.zeros(1, 4, 4, 4), tri)
+    assert len(reductions) == 1
+    dr.interpolate(attr[:3], torch.zeros(1, 4, 4, 4), tri)  # another vertex count: checked
+    assert len(reductions) == 2
+    tri[0, 2] = 3                                            # rewritten in place (version bump)
+    with pytest.raises(ValueError, match=r"tri indices must lie in \[0, 3\)"):
+        dr.interpolate(attr[:3], torch.zeros(1, 4, 4, 4), tri)
+    assert len(reductions) == 3
+    dr.interpolate(attr, torch.zeros(1, 4, 4, 4), tri)       # in range for 4 vertices
+    dr.interpolate(attr, torch.zeros(1, 4, 4, 4), tri)
+    assert len(reductions) == 4 and checks.check_triangles("tri", tri, 4) is tri
+    assert len(reductions) == 4
