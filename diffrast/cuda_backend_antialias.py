@@ -23,10 +23,10 @@ here (chosen by :mod:`diffrast.dispatch`):
 Kernel passes (details in ``cuda_ops/antialias_pairs.cuh`` and the headers of
 ``cuda_ops/antialias_forward.cu`` and ``antialias_backward.cu``): one thread per pixel evaluates
 the pixel's pair with its right neighbour and with the neighbour above and records, per pair, the
-crossing parameter ``t`` and a byte of flags (blends, which pixel is in front, which is the
-target, the crossing edge), in shared memory for its tile of pixels and, for the backward pass,
-in global memory; after a barrier the same kernel gathers the pairs that blend into each pixel
-and writes the output, so the forward pass has no atomics and is deterministic. The backward pass gathers
+crossing parameter ``t`` and a byte of flags (blends, which pixel is in front, which is the target,
+the crossing edge), in shared memory for its tile of pixels and, for the backward pass, in global
+memory; after a barrier the same kernel gathers the pairs that blend into each pixel and writes the
+output, so the forward pass has no atomics and is deterministic. The backward pass gathers
 ``grad_color`` the same way, and accumulates the position gradient of each blending pair (through
 ``t``, into the two vertices of the crossing edge, times ``pos_gradient_boost``) with float
 ``atomicAdd``, or, in deterministic mode, without float atomics as described in
