@@ -91,7 +91,7 @@ void run_warp(unsigned w, unsigned block)
 void run(unsigned grid, unsigned block, const std::function<void()>& fn)
 {
     if (block == 0 || block > kMaxBlock) {
-        emu_fail("a block of more than 1024 threads");
+        emu_fail("a block of no thread or of more than 1024");
         return;
     }
     gridDim.x = grid;
