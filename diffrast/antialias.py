@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import weakref
 from typing import Optional
 
 import torch
@@ -51,31 +50,14 @@ def _dtype(color: torch.Tensor, rast: torch.Tensor) -> torch.dtype:
     return torch.promote_types(color.dtype, rast.dtype)
 
 
-# id(tensor) -> (weak reference, version counter) of CUDA triangle tensors found non-negative
-_nonnegative_tri_cache: dict = {}
-
-
 def _check_tri_only(tri) -> torch.Tensor:
     """Check ``tri`` for ``antialias_construct_topology_hash``: int32 ``[T, 3]`` on a CPU or CUDA
-    device, no negative index. The index check reads one number back from the device; on a
-    CUDA tensor its result is cached per tensor object and version counter (as in
-    :func:`diffrast.checks.check_triangles`), and under ``torch.compile`` it is skipped (the
-    kernels guard every index)."""
+    device, no negative index (:func:`diffrast.checks.check_triangles` without a vertex count:
+    the reduction is cached per tensor object and version counter, and skipped under
+    ``torch.compile``, where the kernels guard every index)."""
     tri = checks.check_tensor("tri", tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
     checks.check_device("tri", tri)
-    if not tri.numel() or custom_ops.compiling():
-        return tri
-    if tri.is_cuda:
-        hit = _nonnegative_tri_cache.get(id(tri))
-        if hit is not None and hit[0]() is tri and hit[1] == tri._version:
-            return tri
-    if int(tri.min()) < 0:
-        raise ValueError(f"tri indices must be non-negative, got a minimum of {int(tri.min())}")
-    if tri.is_cuda:
-        if len(_nonnegative_tri_cache) > 64:
-            _nonnegative_tri_cache.clear()
-        _nonnegative_tri_cache[id(tri)] = (weakref.ref(tri), tri._version)
-    return tri
+    return checks.check_triangles("tri", tri)
 
 
 def antialias_construct_topology_hash(tri: torch.Tensor) -> TopologyHash:

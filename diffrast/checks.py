@@ -96,34 +96,47 @@ def check_choice(name: str, value, choices) -> str:
     return value
 
 
-# id(tensor) -> (weak reference, version counter, vertex count) of index tensors already checked
-_validated_tri_cache: dict = {}
+# id(tensor) -> (weak reference, version counter, min, max) of index tensors already reduced
+_tri_range_cache: dict = {}
 
 
-def check_triangles(name: str, tri, num_vertices: int) -> torch.Tensor:
-    """Check a triangle index tensor: int32, ``[T, 3]``, every index in ``[0, num_vertices)``.
+def _index_range(tri: torch.Tensor) -> tuple:
+    """``(min, max)`` of the entries of a non-empty int32 ``tri``: a reduction (on a CUDA tensor
+    with a read back to the host, a synchronization), cached per tensor object and version
+    counter, so that a mesh reused across iterations is reduced once, whatever is checked."""
+    hit = _tri_range_cache.get(id(tri))
+    if hit is not None and hit[0]() is tri and hit[1] == tri._version:
+        return hit[2], hit[3]
+    lo, hi = torch.aminmax(tri)
+    lo, hi = int(lo), int(hi)
+    if len(_tri_range_cache) > 64:
+        _tri_range_cache.clear()
+    _tri_range_cache[id(tri)] = (weakref.ref(tri), tri._version, lo, hi)
+    return lo, hi
 
-    The range check is a reduction over the indices (on a CUDA tensor with one scalar read back
-    from the device, a host synchronization); its result is cached per tensor object and version
-    counter, so a mesh reused across iterations is checked once, on the CPU as on a GPU. (Kernels
-    and shaders still guard every index, so a stale cache can never cause an illegal memory
-    access.)
+
+def check_triangles(name: str, tri, num_vertices=None) -> torch.Tensor:
+    """Check a triangle index tensor: int32, ``[T, 3]``, every index in ``[0, num_vertices)``
+    (only ``>= 0`` when ``num_vertices`` is ``None``, as for a topology hash built from ``tri``
+    alone).
+
+    The range is a reduction over the indices (on a CUDA tensor with one scalar read back from
+    the device, a host synchronization); the minimum and maximum are cached per tensor object
+    and version counter, so a mesh reused across iterations is reduced once, on the CPU as on a
+    GPU, and checks against other vertex counts reuse them. (Kernels and shaders still guard
+    every index, so a stale cache can never cause an illegal memory access.)
     """
     tri = check_tensor(name, tri, dtypes=(torch.int32,), ndims=2, last_dim=3)
     if tri.shape[0] == 0 or custom_ops.compiling():
         # Under torch.compile the range check (a data-dependent read) is left to the kernels and
         # shaders, which guard every index (call eagerly once to get the error message).
         return tri
-    hit = _validated_tri_cache.get(id(tri))
-    if hit is not None and hit[0]() is tri and hit[1:] == (tri._version, num_vertices):
-        return tri
-    lo, hi = torch.aminmax(tri)
-    lo, hi = int(lo), int(hi)
-    if lo < 0 or hi >= num_vertices:
+    lo, hi = _index_range(tri)
+    if num_vertices is None:
+        if lo < 0:
+            raise ValueError(f"{name} indices must be non-negative, got a minimum of {lo}")
+    elif lo < 0 or hi >= num_vertices:
         raise ValueError(
             f"{name} indices must lie in [0, {num_vertices}) (the number of vertices), "
             f"got values in [{lo}, {hi}]")
-    if len(_validated_tri_cache) > 64:
-        _validated_tri_cache.clear()
-    _validated_tri_cache[id(tri)] = (weakref.ref(tri), tri._version, num_vertices)
     return tri

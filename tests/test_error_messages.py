@@ -313,9 +313,10 @@ def test_viewer_argument_errors():
 
 
 def test_triangle_range_check_runs_once_per_tensor_version(monkeypatch):
-    """The index range check (a reduction over ``tri``) is cached per tensor object, version
-    counter and vertex count, on the CPU as on a GPU: a mesh reused call after call is reduced
-    once; rewriting it in place, or passing fewer vertices, checks it again."""
+    """The index range check (a reduction over ``tri``) is cached per tensor object and version
+    counter, on the CPU as on a GPU: a mesh reused call after call, by every op that takes it
+    (checks against another vertex count and the topology hash's check included), is reduced
+    once; rewriting it in place reduces it again."""
     from diffrast import checks
     reductions = []
     real = torch.aminmax
@@ -325,13 +326,19 @@ def test_triangle_range_check_runs_once_per_tensor_version(monkeypatch):
     for _ in range(3):
         dr.interpolate(attr, torch.zeros(1, 4, 4, 4), tri)
     assert len(reductions) == 1
-    dr.interpolate(attr[:3], torch.zeros(1, 4, 4, 4), tri)  # another vertex count: checked
-    assert len(reductions) == 2
+    dr.interpolate(attr[:3], torch.zeros(1, 4, 4, 4), tri)  # another vertex count: cached
+    dr.antialias_construct_topology_hash(tri)
+    assert len(reductions) == 1
     tri[0, 2] = 3                                            # rewritten in place (version bump)
     with pytest.raises(ValueError, match=r"tri indices must lie in \[0, 3\)"):
         dr.interpolate(attr[:3], torch.zeros(1, 4, 4, 4), tri)
-    assert len(reductions) == 3
+    assert len(reductions) == 2
     dr.interpolate(attr, torch.zeros(1, 4, 4, 4), tri)       # in range for 4 vertices
     dr.interpolate(attr, torch.zeros(1, 4, 4, 4), tri)
-    assert len(reductions) == 4 and checks.check_triangles("tri", tri, 4) is tri
-    assert len(reductions) == 4
+    assert len(reductions) == 2 and checks.check_triangles("tri", tri, 4) is tri
+    tri[0, 0] = -1
+    with pytest.raises(ValueError, match="tri indices must be non-negative, got a minimum of -1"):
+        dr.antialias_construct_topology_hash(tri)
+    with pytest.raises(ValueError, match="tri indices must be non-negative"):
+        dr.antialias_construct_topology_hash(tri)
+    assert len(reductions) == 3
