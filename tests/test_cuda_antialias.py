@@ -328,6 +328,43 @@ def test_tiles_split_the_image_without_seams(kernels, scene):
     assert moved[:, (y % 8 == 7) | ((y % 8 == 0) & (y > 0))].any()
 
 
+def _pairs_to_evaluate_per_tile(rast, num_triangles):
+    """Per 32 x 8 tile of each image (``[B, tiles]``), the pixel pairs that the forward kernel
+    evaluates (different triangle ids, a triangle on the front pixel): those of its pixels with
+    their right and upper neighbours, and those across its lower and left sides."""
+    ids = torch.where((rast[..., 3] >= 1) & (rast[..., 3] <= num_triangles),
+                      rast[..., 3].round().long() - 1, -1)
+    z = torch.where(ids >= 0, rast[..., 2], torch.full_like(rast[..., 2], float("inf")))
+    B, H, W = ids.shape
+    right = torch.zeros(B, H, W, dtype=torch.long)  # pair of (x, y) with (x + 1, y)
+    up = torch.zeros(B, H, W, dtype=torch.long)     # pair of (x, y) with (x, y + 1)
+    a, b = ids[:, :, :-1], ids[:, :, 1:]
+    right[:, :, :-1] = (a != b) & (torch.where(z[:, :, 1:] < z[:, :, :-1], b, a) >= 0)
+    a, b = ids[:, :-1], ids[:, 1:]
+    up[:, :-1] = (a != b) & (torch.where(z[:, 1:] < z[:, :-1], b, a) >= 0)
+    counts = []
+    for y0 in range(0, H, 8):
+        for x0 in range(0, W, 32):
+            n = right[:, y0:y0 + 8, x0:x0 + 32].sum((1, 2)) + up[:, y0:y0 + 8, x0:x0 + 32].sum((1, 2))
+            if y0 > 0:
+                n = n + up[:, y0 - 1, x0:x0 + 32].sum(1)
+            if x0 > 0:
+                n = n + right[:, y0:y0 + 8, x0 - 1].sum(1)
+            counts.append(n)
+    return torch.stack(counts, 1)
+
+
+def test_dense_tiles_share_out_every_pair(kernels):
+    """Where small triangles make nearly every pixel pair differ, a tile's block evaluates far
+    more pairs than it has threads (each thread both of its pixel's pairs, the first two warps
+    also those across the tile's sides, front triangles shared between a pixel's two pairs):
+    output and gradients still equal the reference's."""
+    res = (20, 70)
+    made = scenes.overlap_soup(5, n=3000, res=res, batch=2, size=0.15)
+    assert int(_pairs_to_evaluate_per_tile(made[1], made[3].shape[0]).max()) > 400
+    check(made, kernels, 4)
+
+
 def test_empty_images_and_shapes(kernels):
     color, rast, pos, tri = scenes.soup(8, n=8, batch=3)
     rast[1] = 0                                          # an empty image in the batch
