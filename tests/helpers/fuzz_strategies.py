@@ -1295,8 +1295,10 @@ def prop_topology_hash(env: Env, case):
         with env.reference():
             want = dr.antialias_construct_topology_hash(tri)
         got = [getattr(topo, name) for name in ("tri_edge", "edge_ptr", "inc_tri", "inc_opp")]
-        if topo.device.type == "cuda":  # the kernels number edges by first incidence
-            from diffrast import cuda_backend_antialias as cb
+        from diffrast import cuda_backend_antialias as cb
+        if isinstance(topo, cb.GpuTopologyHash):
+            # Built by the kernels (on a GPU, or emulated on the CPU), the edges are numbered by
+            # first incidence; renumbered, the tables must equal the reference's.
             t = cb.renumbered_like_reference(env.to(tri), cb.topology_tables(topo))
             got = [t[0], t[1][:want.num_edges + 1], t[2], t[3]]
         for name, g in zip(("tri_edge", "edge_ptr", "inc_tri", "inc_opp"), got):
