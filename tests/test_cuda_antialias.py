@@ -345,7 +345,8 @@ def _pairs_to_evaluate_per_tile(rast, num_triangles):
     counts = []
     for y0 in range(0, H, 8):
         for x0 in range(0, W, 32):
-            n = right[:, y0:y0 + 8, x0:x0 + 32].sum((1, 2)) + up[:, y0:y0 + 8, x0:x0 + 32].sum((1, 2))
+            tile = (slice(None), slice(y0, y0 + 8), slice(x0, x0 + 32))
+            n = right[tile].sum((1, 2)) + up[tile].sum((1, 2))
             if y0 > 0:
                 n = n + up[:, y0 - 1, x0:x0 + 32].sum(1)
             if x0 > 0:
@@ -354,13 +355,18 @@ def _pairs_to_evaluate_per_tile(rast, num_triangles):
     return torch.stack(counts, 1)
 
 
-def test_dense_tiles_share_out_every_pair(kernels):
+def _dense_soup():
+    """3,000 small overlapping triangles at 70 x 20, batch 2: up to 476 pixel pairs to evaluate
+    in one 32 x 8 tile."""
+    return scenes.overlap_soup(5, n=3000, res=(20, 70), batch=2, size=0.15)
+
+
+def test_dense_tiles_match_the_reference(kernels):
     """Where small triangles make nearly every pixel pair differ, a tile's block evaluates far
     more pairs than it has threads (each thread both of its pixel's pairs, the first two warps
     also those across the tile's sides, front triangles shared between a pixel's two pairs):
     output and gradients still equal the reference's."""
-    res = (20, 70)
-    made = scenes.overlap_soup(5, n=3000, res=res, batch=2, size=0.15)
+    made = _dense_soup()
     assert int(_pairs_to_evaluate_per_tile(made[1], made[3].shape[0]).max()) > 400
     check(made, kernels, 4)
 
@@ -374,7 +380,7 @@ def test_forward_does_not_depend_on_the_order_of_warps(kernels, monkeypatch, sce
     Output and pair records are the same bit for bit in both."""
     if kernels.type != "cpu":
         pytest.skip("the order of warps is the emulator's to choose")
-    made = to(scenes.overlap_soup(5, n=3000, res=(20, 70), batch=2, size=0.15) if scene == "dense"
+    made = to(_dense_soup() if scene == "dense"
               else scenes.sphere(rows=12, cols=20, res=(37, 70), batch=2), kernels)
     color, rast, pos, tri = made
     topo = dr.antialias_construct_topology_hash(tri)
