@@ -8,12 +8,15 @@ Run it as a module from the repository root (it imports the tests' strategies as
     python -m benchmarks.fuzz_long --examples 10000 --device cuda --max-seconds 90
     python -m benchmarks.fuzz_long --examples 2000 --properties rasterize,texture --seed 3
     python -m benchmarks.fuzz_long --examples 2000 --device emulated      # kernels on the CPU
+    python -m benchmarks.fuzz_long --examples 2000 --device emulated --reverse
 
 The strategies and properties are those of ``tests/helpers/fuzz_strategies.py``. The examples are split
 evenly over the properties (on CUDA, the properties that rasterize are split again between
 ``RasterizeGLContext(device='cuda')`` and ``RasterizeCudaContext``). ``--device emulated`` runs
 the CUDA kernels of interpolate, texture, antialias and the rasterize backward on the CPU through
-the tests' kernel emulators and compares them with the reference (needs g++). Unlike the tests, a
+the tests' kernel emulators and compares them with the reference (needs g++); with ``--reverse``
+the emulator runs every kernel's blocks, warps and lanes in the reverse order (another order of
+the atomics, and of the warps between a block's barriers, than its usual one). Unlike the tests, a
 failing example does not stop the run: failures are counted, the first few are reported with the
 case that caused them (``repr`` of the drawn case: every case rebuilds its tensors from its
 fields), and the run goes on. No shrinking. A call that hangs for ``--hang-seconds`` aborts the
@@ -113,6 +116,9 @@ def main(argv=None):
     ap.add_argument("--hang-seconds", type=float, default=300.0,
                     help="abort with tracebacks if one example takes longer")
     ap.add_argument("--max-samples", type=int, default=10, help="failure samples reported")
+    ap.add_argument("--reverse", action="store_true",
+                    help="--device emulated: run every kernel's blocks, warps and lanes in the "
+                         "reverse order")
     ap.add_argument("--max-seconds", type=float, default=None,
                     help="time budget: each property gets its share and stops when it is spent "
                          "(the summary reports the examples actually run)")
@@ -124,6 +130,12 @@ def main(argv=None):
         ap.error(f"unknown properties {unknown}; choose from {list(fs.PROPERTIES)}")
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda: CUDA is not available")
+    if args.reverse:
+        if args.device != "emulated":
+            ap.error("--reverse: only with --device emulated (the emulator's order of warps)")
+        from diffrast.cuda_ops import kernels
+        from tests.helpers import kernel_emulator
+        kernel_emulator.reversed_kernels = frozenset(kernels.BY_NAME)
     if args.device != "cuda":
         kinds = ["gl"]
     else:
@@ -166,6 +178,7 @@ def main(argv=None):
         device_name=torch.cuda.get_device_name() if args.device == "cuda" else "cpu",
         contexts=kinds,
         seed=args.seed,
+        reverse=args.reverse,
         properties=results,
         failure_samples=samples,
     )
