@@ -14,7 +14,7 @@ from .texture import TextureMipStack
 __version__: str
 __all__ = ["RasterizeGLContext", "RasterizeCudaContext", "DepthPeeler", "rasterize", "interpolate",
            "texture", "texture_construct_mip", "antialias", "antialias_construct_topology_hash",
-           "set_deterministic", "is_deterministic", "triangle_id"]
+           "set_deterministic", "is_deterministic", "get_log_level", "set_log_level", "triangle_id"]
 
 _Device = Union[torch.device, str, int, None]
 
@@ -99,3 +99,9 @@ def set_deterministic(enabled: bool) -> None: ...
 
 
 def is_deterministic() -> bool: ...
+
+
+def get_log_level() -> int: ...
+
+
+def set_log_level(level: int) -> None: ...

@@ -8,6 +8,7 @@ import torch
 
 from . import dispatch
 from .checks import check_choice
+from .log import logger
 from .raster_context import ONE_CONTEXT_PER_DEVICE, RasterContext, resolve_device
 
 
@@ -56,8 +57,13 @@ class RasterizeGLContext(RasterContext):
             self._pipeline = RasterPipeline(self.device)
             from OpenGL import GL
             self.renderer = GL.glGetString(GL.GL_RENDERER).decode()
+            version = GL.glGetString(GL.GL_VERSION).decode()
         finally:
             self._egl.release()
+        height, width = self.max_resolution
+        logger.info("RasterizeGLContext on %s: %s, OpenGL %s (EGL vendor %s); up to %d x %d "
+                    "pixels, %d layers per batch", self.device, self.renderer, version,
+                    self._egl.vendor, height, width, self.max_layers)
 
     # -- nvdiffrast's manual-mode API ------------------------------------------------------------
     def set_context(self):

@@ -11,6 +11,7 @@ import torch
 
 from .cuda_ops import loader
 from .cuda_ops.params import RasterizeForwardParams
+from .log import logger
 from .raster_context import RasterContext, resolve_device
 
 _THREADS = 256
@@ -66,6 +67,8 @@ class RasterizeCudaContext(RasterContext):
         self._plans = None  # _plan's results by call shape
         self._captured_scratch = {}  # scratch buffers CUDA graphs captured (kept alive)
         super().__init__()
+        logger.info("RasterizeCudaContext on %s: %s, %d SMs", self.device, props.name,
+                    props.multi_processor_count)
 
     def _follow_stream(self) -> bool:
         """Keeps the scratch usable on torch's current stream (it waits for the stream that

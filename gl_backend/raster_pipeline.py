@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from OpenGL import GL
 
+from ..log import logger, size_text
 from .program import Program
 
 _SHADERS = ["rasterize.vert", "rasterize.geom", "rasterize.frag"]
@@ -47,6 +48,8 @@ class _GrowingBuffer:
             self.capacity = max(nbytes, self.capacity * 3 // 2)
             GL.glBindBuffer(GL.GL_COPY_WRITE_BUFFER, self.name)
             GL.glBufferData(GL.GL_COPY_WRITE_BUFFER, self.capacity, None, GL.GL_DYNAMIC_DRAW)
+            logger.info("OpenGL geometry buffer (positions and triangles) grown to %s",
+                        size_text(self.capacity))
         parts = [(off, t) for off, t in parts if t.numel() > 0]
         if not parts:
             return
@@ -182,6 +185,8 @@ class RasterPipeline:
         self.id_tex = self._layered(GL.GL_R32I, w, h, n)
         self.depth_tex = [self._layered(GL.GL_DEPTH_COMPONENT32F, w, h, n) for _ in range(2)]
         self.size = (w, h, n)
+        logger.info("OpenGL render targets allocated at %d x %d pixels, %d layer(s): %s", h, w,
+                    n, size_text(self._target_bytes(w, h, n)))
 
     # -- uploads -------------------------------------------------------------------------------
     def upload(self, pos: torch.Tensor, tri: torch.Tensor) -> None:
