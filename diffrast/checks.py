@@ -6,8 +6,10 @@ came. Inner code trusts its callers.
 """
 from __future__ import annotations
 
+import operator
 import weakref
 
+import numpy as np
 import torch
 
 from . import custom_ops
@@ -19,6 +21,22 @@ HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 def describe(t: torch.Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}, device {t.device}"
+
+
+def as_integer(value):
+    """``value`` as a Python ``int`` where it is of an integer type: an ``int`` (not a
+    ``bool``), a NumPy integer, or a one-element tensor or array of an integer dtype; ``None``
+    otherwise (floats included, even integral ones)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        if (value.size if isinstance(value, np.ndarray) else value.numel()) != 1:
+            return None
+        value = value.item()
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def check_tensor(name: str, t, *, dtypes=None, ndims=None, last_dim=None) -> torch.Tensor:

@@ -27,8 +27,9 @@ geometry buffer (their new size). Nothing is reported per call.
 from __future__ import annotations
 
 import logging
-import operator
 import sys
+
+from .checks import as_integer
 
 __all__ = ["get_log_level", "set_log_level", "logger"]
 
@@ -94,21 +95,18 @@ def set_log_level(level: int) -> None:
     it sets the level of the ``logging`` logger ``"diffrast"``.
 
     Args:
-        level: New log level as an integer (``int`` or any integer type with
-            ``__index__``, such as NumPy's). diffrast's messages of this severity or higher are
+        level: New log level as an integer (an ``int``, a NumPy integer or a one-element
+            tensor). diffrast's messages of this severity or higher are
             printed, messages of lower severity are silent.
 
     Raises:
         TypeError: ``level`` is not an integer (a ``bool`` is not taken for one).
     """
     global _level
-    try:
-        if isinstance(level, bool):
-            raise TypeError
-        value = operator.index(level)
-    except TypeError:
+    value = as_integer(level)
+    if value is None:
         raise TypeError(f"level must be an int (0 = Info, 1 = Warning, 2 = Error, 3 = Fatal), "
-                        f"got {type(level).__name__}") from None
+                        f"got {type(level).__name__}")
     _level = value
     logger.setLevel(_logging_level(_level))
 

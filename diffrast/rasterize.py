@@ -1,14 +1,14 @@
 """``rasterize`` and ``DepthPeeler``: triangles to per-pixel (u, v, z/w, triangle_id + 1)."""
 from __future__ import annotations
 
-import operator
 import weakref
 from typing import Optional
 
+import numpy as np
 import torch
 
 from . import custom_ops, cuda_backend, dispatch, triangle_id
-from .checks import check_same_device, check_tensor, check_triangles
+from .checks import as_integer, check_same_device, check_tensor, check_triangles
 from .raster_context import RasterContext
 from .reference import rasterize as _reference
 
@@ -19,23 +19,14 @@ dispatch.register("rasterize_backward", reference=_reference.rasterize_grad,
 
 
 def _check_resolution(resolution):
-    """``(height, width)`` as Python ints from a pair of ints (numpy integers and one-element
-    tensors included)."""
+    """``(height, width)`` as Python ints from a pair of integers: a tuple or list (a
+    ``torch.Size`` included) of ints, NumPy integers or one-element tensors, or a 1-D array or
+    tensor of two."""
+    if isinstance(resolution, (torch.Tensor, np.ndarray)) and resolution.ndim == 1:
+        resolution = list(resolution)
     if isinstance(resolution, (tuple, list)) and len(resolution) == 2:
-        sides = []
-        for r in resolution:
-            if isinstance(r, torch.Tensor) and r.numel() == 1 and not r.dtype.is_complex \
-                    and r.dtype != torch.bool:
-                r = r.item()
-                if isinstance(r, float) and r.is_integer():
-                    r = int(r)
-            if isinstance(r, bool):
-                break
-            try:
-                sides.append(operator.index(r))
-            except TypeError:
-                break
-        else:
+        sides = [as_integer(r) for r in resolution]
+        if None not in sides:
             return tuple(sides)
     raise TypeError(f"resolution must be a (height, width) pair of ints, got {resolution!r}")
 

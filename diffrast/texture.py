@@ -96,12 +96,13 @@ dispatch.register("texture", reference=_ReferenceBackend, kernels=_cuda_texture.
 def _check_max_mip_level(max_mip_level):
     if max_mip_level is None:
         return None
-    if isinstance(max_mip_level, bool) or not isinstance(max_mip_level, int):
+    level = checks.as_integer(max_mip_level)
+    if level is None:
         raise TypeError(f"max_mip_level must be None or a non-negative int, "
                         f"got {type(max_mip_level).__name__}")
-    if max_mip_level < 0:
-        raise ValueError(f"max_mip_level must be None or a non-negative int, got {max_mip_level}")
-    return max_mip_level
+    if level < 0:
+        raise ValueError(f"max_mip_level must be None or a non-negative int, got {level}")
+    return level
 
 
 _TEX_DTYPES = checks.FLOAT_DTYPES + checks.HALF_DTYPES

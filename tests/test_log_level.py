@@ -60,9 +60,11 @@ def test_levels_follow_torchs_cpp_convention(level, enabled, silent):
 
 
 def test_level_takes_integers_only():
+    dr.set_log_level(torch.tensor(0))
+    assert dr.get_log_level() == 0
     dr.set_log_level(np.int64(2))
     assert dr.get_log_level() == 2 and type(dr.get_log_level()) is int
-    for bad in (1.0, "0", True, None):
+    for bad in (1.0, "0", True, None, torch.tensor(1.0)):
         with pytest.raises(TypeError, match="level must be an int"):
             dr.set_log_level(bad)
     assert dr.get_log_level() == 2

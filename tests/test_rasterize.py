@@ -378,6 +378,24 @@ def test_bad_inputs_raise_clear_errors():
         dr.RasterizeGLContext(mode="auto")
 
 
+def test_resolution_takes_any_pair_of_integers():
+    """As nvdiffrast takes ``tuple(resolution)``: a list, a ``torch.Size``, NumPy integers,
+    one-element integer tensors, a 1-D array or tensor of two; floats and bools are refused."""
+    glctx = context("cpu")
+    pos = torch.tensor([[[-0.8, -0.8, 0.0, 1.0], [0.8, -0.8, 0.0, 1.0], [0.0, 0.8, 0.0, 1.0]]])
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    ref, _ = dr.rasterize(glctx, pos, tri, (12, 8))
+    for resolution in ([12, 8], torch.Size([12, 8]), (np.int64(12), np.uint16(8)),
+                       (torch.tensor(12), torch.tensor([8], dtype=torch.int16)), np.array([12, 8]),
+                       torch.tensor([12, 8], dtype=torch.int32)):
+        rast, _ = dr.rasterize(glctx, pos, tri, resolution)
+        assert torch.equal(rast, ref), resolution
+    for resolution in ((12.0, 8), np.array([12.0, 8.0]), torch.tensor([12.0, 8.0]), (True, 8),
+                       np.array([[12, 8]]), "12", np.array([12, 8, 1]), (torch.tensor([12, 1]), 8)):
+        with pytest.raises(TypeError, match=r"resolution must be a \(height, width\) pair of ints"):
+            dr.rasterize(glctx, pos, tri, resolution)
+
+
 MESA_SCENE = __import__("pathlib").Path(__file__).parent / "data" / "mesa_scene.pt"
 
 

@@ -3,6 +3,7 @@ import math
 import zlib
 
 import pytest
+import numpy as np
 import torch
 
 import diffrast as dr
@@ -706,6 +707,21 @@ BAD = [
 def test_bad_input(name, make, exc, match):
     with pytest.raises(exc, match=match):
         dr.texture(**make())
+
+
+def test_max_mip_level_takes_any_integer():
+    tex = torch.rand(1, 16, 16, 3)
+    uv, uv_da = torch.rand(1, 4, 4, 2), torch.rand(1, 4, 4, 4) * 4
+    ref = dr.texture(tex, uv, uv_da, max_mip_level=2)
+    for level in (np.int64(2), np.uint8(2), torch.tensor(2), torch.tensor([2], dtype=torch.int16)):
+        assert torch.equal(dr.texture(tex, uv, uv_da, max_mip_level=level), ref)
+        stack = dr.texture_construct_mip(tex, max_mip_level=level)
+        assert torch.equal(dr.texture(tex, uv, uv_da, mip=stack, max_mip_level=2), ref)
+    for level in (2.0, np.float32(2), torch.tensor(2.0), True, "2", torch.tensor([1, 2])):
+        with pytest.raises(TypeError, match="max_mip_level must be None or a non-negative int"):
+            dr.texture(tex, uv, uv_da, max_mip_level=level)
+    with pytest.raises(ValueError, match="non-negative int, got -1"):
+        dr.texture(tex, uv, uv_da, max_mip_level=np.int8(-1))
 
 
 def test_construct_mip_bad_input():
