@@ -96,8 +96,8 @@ def set_log_level(level: int) -> None:
 
     Args:
         level: New log level as an integer (an ``int``, a NumPy integer or a one-element
-            tensor). diffrast's messages of this severity or higher are
-            printed, messages of lower severity are silent.
+            integer tensor). diffrast's messages of this severity or higher are printed,
+            messages of lower severity are silent.
 
     Raises:
         TypeError: ``level`` is not an integer (a ``bool`` is not taken for one).
