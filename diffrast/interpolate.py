@@ -1,7 +1,6 @@
 """Public ``interpolate``: vertex attributes to image space, with nvdiffrast's API."""
 from __future__ import annotations
 
-import operator
 from typing import Optional
 
 import torch
@@ -37,15 +36,11 @@ def _parse_diff_attrs(diff_attrs, num_attributes: int) -> list:
             f"diff_attrs must be 'all' or a sequence of attribute indices, got "
             f"{type(diff_attrs).__name__}") from None
     out = []
-    for i in items:
-        if isinstance(i, bool):
-            raise TypeError(f"diff_attrs must hold integer attribute indices, got {i!r}")
-        try:
-            i = operator.index(i)
-        except TypeError:
-            raise TypeError(
-                f"diff_attrs must hold integer attribute indices, got {type(i).__name__} {i!r}"
-            ) from None
+    for item in items:
+        i = checks.as_integer(item)
+        if i is None:
+            raise TypeError(f"diff_attrs must hold integer attribute indices, got "
+                            f"{type(item).__name__} {item!r}")
         if not 0 <= i < num_attributes:
             raise ValueError(
                 f"diff_attrs indices must lie in [0, {num_attributes}) (the number of attributes, "
