@@ -9,13 +9,14 @@
 //     -2 - e for an edge e with three or more incidences, whose incidences are then read from
 //     the CSR table: edge_ptr [E + 1], inc_tri [3T], inc_opp [3T] (int32).
 //
-// One kernel, antialias_fwd, a block per tile of pixels and a thread per pixel: each thread
-// evaluates its pixel's pair with the right neighbour and its pair with the neighbour above into
-// shared memory (the tile's first two warps also the pairs of the row below and the column left
-// of the tile), and, for the backward pass, into pair_t [N, 2] (crossing parameter t of each
-// pair, 0 where it does not blend) and pair_meta [N] (per pair one byte, see PairBits); after
-// a barrier it gathers the (up to four) pairs that blend into its pixel, in the reference's order
-// (left, right, below, above), and writes the output. No atomics.
+// One kernel, antialias_fwd, a block per tile of pixels and a thread per pixel: the block lists
+// the pixel pairs of its tile that need evaluating (each pixel's pair with its right neighbour
+// and its pair with the neighbour above, and the pairs across the tile's lower and left sides),
+// its threads share the list out and evaluate one pair each into shared memory, and each thread
+// then gathers the (up to four) pairs that blend into its pixel, in the reference's order (left,
+// right, below, above), writes the output and, for the backward pass, pair_t [N, 2] (crossing
+// parameter t of each pair, 0 where it does not blend) and pair_meta [N] (per pair one byte, see
+// PairBits). No atomics.
 //
 // Robustness: ids outside [1, T] and NaN/inf codes are empty; triangles with a vertex index
 // outside [0, V) never blend; opposite vertices out of range never continue a surface; CSR
@@ -25,30 +26,22 @@
 #include "common.cuh"
 #include "triangle_id.cuh"
 #include "antialias_pairs.cuh"
+#include "pixel_tile.cuh"
 
 namespace {
 
 using namespace diffrast;
 
-// The clip-space corners of one triangle of image b, loaded once per thread and reused by the
-// thread's second pair when it has the same front triangle.
-struct TriCache {
-    int tri;   // triangle index loaded, or -1
-    bool ok;   // its vertex indices are all in range
-    int vi[3];
-    float4 v[3];
-};
-
-__device__ __forceinline__ bool load_triangle(const Scene& s, int b, int t, TriCache& c)
+// The clip-space corners of triangle t of image b; false (nothing loaded) when one of its vertex
+// indices is out of range.
+__device__ __forceinline__ bool load_corners(const Scene& s, int b, int t, float4 v[3])
 {
-    if (c.tri == t)
-        return c.ok;
-    c.tri = t;
-    c.ok = triangle_vertices(s.tri, t, s.num_vertices, c.vi);
-    if (c.ok)
-        for (int i = 0; i < 3; ++i)
-            c.v[i] = load4(s.pos, vertex_row(s, b, c.vi[i]));
-    return c.ok;
+    int vi[3];
+    if (!triangle_vertices(s.tri, t, s.num_vertices, vi))
+        return false;
+    for (int i = 0; i < 3; ++i)
+        v[i] = load4(s.pos, vertex_row(s, b, vi[i]));
+    return true;
 }
 
 // Whether the vertex `v` (opposite the edge in another triangle) lies strictly on the other side
@@ -93,25 +86,31 @@ __device__ bool is_silhouette(const Scene& s, const Topology& topo, int b, int t
     return true;
 }
 
-// Evaluates the pair of pixel F = (fx, fy) and its neighbour S = F + (sx, sy) (one of them 1) in
-// image b, given their rast texels. Returns the pair's PairBits byte (0: no blend) and its t.
-__device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, int fy, int sx,
-                         int sy, float4 rf, float4 rs, TriCache& cache, float& t_out)
+// The front triangle of the pair of pixels F, S = F + (sx, sy), given their rast texels: the
+// triangle of the pixel with the smaller z/w (empty pixels infinitely far, ties and NaN to F),
+// and whether that pixel A is S. -1 where the pair cannot blend: the same id on both pixels, or
+// an empty front pixel.
+__device__ __forceinline__ int pair_front(float4 rf, float4 rs, int num_triangles, bool& a_second)
 {
-    const int id_f = decode_triangle(rf.w, s.num_triangles);
-    const int id_s = decode_triangle(rs.w, s.num_triangles);
-    if (id_f == id_s)
-        return 0;
-    // Front pixel: smaller z/w, empty pixels infinitely far, ties and NaN to the first pixel.
+    const int id_f = decode_triangle(rf.w, num_triangles);
+    const int id_s = decode_triangle(rs.w, num_triangles);
     const float inf = __int_as_float(0x7f800000);
     const float z_f = id_f < 0 ? inf : rf.z;
     const float z_s = id_s < 0 ? inf : rs.z;
-    const bool a_second = z_s < z_f;
-    const int t = a_second ? id_s : id_f;
-    if (t < 0)
+    a_second = z_s < z_f;
+    return id_f == id_s ? -1 : (a_second ? id_s : id_f);
+}
+
+// Evaluates the pair of pixel F = (fx, fy) and its neighbour S = F + (sx, sy) (one of them 1) in
+// image b, whose front triangle t >= 0 lies on S when a_second, else on F (pair_front). Returns
+// the pair's PairBits byte (0: no blend) and its t.
+__device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, int fy, int sx,
+                         int sy, int t, bool a_second, float& t_out)
+{
+    float4 corner[3];
+    if (!load_corners(s, b, t, corner))
         return 0;
-    if (!load_triangle(s, b, t, cache))
-        return 0;
+    const float inf = __int_as_float(0x7f800000);
     const int ax = a_second ? fx + sx : fx;
     const int ay = a_second ? fy + sy : fy;
     const float dx = (float)(a_second ? -sx : sx);
@@ -121,7 +120,7 @@ __device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, in
 
     Vec3 P[3], L[3];
     for (int i = 0; i < 3; ++i)
-        P[i] = pixel_space(s, cache.v[i], cx, cy);
+        P[i] = pixel_space(s, corner[i], cx, cy);
     for (int i = 0; i < 3; ++i)
         L[i] = cross_line(P[i], P[i == 2 ? 0 : i + 1]);
     const float D = dot3(L[0], P[2]);
@@ -163,114 +162,158 @@ __device__ int eval_pair(const Scene& s, const Topology& topo, int b, int fx, in
 
 }  // namespace
 
-// The pairs that the thread's pixel (fx, fy), rast texel r0, forms with its right neighbour and
-// with the neighbour above: their PairBits bytes (right in bits 0-7, above in bits 8-15) and
-// crossing parameters (t_h, t_v: read only where the byte is valid).
-__device__ __forceinline__ int pixel_own_pairs(const Scene& s, const Topology& topo,
-                                               const float* __restrict__ rast, int b, long long p,
-                                               int fx, int fy, float4 r0, float& t_h, float& t_v)
-{
-    TriCache cache;
-    cache.tri = -1;
-    cache.ok = false;
-    int meta = 0;
-    if (fx + 1 < s.width)
-        meta = eval_pair(s, topo, b, fx, fy, 1, 0, r0, load4(rast, p + 1), cache, t_h);
-    if (fy + 1 < s.height)
-        meta |= eval_pair(s, topo, b, fx, fy, 0, 1, r0, load4(rast, p + s.width), cache, t_v) << 8;
-    return meta;
-}
+// Work items of a block: the pairs of its tile's pixels with the right neighbour (slot 2i for
+// thread i) and with the neighbour above (2i + 1), those across the tile's lower side (kBelow + lx)
+// and across its left side (kLeft + ly).
+constexpr int kOwnSlots = 2 * kTileWidth * kTileHeight;
+constexpr int kBelow = kOwnSlots;
+constexpr int kLeft = kBelow + kTileWidth;
+constexpr int kSlots = kLeft + kTileHeight;
+constexpr int kWarps = kTileWidth * kTileHeight / 32;
 
 // antialias_fwd: one block per tile of kTileWidth x kTileHeight pixels of one image, a thread
-// per pixel (a warp per row). Each thread evaluates its pixel's pairs with the right neighbour
-// and the neighbour above into shared memory (and into pair_t / pair_meta for the backward when
-// pair_meta is not null); warp 0 also evaluates the vertical pairs of the row below the tile,
-// warp 1 the horizontal pairs of the column left of it. After a barrier each thread gathers the
-// (up to four) pairs that blend into its pixel, in the reference's order, and writes its output.
+// per pixel (a warp per row), in three steps separated by barriers:
+// 1. each thread loads its pixel's rast texel and those of its right and upper neighbours and
+//    finds which of its two pairs need evaluating (pair_front: different ids, a front triangle);
+//    warp 0 does the same for the pairs across the tile's lower side, warp 1 (eight lanes) for
+//    those across its left side. The pairs to evaluate are listed in shared memory, warp by warp
+//    (a ballot and a prefix of the warps' counts): only about one pair in eight needs it, and
+//    most warps hold a few, so
+// 2. the block's threads share out the list, one pair each (eval_pair), rather than each warp
+//    paying the evaluation's chain of dependent loads for a few lanes; results (PairBits byte,
+//    crossing t) go to shared memory by slot;
+// 3. each thread gathers the (up to four) pairs that blend into its pixel, in the reference's
+//    order, writes its output, and (when pair_meta is not null) the records of the backward.
 __device__ __forceinline__ void antialias_fwd_impl(const AntialiasForwardParams& kp)
 {
-    __shared__ float2 tile_t[kTileHeight][kTileWidth];  // (t right, t above) of each pixel
-    __shared__ int tile_m[kTileHeight][kTileWidth];     // its pair_meta
-    __shared__ float left_t[kTileHeight];               // the column left of the tile: t right
-    __shared__ int left_m[kTileHeight];                 // and its PairBits byte
-    __shared__ float below_t[kTileWidth];               // the row below the tile: t above
-    __shared__ int below_m[kTileWidth];                 // and its PairBits byte
+    __shared__ int item[kSlots];       // the pairs to evaluate: slot | a_second << 10
+    __shared__ int item_tri[kSlots];   // and their front triangles
+    __shared__ int res_m[kSlots];      // per slot: the pair's PairBits byte (0: no blend)
+    __shared__ float res_t[kSlots];    // and its crossing parameter (0 where it does not blend)
+    __shared__ int warp_count[kWarps];
 
-    const int width = kp.width, height = kp.height;
+    const int width = kp.width, height = kp.height, T = kp.num_triangles;
     const float* __restrict__ rast = kp.rast;
-    const int tiles_x = (width + kTileWidth - 1) / kTileWidth;
-    const int tiles_per_image = tiles_x * ((height + kTileHeight - 1) / kTileHeight);
-    const int tile = (int)blockIdx.x;
-    const int b = tile / tiles_per_image;
-    const int tile_y = (tile - b * tiles_per_image) / tiles_x;
-    const int x0 = (tile - b * tiles_per_image - tile_y * tiles_x) * kTileWidth;
-    const int y0 = tile_y * kTileHeight;
-    const int lx = (int)threadIdx.x % kTileWidth, ly = (int)threadIdx.x / kTileWidth;
-    const int x = x0 + lx, y = y0 + ly;
-    const bool inside = x < width && y < height;
+    const TilePixel tp = tile_pixel(width, height);
+    const int b = tp.b, x0 = tp.x0, y0 = tp.y0, lx = tp.lx, ly = tp.ly, x = tp.x, y = tp.y;
+    const bool inside = tp.inside;
+    const int i = (int)threadIdx.x;
+    const int warp = i / 32, lane = i % 32;
     const long long image_row = (long long)b * height;  // the image's first row of rast
-    const long long p = (image_row + y) * width + x;
-    const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, kp.num_triangles,
-                               kp.pos_batched);
+    const long long p = tp.p;
+
+    // 1. Which pairs need evaluating.
+    int t_h = -1, t_v = -1, t_halo = -1;  // front triangles (-1: nothing to evaluate)
+    bool a_h = false, a_v = false, a_halo = false;
+    float4 r0 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (inside) {
+        r0 = load4(rast, p);
+        if (x + 1 < width)
+            t_h = pair_front(r0, load4(rast, p + 1), T, a_h);
+        if (y + 1 < height)
+            t_v = pair_front(r0, load4(rast, p + width), T, a_v);
+    }
+    res_m[2 * i] = 0;
+    res_m[2 * i + 1] = 0;
+    res_t[2 * i] = 0.0f;
+    res_t[2 * i + 1] = 0.0f;
+    int halo_slot = -1;
+    if (warp == 0) {  // the pair of (x, y0 - 1) with (x, y0)
+        halo_slot = kBelow + lane;
+        if (y0 > 0 && x < width)
+            t_halo = pair_front(load4(rast, p - width), r0, T, a_halo);
+    } else if (warp == 1 && lane < kTileHeight) {  // the pair of (x0 - 1, y0 + lane) with (x0, ...)
+        halo_slot = kLeft + lane;
+        const int hy = y0 + lane;
+        if (x0 > 0 && hy < height) {
+            const long long q = (image_row + hy) * width + x0 - 1;
+            t_halo = pair_front(load4(rast, q), load4(rast, q + 1), T, a_halo);
+        }
+    }
+    if (halo_slot >= 0) {
+        res_m[halo_slot] = 0;
+        res_t[halo_slot] = 0.0f;
+    }
+    const unsigned below_lane = (1u << lane) - 1u;
+    const unsigned want_h = __ballot_sync(0xffffffffu, t_h >= 0);
+    const unsigned want_v = __ballot_sync(0xffffffffu, t_v >= 0);
+    const unsigned want_halo = __ballot_sync(0xffffffffu, t_halo >= 0);
+    if (lane == 0)
+        warp_count[warp] = __popc(want_h) + __popc(want_v) + __popc(want_halo);
+    __syncthreads();
+    int base = 0, total = 0;
+    for (int w = 0; w < kWarps; ++w) {
+        base += w < warp ? warp_count[w] : 0;
+        total += warp_count[w];
+    }
+    if (t_h >= 0) {
+        const int k = base + __popc(want_h & below_lane);
+        item[k] = (2 * i) | (a_h ? 1 << 10 : 0);
+        item_tri[k] = t_h;
+    }
+    base += __popc(want_h);
+    if (t_v >= 0) {
+        const int k = base + __popc(want_v & below_lane);
+        item[k] = (2 * i + 1) | (a_v ? 1 << 10 : 0);
+        item_tri[k] = t_v;
+    }
+    base += __popc(want_v);
+    if (t_halo >= 0) {
+        const int k = base + __popc(want_halo & below_lane);
+        item[k] = halo_slot | (a_halo ? 1 << 10 : 0);
+        item_tri[k] = t_halo;
+    }
+    __syncthreads();
+
+    // 2. The block's pairs to evaluate, shared out over its threads.
+    const Scene s = make_scene(kp.pos, kp.tri, width, height, kp.num_vertices, T, kp.pos_batched);
     Topology topo;
     topo.nbr = kp.nbr;
     topo.edge_ptr = kp.edge_ptr;
     topo.inc_tri = kp.inc_tri;
     topo.inc_opp = kp.inc_opp;
     topo.num_edges = kp.num_edges;
-
-    float t_h = 0.0f, t_v = 0.0f;
-    int meta = 0;
-    if (inside) {
-        meta = pixel_own_pairs(s, topo, rast, b, p, x, y, load4(rast, p), t_h, t_v);
-        if (kp.pair_meta != nullptr) {  // the records of the backward pass
-            kp.pair_meta[p] = meta;
-            reinterpret_cast<float2*>(kp.pair_t)[p] = make_float2(t_h, t_v);  // (0: no blend)
+    for (int k = i; k < total; k += kTileWidth * kTileHeight) {
+        const int slot = item[k] & 0x3ff;
+        const bool a_second = (item[k] >> 10) != 0;
+        int fx, fy, sx = 0, sy = 0;
+        if (slot < kOwnSlots) {  // pixel slot / 2 of the tile, with its right / upper neighbour
+            fx = x0 + (slot >> 1) % kTileWidth;
+            fy = y0 + (slot >> 1) / kTileWidth;
+            sx = 1 - (slot & 1);
+            sy = slot & 1;
+        } else if (slot < kLeft) {  // below the tile
+            fx = x0 + slot - kBelow;
+            fy = y0 - 1;
+            sy = 1;
+        } else {  // left of the tile
+            fx = x0 - 1;
+            fy = y0 + slot - kLeft;
+            sx = 1;
         }
-    }
-    tile_t[ly][lx] = make_float2(t_h, t_v);
-    tile_m[ly][lx] = meta;
-    if (ly == 0) {  // the pair of (x, y0 - 1) with (x, y0)
         float t = 0.0f;
-        int m = 0;
-        if (y0 > 0 && x < width) {
-            TriCache cache;
-            cache.tri = -1;
-            cache.ok = false;
-            m = eval_pair(s, topo, b, x, y0 - 1, 0, 1, load4(rast, p - width), load4(rast, p),
-                          cache, t);
-        }
-        below_t[lx] = t;
-        below_m[lx] = m;
-    } else if (ly == 1 && lx < kTileHeight) {  // the pair of (x0 - 1, y0 + lx) with (x0, y0 + lx)
-        float t = 0.0f;
-        int m = 0;
-        const int hy = y0 + lx;
-        if (x0 > 0 && hy < height) {
-            const long long q = (image_row + hy) * width + x0 - 1;
-            TriCache cache;
-            cache.tri = -1;
-            cache.ok = false;
-            m = eval_pair(s, topo, b, x0 - 1, hy, 1, 0, load4(rast, q), load4(rast, q + 1), cache,
-                          t);
-        }
-        left_t[lx] = t;
-        left_m[lx] = m;
+        const int m = eval_pair(s, topo, b, fx, fy, sx, sy, item_tri[k], a_second, t);
+        res_m[slot] = m;
+        res_t[slot] = m ? t : 0.0f;
     }
     __syncthreads();
     if (!inside)
         return;
 
-    // The pairs that blend into the pixel, in the reference's order: left, right, below, above.
-    const int m_left = lx > 0 ? tile_m[ly][lx - 1] & 0xff : left_m[ly];
-    const float t_left = lx > 0 ? tile_t[ly][lx - 1].x : left_t[ly];
-    const int m_below = ly > 0 ? (tile_m[ly - 1][lx] >> 8) & 0xff : below_m[lx];
-    const float t_below = ly > 0 ? tile_t[ly - 1][lx].y : below_t[lx];
+    // 3. The pairs that blend into the pixel, in the reference's order: left, right, below, above.
+    const int left = lx > 0 ? 2 * (i - 1) : kLeft + ly;
+    const int below = ly > 0 ? 2 * (i - kTileWidth) + 1 : kBelow + lx;
+    const int m_right = res_m[2 * i], m_above = res_m[2 * i + 1];
+    const float t_right = res_t[2 * i], t_above = res_t[2 * i + 1];
+    if (kp.pair_meta != nullptr) {  // the records of the backward pass
+        kp.pair_meta[p] = m_right | m_above << 8;
+        reinterpret_cast<float2*>(kp.pair_t)[p] = make_float2(t_right, t_above);
+    }
     PairView pv[4];
-    pv[0] = pair_view(m_left, t_left, false, p - 1);
-    pv[1] = pair_view(meta & 0xff, t_h, true, p + 1);
-    pv[2] = pair_view(m_below, t_below, false, p - width);
-    pv[3] = pair_view((meta >> 8) & 0xff, t_v, true, p + width);
+    pv[0] = pair_view(res_m[left], res_t[left], false, p - 1);
+    pv[1] = pair_view(m_right, t_right, true, p + 1);
+    pv[2] = pair_view(res_m[below], res_t[below], false, p - width);
+    pv[3] = pair_view(m_above, t_above, true, p + width);
 
     const float* __restrict__ color = kp.color;
     const long long C = kp.channels;
@@ -279,9 +322,9 @@ __device__ __forceinline__ void antialias_fwd_impl(const AntialiasForwardParams&
     for (long long c = 0; c < C; ++c) {
         const float own = c_self[c];
         float acc = own;
-        for (int i = 0; i < 4; ++i)
-            if (pv[i].valid && pv[i].target)
-                acc = add_rn(acc, mul_rn(pv[i].w, sub_rn(color[pv[i].other * C + c], own)));
+        for (int j = 0; j < 4; ++j)
+            if (pv[j].valid && pv[j].target)
+                acc = add_rn(acc, mul_rn(pv[j].w, sub_rn(color[pv[j].other * C + c], own)));
         o[c] = acc;
     }
 }

@@ -147,7 +147,8 @@ KERNELS = (
     Kernel("mip_up", "texture_mip_backward", MipBackwardParams, "mip_up_impl"),
     Kernel("mip_up_chain", "texture_mip_backward", MipBackwardParams, "mip_up_chain_impl"),
     # cuda_ops/antialias_forward.cu, antialias_backward.cu, antialias_topology.cu
-    Kernel("antialias_fwd", "antialias_forward", AntialiasForwardParams, "antialias_fwd_impl"),
+    Kernel("antialias_fwd", "antialias_forward", AntialiasForwardParams, "antialias_fwd_impl",
+           bounds="256, 4"),
     Kernel("antialias_bwd", "antialias_backward", AntialiasBackwardParams, "antialias_bwd_impl"),
     Kernel("antialias_bwd_pos_reduce", "antialias_backward", AntialiasBackwardParams,
            "antialias_bwd_pos_reduce_impl"),

@@ -40,7 +40,7 @@ __all__ = ["CEnum", "Filter", "Boundary", "TextureGradMode", "FILTER_MODES", "BO
            "KernelParams", "struct", "STRUCTS", "MAX_SIZE", "c_prelude",
            "InterpolateForwardParams", "InterpolateBackwardParams", "RasterizeForwardParams",
            "RasterizeBackwardParams", "TextureForwardParams", "TextureBackwardParams",
-           "MipForwardParams", "MipBackwardParams", "AntialiasTile", "AntialiasForwardParams",
+           "MipForwardParams", "MipBackwardParams", "PixelTile", "AntialiasForwardParams",
            "AntialiasBackwardParams", "AntialiasTopologyParams"]
 
 
@@ -89,8 +89,9 @@ class TextureGradMode(CEnum):
     DET_SUM = 2   # deterministic mode, pass 2: fixed-point sums
 
 
-class AntialiasTile(CEnum):
-    """The antialias forward's tile of pixels per block, a thread each (antialias_forward.cu)."""
+class PixelTile(CEnum):
+    """The tile of output pixels of a block, a thread each, of kernels launched a block per tile
+    (pixel_tile.cuh: the antialias forward)."""
     TILE_WIDTH = 32   # a warp per row
     TILE_HEIGHT = 8
 
@@ -513,7 +514,6 @@ AntialiasForwardParams = struct(
     ("pair_t", "float* __restrict__", "[N, 2], or null: no records for the backward"),
     ("pair_meta", "int* __restrict__", "[N], or null with pair_t"),
     ("out", _OUT, "[N, C]"),
-    ("num_pixels", "long long", "N"),
     ("width", "int", ""),
     ("height", "int", ""),
     ("channels", "int", "C"),
@@ -521,7 +521,7 @@ AntialiasForwardParams = struct(
     ("num_triangles", "int", "T"),
     ("num_edges", "int", "entries of edge_ptr - 1"),
     ("pos_batched", "bool", "pos is [B, V, 4]"),
-    uses=(AntialiasTile,),
+    uses=(PixelTile,),
 )
 
 AntialiasBackwardParams = struct(

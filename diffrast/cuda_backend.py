@@ -37,12 +37,13 @@ from torch.autograd import forward_ad as _forward_ad
 from torch.autograd.function import once_differentiable
 
 from .cuda_ops import loader
-from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams, \
+from .cuda_ops.params import InterpolateBackwardParams, InterpolateForwardParams, PixelTile, \
     RasterizeBackwardParams, RasterizeForwardParams
 
 __all__ = ["available", "deterministic", "interpolate", "interpolate_backward", "rasterize_grad",
            "rasterize_resolve",
-           "THREADS", "INT32_MAX", "launch", "aligned", "needs_autograd", "row_segments",
+           "THREADS", "INT32_MAX", "launch", "launch_tiles", "aligned", "needs_autograd",
+           "row_segments",
            "check_entries", "pixel_strides", "diff_table_values", "atomic_copies"]
 
 # ==============================================================================================
@@ -80,6 +81,22 @@ def launch(module: str, kernel: str, num_threads: int, kernel_params, device: to
     if blocks > INT32_MAX:
         raise ValueError(f"{kernel}: {num_threads} threads exceed the CUDA grid limit")
     loader.launch(module, kernel, blocks, THREADS, kernel_params, device)
+
+
+_TILE_W, _TILE_H = int(PixelTile.TILE_WIDTH), int(PixelTile.TILE_HEIGHT)
+assert _TILE_W * _TILE_H == THREADS, "launch_tiles runs blocks of THREADS: a tile each"
+
+
+def _num_tiles(batch: int, height: int, width: int) -> int:
+    return batch * -(-height // _TILE_H) * -(-width // _TILE_W)
+
+
+def launch_tiles(module: str, kernel: str, batch: int, height: int, width: int, kernel_params,
+                 device: torch.device) -> None:
+    """Launch ``kernel`` (:func:`launch`'s arguments) with a block per :class:`PixelTile` of
+    ``batch`` images of ``height x width`` pixels, a thread per pixel of the tile (the kernel
+    finds its pixel with ``tile_pixel`` of ``cuda_ops/pixel_tile.cuh``)."""
+    launch(module, kernel, _num_tiles(batch, height, width) * THREADS, kernel_params, device)
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:

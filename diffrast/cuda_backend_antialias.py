@@ -21,12 +21,13 @@ here (chosen by :mod:`diffrast.dispatch`):
   ``torch.compile`` sees, see :mod:`diffrast.antialias`).
 
 Kernel passes (details in ``cuda_ops/antialias_pairs.cuh`` and the headers of
-``cuda_ops/antialias_forward.cu`` and ``antialias_backward.cu``): one thread per pixel evaluates
-the pixel's pair with its right neighbour and with the neighbour above and records, per pair, the
-crossing parameter ``t`` and a byte of flags (blends, which pixel is in front, which is the target,
-the crossing edge), in shared memory for its tile of pixels and, for the backward pass, in global
-memory; after a barrier the same kernel gathers the pairs that blend into each pixel and writes the
-output, so the forward pass has no atomics and is deterministic. The backward pass gathers
+``cuda_ops/antialias_forward.cu`` and ``antialias_backward.cu``): a block per tile of pixels
+lists the pixel pairs (each pixel with its right neighbour and with the neighbour above) that need
+evaluating, about one in eight, and its threads share them out; each evaluation records the pair's
+crossing parameter ``t`` and a byte of flags (blends, which pixel is in front, which is the
+target, the crossing edge) in shared memory; after a barrier each thread gathers the pairs that
+blend into its pixel, writes the output and, for the backward pass, the pixel's records in global
+memory, so the forward pass has no atomics and is deterministic. The backward pass gathers
 ``grad_color`` the same way, and accumulates the position gradient of each blending pair (through
 ``t``, into the two vertices of the crossing edge, times ``pos_gradient_boost``) with float
 ``atomicAdd``, or, in deterministic mode, without float atomics as described in
@@ -37,11 +38,11 @@ from __future__ import annotations
 import torch
 from torch.autograd.function import once_differentiable
 
-from .cuda_backend import INT32_MAX, THREADS, aligned, available, check_entries, deterministic, \
-    needs_autograd, row_segments
+from .cuda_backend import INT32_MAX, aligned, available, check_entries, deterministic, \
+    launch_tiles, needs_autograd, row_segments
 # (module-level _launch: tests drive single topology passes through it)
 from .cuda_backend import launch as _launch
-from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams, AntialiasTile,
+from .cuda_ops.params import (AntialiasBackwardParams, AntialiasForwardParams,
                               AntialiasTopologyParams)
 from . import dispatch
 from .reference import antialias as _ref
@@ -52,8 +53,6 @@ __all__ = ["available", "GpuTopologyHash", "construct_tables", "construct_topolo
            "antialias_forward", "antialias_backward"]
 
 _NO_ROW = 0x7FFFFFFF
-_TILE_W, _TILE_H = int(AntialiasTile.TILE_WIDTH), int(AntialiasTile.TILE_HEIGHT)
-assert _TILE_W * _TILE_H == THREADS, "launch() runs blocks of THREADS: one per tile"
 
 
 # ==============================================================================================
@@ -353,11 +352,10 @@ def antialias_forward(color, rast, pos, tri, nbr, edge_ptr, inc_tri, inc_opp, re
     out = torch.empty_like(color)
     kp = AntialiasForwardParams(
         rast=rast, pos=pos, tri=tri, nbr=nbr, edge_ptr=edge_ptr, inc_tri=inc_tri,
-        inc_opp=inc_opp, color=color, pair_t=pair_t, pair_meta=pair_meta, out=out, num_pixels=N,
-        width=W, height=H, channels=C, num_vertices=V, num_triangles=T,
-        num_edges=edge_ptr.shape[0] - 1, pos_batched=pos.ndim == 3)
-    tiles = B * -(-H // _TILE_H) * -(-W // _TILE_W)  # a block per tile, a thread per pixel
-    _launch("antialias_forward", "antialias_fwd", tiles * _TILE_W * _TILE_H, kp, device)
+        inc_opp=inc_opp, color=color, pair_t=pair_t, pair_meta=pair_meta, out=out, width=W,
+        height=H, channels=C, num_vertices=V, num_triangles=T, num_edges=edge_ptr.shape[0] - 1,
+        pos_batched=pos.ndim == 3)
+    launch_tiles("antialias_forward", "antialias_fwd", B, H, W, kp, device)
     return out, pair_t, pair_meta
 
 

@@ -139,11 +139,11 @@ def test_kernels_named_by_the_backend_exist():
     import re
     with open(cb.__file__) as f:
         glue = f.read()
-    names = re.findall(r'_launch\("(antialias_\w+)", "(\w+)"', glue)
+    names = re.findall(r'(?:_launch|launch_tiles)\("(antialias_\w+)", "(\w+)"', glue)
     assert len(names) == 7
     for module, kernel in names:
-        assert re.search(rf'extern\s+"C"\s+__global__\s+void\s+{kernel}\s*\(',
-                         loader.source(module)), (module, kernel)
+        assert re.search(rf'extern\s+"C"\s+__global__\s+(__launch_bounds__\([^)]*\)\s+)?'
+                         rf'void\s+{kernel}\s*\(', loader.source(module)), (module, kernel)
 
 
 def test_inconsistent_topology_is_refused():
@@ -362,10 +362,9 @@ def _dense_soup():
 
 
 def test_dense_tiles_match_the_reference(kernels):
-    """Where small triangles make nearly every pixel pair differ, a tile's block evaluates far
-    more pairs than it has threads (each thread both of its pixel's pairs, the first two warps
-    also those across the tile's sides, front triangles shared between a pixel's two pairs):
-    output and gradients still equal the reference's."""
+    """A block lists the pairs of its tile that need evaluating (up to 2 * 256 + 40) and its 256
+    threads share them out: where small triangles make nearly every pair differ, tiles hold more
+    pairs than threads, and output and gradients still equal the reference's."""
     made = _dense_soup()
     assert int(_pairs_to_evaluate_per_tile(made[1], made[3].shape[0]).max()) > 400
     check(made, kernels, 4)

@@ -197,7 +197,7 @@ def test_kernels_named_by_the_backend_exist():
     modules, named = set(), set()
     for name in BACKENDS:
         backend = _read(os.path.join(package, name))
-        launches = re.findall(r'\b_?launch\(\s*"(\w+)",\s*(?:"(\w+)")?', backend)
+        launches = re.findall(r'\b_?launch(?:_tiles)?\(\s*"(\w+)",\s*(?:"(\w+)")?', backend)
         assert launches, name
         for module, kernel in launches:
             assert module in MODULES, f"{name}: no cuda_ops/{module}.cu"
