@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import logging
 import os
 import re
 import threading
+import time
 
 import torch
 
@@ -32,6 +34,7 @@ COMPILE_OPTIONS = ("--std=c++17",)
 
 _modules: dict = {}
 _lock = threading.Lock()
+_logger = logging.getLogger("diffrast")  # diffrast.log's logger (set_log_level)
 
 
 @functools.lru_cache(maxsize=None)
@@ -84,9 +87,15 @@ def _module(name: str, device_index: int):
             mod = _modules.get(key)
             if mod is None:
                 import cupy
+                start = time.perf_counter()
                 with cupy.cuda.Device(device_index):
                     mod = cupy.RawModule(code=source(name), options=COMPILE_OPTIONS)
                     mod.compile()
+                # (the first use of a module in a process: compiled by NVRTC, or loaded from
+                # CuPy's kernel cache when its source was compiled before)
+                _logger.info("CUDA module %s ready on cuda:%d in %.2f s (compiled, or from "
+                             "CuPy's kernel cache)", name, device_index,
+                             time.perf_counter() - start)
                 _modules[key] = mod
     return mod
 

@@ -137,7 +137,39 @@ def test_cuda_context_reports_its_device(caplog):
     caplog.set_level(logging.DEBUG, logger="diffrast")
     dr.set_log_level(0)
     dr.RasterizeCudaContext()
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [r.getMessage() for r in caplog.records
+                if not r.getMessage().startswith("CUDA module ")]  # (a first use compiles)
     assert len(messages) == 1
     assert messages[0].startswith(f"RasterizeCudaContext on cuda:{torch.cuda.current_device()}: "
                                   f"{torch.cuda.get_device_name()}, ")
+
+
+def test_info_reports_a_cuda_modules_first_use(caplog, monkeypatch):
+    """The loader reports each kernel module it compiles (or loads from CuPy's cache) with the
+    time it took, once per module and device; here with a stand-in for CuPy."""
+    import contextlib
+    import types
+
+    from diffrast.cuda_ops import loader
+
+    built = []
+
+    class RawModule:
+        def __init__(self, code, options):
+            self.code = code
+
+        def compile(self):
+            built.append(self.code)
+
+    fake = types.SimpleNamespace(RawModule=RawModule,
+                                 cuda=types.SimpleNamespace(Device=contextlib.nullcontext))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(loader, "_modules", {})
+    caplog.set_level(logging.DEBUG, logger="diffrast")
+    dr.set_log_level(0)
+    mod = loader._module("interpolate_forward", 3)
+    assert built == [loader.source("interpolate_forward")] and mod.code == built[0]
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and caplog.records[0].levelno == logging.INFO
+    assert messages[0].startswith("CUDA module interpolate_forward ready on cuda:3 in ")
+    assert loader._module("interpolate_forward", 3) is mod and len(caplog.records) == 1
