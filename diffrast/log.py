@@ -21,8 +21,10 @@ has (``logging.basicConfig``, a framework's set-up, pytest's capture), they go t
 application's handlers only, like any library's records.
 
 What is reported at Info: the creation of each rasterizer context (device; for OpenGL, the
-renderer, its version and limits) and every growth of an OpenGL context's render targets or
-geometry buffer (their new size). Nothing is reported per call.
+renderer, its version and limits), every growth of an OpenGL context's render targets or
+geometry buffer (their new size) and the first use of each CUDA kernel module in a process
+(compiled by NVRTC or loaded from CuPy's kernel cache, and the time it took). Nothing is reported
+per call.
 """
 from __future__ import annotations
 
