@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import logging
 import os
 import re
 import threading
@@ -27,6 +26,7 @@ import time
 
 import torch
 
+from ..log import logger
 from . import kernels, params
 
 SOURCE_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -34,7 +34,6 @@ COMPILE_OPTIONS = ("--std=c++17",)
 
 _modules: dict = {}
 _lock = threading.Lock()
-_logger = logging.getLogger("diffrast")  # diffrast.log's logger (set_log_level)
 
 
 @functools.lru_cache(maxsize=None)
@@ -93,9 +92,9 @@ def _module(name: str, device_index: int):
                     mod.compile()
                 # (the first use of a module in a process: compiled by NVRTC, or loaded from
                 # CuPy's kernel cache when its source was compiled before)
-                _logger.info("CUDA module %s ready on cuda:%d in %.2f s (compiled, or from "
-                             "CuPy's kernel cache)", name, device_index,
-                             time.perf_counter() - start)
+                logger.info("CUDA module %s ready on cuda:%d in %.2f s (compiled, or from "
+                            "CuPy's kernel cache)", name, device_index,
+                            time.perf_counter() - start)
                 _modules[key] = mod
     return mod
 

@@ -87,16 +87,13 @@ _TILE_W, _TILE_H = int(PixelTile.TILE_WIDTH), int(PixelTile.TILE_HEIGHT)
 assert _TILE_W * _TILE_H == THREADS, "launch_tiles runs blocks of THREADS: a tile each"
 
 
-def _num_tiles(batch: int, height: int, width: int) -> int:
-    return batch * -(-height // _TILE_H) * -(-width // _TILE_W)
-
-
 def launch_tiles(module: str, kernel: str, batch: int, height: int, width: int, kernel_params,
                  device: torch.device) -> None:
     """Launch ``kernel`` (:func:`launch`'s arguments) with a block per :class:`PixelTile` of
     ``batch`` images of ``height x width`` pixels, a thread per pixel of the tile (the kernel
     finds its pixel with ``tile_pixel`` of ``cuda_ops/pixel_tile.cuh``)."""
-    launch(module, kernel, _num_tiles(batch, height, width) * THREADS, kernel_params, device)
+    tiles = batch * -(-height // _TILE_H) * -(-width // _TILE_W)
+    launch(module, kernel, tiles * THREADS, kernel_params, device)
 
 
 def aligned(t: torch.Tensor) -> torch.Tensor:
